@@ -1,0 +1,2 @@
+"""rlhfjax: RLHF in JAX."""
+__version__ = "0.1.0"
