@@ -444,7 +444,7 @@ def _resolve(name_or_path: str, revision: str | None) -> str:
     except Exception as e:  # noqa: BLE001 — re-raised with what the user can do about it
         raise OSError(
             f"could not fetch {name_or_path!r} from the Hugging Face Hub ({type(e).__name__}: {e}). "
-            f"If you have no network, download it elsewhere (e.g. `huggingface-cli download "
+            f"If you have no network, download it elsewhere (e.g. `hf download "
             f"{name_or_path}`) and pass the local directory path instead of the hub id."
         ) from e
 

@@ -1,0 +1,26 @@
+"""Build a model from an experiment config's `model` section: an HF checkpoint or a preset."""
+
+from __future__ import annotations
+
+import jax
+
+from rlhfjax.models.config import ModelConfig, preset
+from rlhfjax.models.transformer import init_params
+
+# Keys of a `config.model` section that are not ModelConfig fields.
+_NON_ARCH_KEYS = ("init_from", "family")
+
+
+def model_from_config(section, vocab_size: int, rng: jax.Array) -> tuple[ModelConfig, dict]:
+    """`section.init_from` set: load that HF checkpoint (architecture fields ignored, `dtype` kept).
+    Otherwise: `preset(section.family, **architecture fields, vocab_size)` with random params."""
+    fields = {k: v for k, v in section.items() if k not in _NON_ARCH_KEYS}
+    if section.get("init_from"):
+        from rlhfjax.models.hf import load_pretrained
+
+        return load_pretrained(section.init_from, dtype=fields.get("dtype", "float32"))
+    try:
+        cfg = preset(section.family, vocab_size=vocab_size, **fields)
+    except TypeError as e:  # an unknown keyword: name it
+        raise ValueError(f"config.model: {e}") from None
+    return cfg, init_params(cfg, rng)

@@ -1,0 +1,1 @@
+"""Runnable recipes behind the CLI commands: `run(config, workdir) -> summary dict`."""
