@@ -6,6 +6,7 @@ default init sets biases to 0 and norms to 1, which would hide a mis-mapped bias
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import transformers
 
@@ -62,7 +63,20 @@ def make_checkpoint(family: str, path, variant: str = "base", seed: int = 0):
 
 def torch_logits(model, tokens, mask, positions):
     with torch.no_grad():
-        out = model(input_ids=torch.as_tensor(tokens, dtype=torch.long),
-                    attention_mask=torch.as_tensor(mask, dtype=torch.long),
-                    position_ids=torch.as_tensor(positions, dtype=torch.long))
+        out = model(input_ids=torch.tensor(np.array(tokens), dtype=torch.long),
+                    attention_mask=torch.tensor(np.array(mask), dtype=torch.long),
+                    position_ids=torch.tensor(np.array(positions), dtype=torch.long))
     return out.logits.float().numpy()
+
+
+def make_scalar_checkpoint(family: str, path, seed: int = 0):
+    """A random HF *ForSequenceClassification (num_labels=1, pad id 0) checkpoint, like a reward model."""
+    torch.manual_seed(seed)
+    config = hf_config(family)
+    config.num_labels = 1
+    config.pad_token_id = 0
+    model = transformers.AutoModelForSequenceClassification.from_config(config, attn_implementation="eager")
+    randomize_(model, seed)
+    model.eval()
+    model.save_pretrained(str(path), safe_serialization=True)
+    return model

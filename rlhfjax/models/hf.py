@@ -293,10 +293,11 @@ def to_hf_state_dict(cfg: ModelConfig, params) -> dict[str, jax.Array]:
     return out
 
 
-def from_hf_state_dict(cfg: ModelConfig, tensors: Mapping[str, np.ndarray], dtype=np.float32):
+def from_hf_state_dict(cfg: ModelConfig, tensors: Mapping[str, np.ndarray], dtype=np.float32,
+                       lm_head: bool = True):
     """Inverse of `to_hf_state_dict`, on host numpy arrays; expects names already normalised."""
     fam = _FAMILIES[cfg.family]
-    expected = expected_param_shapes(cfg)
+    expected = expected_param_shapes(cfg, lm_head)
     flat: dict[str, np.ndarray] = {}
 
     def get(name, transpose=False):
@@ -335,13 +336,13 @@ def from_hf_state_dict(cfg: ModelConfig, tensors: Mapping[str, np.ndarray], dtyp
     return traverse_util.unflatten_dict({tuple(k.split("/")): v for k, v in flat.items()})
 
 
-def expected_param_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
-    abstract = jax.eval_shape(lambda: init_params(cfg, jax.random.PRNGKey(0)))
+def expected_param_shapes(cfg: ModelConfig, lm_head: bool = True) -> dict[str, tuple[int, ...]]:
+    abstract = jax.eval_shape(lambda: init_params(cfg, jax.random.PRNGKey(0), lm_head=lm_head))
     return {k: tuple(v.shape) for k, v in _flat(abstract).items()}
 
 
-def expected_hf_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
-    abstract = jax.eval_shape(lambda: init_params(cfg, jax.random.PRNGKey(0)))
+def expected_hf_shapes(cfg: ModelConfig, lm_head: bool = True) -> dict[str, tuple[int, ...]]:
+    abstract = jax.eval_shape(lambda: init_params(cfg, jax.random.PRNGKey(0), lm_head=lm_head))
     return {k: tuple(v.shape) for k, v in jax.eval_shape(lambda p: to_hf_state_dict(cfg, p), abstract).items()}
 
 
@@ -408,11 +409,11 @@ class _Renamed(Mapping):
     """View of a checkpoint with base-model prefixes added where a checkpoint omitted them
     (the hub's `gpt2` stores `h.0...` rather than `transformer.h.0...`)."""
 
-    def __init__(self, ckpt: _Checkpoint, prefix: str, lm_head: str):
+    def __init__(self, ckpt: _Checkpoint, prefix: str, top_level: tuple[str, ...]):
         self._ckpt = ckpt
         self._names = {}
         for name in ckpt:
-            full = name if (name.startswith(prefix) or name == lm_head) else prefix + name
+            full = name if (name.startswith(prefix) or name in top_level) else prefix + name
             self._names[full] = name
 
     def __getitem__(self, name):
@@ -463,9 +464,28 @@ def load_hf_config(name_or_path: str, revision: str | None = None):
     return directory, transformers.AutoConfig.from_pretrained(directory)
 
 
+def _validate(source: str, cfg: ModelConfig, tensors: _Renamed, want: dict[str, tuple[int, ...]],
+              ignore: tuple[str, ...] = ()):
+    """Fail on missing, unused or wrongly shaped tensors before any is converted."""
+    missing = sorted(set(want) - set(tensors))
+    if missing:
+        raise ValueError(f"{source}: checkpoint lacks {len(missing)} tensor(s) the config needs: "
+                         f"{', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''}")
+    unexpected = sorted(n for n in set(tensors) - set(want)
+                        if not n.endswith(_IGNORED_SUFFIXES) and n not in ignore)
+    if unexpected:
+        raise ValueError(f"{source}: checkpoint has {len(unexpected)} tensor(s) a {cfg.family} "
+                         f"model does not use: {', '.join(unexpected[:8])}")
+    for name, shape in want.items():
+        got = tuple(tensors.shape(name))
+        if got != shape:
+            raise ValueError(f"{source}: tensor {name!r} (rlhfjax param {_params_for(cfg, name)}) "
+                             f"has shape {got} in the checkpoint but the config expects {shape}")
+
+
 def load_pretrained(name_or_path: str, *, dtype: str = "float32", param_dtype: str = "float32",
                     revision: str | None = None) -> tuple[ModelConfig, dict]:
-    """Load `(ModelConfig, params)` from a hub id or a local HF checkpoint directory.
+    """Load `(ModelConfig, params)` of a causal LM from a hub id or a local HF checkpoint directory.
 
     `dtype` is the compute dtype written into the config; params are stored in `param_dtype`
     as host numpy arrays (place them with `jax.device_put` or `rlhfjax.parallel`).
@@ -473,40 +493,37 @@ def load_pretrained(name_or_path: str, *, dtype: str = "float32", param_dtype: s
     directory, hf = load_hf_config(name_or_path, revision)
     cfg = config_from_hf(hf, dtype=dtype, param_dtype=param_dtype)
     fam = _FAMILIES[cfg.family]
-    tensors = _Renamed(_Checkpoint(directory), fam.prefix, fam.lm_head)
-    want = expected_hf_shapes(cfg)
-
-    missing = sorted(set(want) - set(tensors))
-    if missing:
-        raise ValueError(f"{name_or_path}: checkpoint lacks {len(missing)} tensor(s) the config needs: "
-                         f"{', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''}")
-    unexpected = sorted(n for n in set(tensors) - set(want)
-                        if not n.endswith(_IGNORED_SUFFIXES)
-                        and not (cfg.tie_embeddings and n == fam.lm_head))
-    if unexpected:
-        raise ValueError(f"{name_or_path}: checkpoint has {len(unexpected)} tensor(s) a {cfg.family} "
-                         f"model does not use: {', '.join(unexpected[:8])}")
-    for name, shape in want.items():
-        got = tuple(tensors.shape(name))
-        if got != shape:
-            raise ValueError(f"{name_or_path}: tensor {name!r} (rlhfjax param {_params_for(cfg, name)}) "
-                             f"has shape {got} in the checkpoint but the config expects {shape}")
-    params = from_hf_state_dict(cfg, tensors, dtype=np.dtype(cfg.weights_dtype))
-    return cfg, params
+    tensors = _Renamed(_Checkpoint(directory), fam.prefix, (fam.lm_head,))
+    # Tied checkpoints sometimes store the (duplicate) output matrix anyway.
+    _validate(name_or_path, cfg, tensors, expected_hf_shapes(cfg),
+              ignore=(fam.lm_head,) if cfg.tie_embeddings else ())
+    return cfg, from_hf_state_dict(cfg, tensors, dtype=np.dtype(cfg.weights_dtype))
 
 
-def save_pretrained(cfg: ModelConfig, params, path: str, *, dtype: str = "float32",
-                    max_shard_bytes: int = 4 << 30, tokenizer=None) -> str:
-    """Write `path/` as a HF checkpoint (config.json + safetensors, sharded above max_shard_bytes)."""
-    hf_config = config_to_hf(cfg)
+SCORE = "score.weight"  # the [num_labels, hidden] head of HF *ForSequenceClassification models
+
+
+def load_pretrained_scalar(name_or_path: str, *, dtype: str = "float32", param_dtype: str = "float32",
+                           revision: str | None = None) -> tuple[ModelConfig, dict]:
+    """Load a reward/value model saved as an HF *ForSequenceClassification checkpoint with
+    num_labels=1, as `(ModelConfig, ScalarModel params)`. HF reads it at each row's last non-pad
+    token: use `read_at(scalars, last_token_index(mask))` for the same number."""
+    directory, hf = load_hf_config(name_or_path, revision)
+    cfg = config_from_hf(hf, dtype=dtype, param_dtype=param_dtype)
+    fam = _FAMILIES[cfg.family]
+    tensors = _Renamed(_Checkpoint(directory), fam.prefix, (fam.lm_head, SCORE))
+    want = {**expected_hf_shapes(cfg, lm_head=False), SCORE: (1, cfg.hidden_size)}
+    _validate(name_or_path, cfg, tensors, want)
+    wdtype = np.dtype(cfg.weights_dtype)
+    backbone = from_hf_state_dict(cfg, tensors, dtype=wdtype, lm_head=False)
+    head = {"kernel": np.asarray(tensors[SCORE]).astype(wdtype).T, "bias": np.zeros((1,), wdtype)}
+    return cfg, {"backbone": backbone, "head": head}
+
+
+def _write_checkpoint(hf_config, tensors: dict[str, np.ndarray], path: str, max_shard_bytes: int,
+                      tokenizer) -> str:
     os.makedirs(path, exist_ok=True)
-    np_dtype = np.dtype(jnp.dtype(dtype))
-    tensors = {k: np.asarray(jax.device_get(v)).astype(np_dtype)
-               for k, v in to_hf_state_dict(cfg, params).items()}
-    hf_config.architectures = [{"gpt2": "GPT2LMHeadModel", "gpt_neox": "GPTNeoXForCausalLM",
-                                "llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM"}[cfg.family]]
     hf_config.save_pretrained(path)
-
     shards: list[dict[str, np.ndarray]] = [{}]
     size = 0
     for name in sorted(tensors):
@@ -529,6 +546,43 @@ def save_pretrained(cfg: ModelConfig, params, path: str, *, dtype: str = "float3
     if tokenizer is not None:
         tokenizer.save_pretrained(path)
     return path
+
+
+_ARCH_NAMES = {"gpt2": "GPT2", "gpt_neox": "GPTNeoX", "llama": "Llama", "qwen2": "Qwen2"}
+
+
+def _host(tree, dtype: str) -> dict[str, np.ndarray]:
+    np_dtype = np.dtype(jnp.dtype(dtype))
+    return {k: np.asarray(jax.device_get(v)).astype(np_dtype) for k, v in tree.items()}
+
+
+def save_pretrained(cfg: ModelConfig, params, path: str, *, dtype: str = "float32",
+                    max_shard_bytes: int = 4 << 30, tokenizer=None) -> str:
+    """Write `path/` as a HF causal-LM checkpoint (config.json + safetensors, sharded above
+    `max_shard_bytes`); `transformers.AutoModelForCausalLM.from_pretrained(path)` loads it."""
+    hf_config = config_to_hf(cfg)
+    hf_config.architectures = [_ARCH_NAMES[cfg.family] + ("LMHeadModel" if cfg.family == "gpt2"
+                                                          else "ForCausalLM")]
+    tensors = _host(to_hf_state_dict(cfg, params), dtype)
+    return _write_checkpoint(hf_config, tensors, path, max_shard_bytes, tokenizer)
+
+
+def save_pretrained_scalar(cfg: ModelConfig, params, path: str, *, dtype: str = "float32",
+                           max_shard_bytes: int = 4 << 30, tokenizer=None) -> str:
+    """Write ScalarModel params as an HF *ForSequenceClassification checkpoint (num_labels=1)."""
+    bias = np.asarray(jax.device_get(params["head"]["bias"]))
+    if np.any(bias != 0):
+        raise ValueError(f"the scalar head has bias {bias.tolist()}, which HF's bias-free `score` layer "
+                         "cannot hold; fold it into your reward normalisation before exporting")
+    if cfg.pad_token_id is None:
+        raise ValueError("set cfg.pad_token_id: HF sequence classifiers find each row's last token by it")
+    hf_config = config_to_hf(cfg)
+    hf_config.num_labels = 1
+    hf_config.architectures = [_ARCH_NAMES[cfg.family] + "ForSequenceClassification"]
+    tensors = _host(to_hf_state_dict(cfg, params["backbone"]), dtype)
+    tensors[SCORE] = np.asarray(jax.device_get(params["head"]["kernel"])).T.astype(tensors[next(iter(tensors))].dtype)
+    # *ForSequenceClassification state dicts use the base-model prefix for every backbone tensor.
+    return _write_checkpoint(hf_config, tensors, path, max_shard_bytes, tokenizer)
 
 
 def load_tokenizer(name_or_path: str, revision: str | None = None):
