@@ -1,0 +1,1 @@
+"""Analyses the RLHF papers rely on: KL scaling, calibration, OOD detection, similarity."""
