@@ -1,0 +1,449 @@
+"""Anthropic HH-RLHF format: load comparisons, demonstrations, prompts and ranked lists.
+
+A transcript is ``"\\n\\nHuman: … \\n\\nAssistant: … \\n\\nHuman: … \\n\\nAssistant: <response>"``. Each row is
+split at its *last* Assistant turn into a shared prompt (ending with ``"\\n\\nAssistant:"``) and a response.
+
+Every source goes through ``datasets.load_dataset``: a hub id (``Anthropic/hh-rlhf`` with any ``data_dir``)
+is passed straight through; a local file, directory or glob becomes the ``json``/``parquet``/``csv`` builder
+with ``data_files`` — the same code path, so local copies of hub files load exactly like the hub.
+
+Bad rows never crash a run: each is skipped (or, for an over-long prompt, optionally truncated) and counted
+by reason in a :class:`LoadReport`; loading fails with :class:`BadDataError` only when the skipped fraction
+exceeds ``max_bad_fraction``, quoting one example per reason.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import glob
+import logging
+import os
+import re
+from typing import Any, Callable, Iterable, Mapping
+
+import datasets
+
+from rlhfjax.data.preference import PreferencePair, PromptExample, RankedList, SFTExample
+
+HUMAN = "\n\nHuman:"
+ASSISTANT = "\n\nAssistant:"
+DEFAULT_HUB_ID = "Anthropic/hh-rlhf"
+_log = logging.getLogger(__name__)
+
+# Skip reasons (the row is dropped and counts as bad).
+NOT_STRING = "not_string"
+NO_ASSISTANT_TURN = "no_assistant_turn"
+EMPTY_RESPONSE = "empty_response"
+IDENTICAL_RESPONSES = "identical_responses"
+PROMPT_MISMATCH = "prompt_mismatch"
+PROMPT_TOO_LONG = "prompt_too_long"
+TOO_FEW_RESPONSES = "too_few_responses"
+# Fix reasons (the row is kept, modified; counted but not bad).
+PROMPT_TRUNCATED = "prompt_truncated"
+
+# File suffix -> `datasets` packaged builder.
+_BUILDERS = {
+    ".jsonl": "json", ".json": "json", ".jsonl.gz": "json", ".json.gz": "json",
+    ".parquet": "parquet", ".csv": "csv",
+}
+_SPLIT_NAMES = ("train", "test", "validation", "valid", "dev")
+
+
+class BadDataError(ValueError):
+    """Too many bad rows; the message holds the report summary and one example per reason."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Transcripts
+# --------------------------------------------------------------------------------------------------
+
+
+def split_transcript(text: str) -> tuple[str, str]:
+    """Split a transcript at its last Assistant turn → ``(prompt, response)``.
+
+    The prompt ends with ``"\\n\\nAssistant:"``; the response is the text after it with surrounding
+    whitespace stripped (``join_transcript`` puts back exactly one space). Raises ``ValueError`` if the
+    text has no Assistant turn.
+    """
+    i = text.rfind(ASSISTANT)
+    if i < 0:
+        raise ValueError("transcript has no '\\n\\nAssistant:' turn")
+    cut = i + len(ASSISTANT)
+    return text[:cut], text[cut:].strip()
+
+
+def join_transcript(prompt: str, response: str) -> str:
+    """Inverse of :func:`split_transcript` (for well-formed, stripped responses)."""
+    return f"{prompt} {response}"
+
+
+def as_hh_prompt(text: str) -> str:
+    """A plain request becomes a one-turn HH prompt; an HH prompt is returned unchanged."""
+    if text.endswith(ASSISTANT):
+        return text
+    return f"{HUMAN} {text.strip()}{ASSISTANT}"
+
+
+_TURN_RE = re.compile(r"\n\n(Human|Assistant):")
+
+
+def parse_turns(prompt: str) -> list[tuple[str, str]]:
+    """HH prompt → ``[(role, text), ...]`` with roles ``user``/``assistant`` (chat-template messages).
+
+    The trailing empty Assistant turn (the generation slot) is dropped; a non-empty preamble before the
+    first marker becomes a ``system`` turn.
+    """
+    parts = _TURN_RE.split(prompt)
+    turns = [("system", parts[0].strip())] if parts[0].strip() else []
+    for role, text in zip(parts[1::2], parts[2::2]):
+        turns.append(("user" if role == "Human" else "assistant", text.strip()))
+    if turns and turns[-1] == ("assistant", ""):
+        turns.pop()
+    return turns
+
+
+def truncate_prompt_text(prompt: str, max_chars: int) -> str:
+    """Shorten an HH prompt from the left to ``max_chars``, keeping the final Human and Assistant turns.
+
+    Whole early turns are dropped first (the prompt still starts at a Human turn); only if the last Human
+    turn alone is too long is its text cut from the left.
+    """
+    if len(prompt) <= max_chars:
+        return prompt
+    starts = [m.start() for m in re.finditer(re.escape(HUMAN), prompt)]
+    for s in starts:  # earliest Human turn that fits keeps the most context
+        if len(prompt) - s <= max_chars:
+            return prompt[s:]
+    last = starts[-1] if starts else 0
+    body = prompt[last + len(HUMAN): len(prompt) - len(ASSISTANT)]
+    budget = max(0, max_chars - len(HUMAN) - len(ASSISTANT))
+    return HUMAN + (body[len(body) - budget:] if budget else "") + ASSISTANT
+
+
+# --------------------------------------------------------------------------------------------------
+# Load report
+# --------------------------------------------------------------------------------------------------
+
+
+def _short_repr(row: Any, limit: int = 300) -> str:
+    text = repr(dict(row) if isinstance(row, Mapping) else row)
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+@dataclasses.dataclass
+class LoadReport:
+    """What loading did: rows read, rows kept, skipped rows and kept-but-fixed rows by reason."""
+
+    source: str = ""
+    rows: int = 0
+    kept: int = 0
+    skipped: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    fixed: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    examples: dict[str, str] = dataclasses.field(default_factory=dict)  # first offending row per reason
+
+    def skip(self, reason: str, row: Any) -> None:
+        self.skipped[reason] += 1
+        self.examples.setdefault(reason, _short_repr(row))
+
+    def fix(self, reason: str, row: Any) -> None:
+        self.fixed[reason] += 1
+        self.examples.setdefault(reason, _short_repr(row))
+
+    @property
+    def bad(self) -> int:
+        return sum(self.skipped.values())
+
+    @property
+    def bad_fraction(self) -> float:
+        return self.bad / self.rows if self.rows else 0.0
+
+    def summary(self) -> str:
+        """One line per reason, e.g. for logs at the end of loading."""
+        lines = [f"{self.source}: {self.rows} rows, kept {self.kept}, skipped {self.bad} "
+                 f"({100 * self.bad_fraction:.2f}%)"]
+        lines += [f"  skipped {r}: {n}" for r, n in sorted(self.skipped.items())]
+        lines += [f"  fixed {r}: {n}" for r, n in sorted(self.fixed.items())]
+        return "\n".join(lines)
+
+    def check(self, max_bad_fraction: float) -> None:
+        """Raise :class:`BadDataError` (quoting one example per skip reason) if too many rows are bad."""
+        if self.bad_fraction > max_bad_fraction:
+            quoted = "\n".join(f"  e.g. {r}: {self.examples[r]}" for r in sorted(self.skipped))
+            raise BadDataError(f"bad fraction {self.bad_fraction:.3f} > max_bad_fraction "
+                               f"{max_bad_fraction}\n{self.summary()}\n{quoted}")
+
+    def to_dict(self) -> dict:
+        return {"source": self.source, "rows": self.rows, "kept": self.kept,
+                "skipped": dict(self.skipped), "fixed": dict(self.fixed)}
+
+
+# --------------------------------------------------------------------------------------------------
+# Sources → datasets.Dataset
+# --------------------------------------------------------------------------------------------------
+
+
+def _builder_for(path: str) -> str | None:
+    name = path.lower()
+    for suffix in sorted(_BUILDERS, key=len, reverse=True):
+        if name.endswith(suffix):
+            return _BUILDERS[suffix]
+    return None
+
+
+def _split_of(path: str) -> str:
+    """``train.jsonl.gz`` / ``test-00000-of-00001.parquet`` → ``train`` / ``test``."""
+    return re.split(r"[.\-_]", os.path.basename(path).lower(), maxsplit=1)[0]
+
+
+def resolve_local_files(source: str, *, data_dir: str | None = None,
+                        split: str = "train") -> tuple[str, list[str]] | None:
+    """Local file/dir/glob → ``(builder, files)``; ``None`` if ``source`` is not local (a hub id).
+
+    In a directory laid out like a hub dataset (``train.jsonl.gz``, ``test.jsonl.gz``, or any
+    ``<split>.jsonl``) only the files named after ``split`` are used; a directory without split names is
+    used whole.
+    """
+    path = os.path.join(source, data_dir) if data_dir else source
+    path = os.path.expanduser(path)
+    if os.path.isdir(path):
+        files = sorted(f for f in glob.glob(os.path.join(path, "**", "*"), recursive=True)
+                       if os.path.isfile(f) and _builder_for(f))
+        if any(_split_of(f) in (*_SPLIT_NAMES, split) for f in files):
+            files = [f for f in files if _split_of(f) == split]
+    elif glob.has_magic(path):
+        files = sorted(f for f in glob.glob(path, recursive=True) if os.path.isfile(f))
+    elif os.path.isfile(path):
+        files = [path]
+    elif source.startswith((".", "/", "~")) or _builder_for(source):
+        raise FileNotFoundError(f"no such local data: {path}")
+    else:
+        return None
+    if not files:
+        raise FileNotFoundError(f"no data files for split {split!r} under {path}")
+    builders = {_builder_for(f) for f in files}
+    if len(builders) != 1 or None in builders:
+        raise ValueError(f"cannot mix or infer file formats {sorted(map(str, builders))} in {path}")
+    return builders.pop(), files
+
+
+def load_rows(source: str, *, data_dir: str | None = None, split: str = "train",
+              **load_kwargs) -> datasets.Dataset:
+    """Any source → ``datasets.Dataset`` via ``datasets.load_dataset`` (hub id or local files)."""
+    name = split.split("[", 1)[0]  # "train[:1000]" slices the "train" split, locally as on the hub
+    local = resolve_local_files(source, data_dir=data_dir, split=name)
+    if local is None:
+        return datasets.load_dataset(source, data_dir=data_dir, split=split, **load_kwargs)
+    builder, files = local
+    return datasets.load_dataset(builder, data_files={name: files}, split=split, **load_kwargs)
+
+
+# --------------------------------------------------------------------------------------------------
+# Row parsers: row → example, or None after recording why in the report
+# --------------------------------------------------------------------------------------------------
+
+
+def _check_prompt(prompt: str, row: Any, report: LoadReport, max_prompt_chars: int | None,
+                  long_prompt: str) -> str | None:
+    if max_prompt_chars is None or len(prompt) <= max_prompt_chars:
+        return prompt
+    if long_prompt == "skip":
+        report.skip(PROMPT_TOO_LONG, row)
+        return None
+    report.fix(PROMPT_TRUNCATED, row)
+    return truncate_prompt_text(prompt, max_prompt_chars)
+
+
+def parse_pair(row: Mapping, report: LoadReport, *, chosen_key: str = "chosen",
+               rejected_key: str = "rejected", max_prompt_chars: int | None = None,
+               long_prompt: str = "truncate") -> PreferencePair | None:
+    """HH row ``{chosen, rejected}`` → :class:`PreferencePair`, or ``None`` (reason recorded)."""
+    chosen, rejected = row.get(chosen_key), row.get(rejected_key)
+    if not isinstance(chosen, str) or not isinstance(rejected, str):
+        report.skip(NOT_STRING, row)
+        return None
+    if ASSISTANT not in chosen or ASSISTANT not in rejected:
+        report.skip(NO_ASSISTANT_TURN, row)
+        return None
+    (prompt, good), (prompt_b, bad) = split_transcript(chosen), split_transcript(rejected)
+    if prompt != prompt_b:
+        report.skip(PROMPT_MISMATCH, row)
+        return None
+    if not good or not bad:
+        report.skip(EMPTY_RESPONSE, row)
+        return None
+    if good == bad:
+        report.skip(IDENTICAL_RESPONSES, row)
+        return None
+    prompt = _check_prompt(prompt, row, report, max_prompt_chars, long_prompt)
+    return None if prompt is None else PreferencePair(prompt, good, bad)
+
+
+def parse_sft(row: Mapping, report: LoadReport, *, prompt_key: str = "prompt",
+              response_key: str = "response", transcript_key: str = "chosen",
+              max_prompt_chars: int | None = None, long_prompt: str = "truncate") -> SFTExample | None:
+    """``{prompt, response}`` row, or a transcript row (``chosen`` by default) → :class:`SFTExample`."""
+    if prompt_key in row or response_key in row:
+        prompt, response = row.get(prompt_key), row.get(response_key)
+        if not isinstance(prompt, str) or not isinstance(response, str):
+            report.skip(NOT_STRING, row)
+            return None
+        prompt, response = as_hh_prompt(prompt), response.strip()
+    else:
+        text = row.get(transcript_key)
+        if not isinstance(text, str):
+            report.skip(NOT_STRING, row)
+            return None
+        if ASSISTANT not in text:
+            report.skip(NO_ASSISTANT_TURN, row)
+            return None
+        prompt, response = split_transcript(text)
+    if not response:
+        report.skip(EMPTY_RESPONSE, row)
+        return None
+    prompt = _check_prompt(prompt, row, report, max_prompt_chars, long_prompt)
+    return None if prompt is None else SFTExample(prompt, response)
+
+
+def parse_prompt(row: Mapping, report: LoadReport, *, prompt_key: str = "prompt",
+                 transcript_key: str = "chosen", max_prompt_chars: int | None = None,
+                 long_prompt: str = "truncate") -> PromptExample | None:
+    """``{prompt, ...}`` row or a transcript row → :class:`PromptExample`; other scalar fields go to ``meta``."""
+    if prompt_key in row:
+        prompt = row.get(prompt_key)
+        if not isinstance(prompt, str):
+            report.skip(NOT_STRING, row)
+            return None
+        prompt = as_hh_prompt(prompt)
+    else:
+        text = row.get(transcript_key)
+        if not isinstance(text, str):
+            report.skip(NOT_STRING, row)
+            return None
+        if ASSISTANT not in text:
+            report.skip(NO_ASSISTANT_TURN, row)
+            return None
+        prompt = split_transcript(text)[0]
+    prompt = _check_prompt(prompt, row, report, max_prompt_chars, long_prompt)
+    if prompt is None:
+        return None
+    meta = tuple(sorted((k, v) for k, v in row.items()
+                        if k != prompt_key and isinstance(v, (str, int, float, bool))))
+    return PromptExample(prompt, meta)
+
+
+def parse_ranked(row: Mapping, report: LoadReport, *, prompt_key: str = "prompt",
+                 responses_key: str = "responses", transcripts_key: str = "transcripts",
+                 max_prompt_chars: int | None = None, long_prompt: str = "truncate") -> RankedList | None:
+    """``{prompt, responses: [best…worst]}`` or ``{transcripts: [best…worst]}`` → :class:`RankedList`."""
+    if transcripts_key in row:
+        texts = row.get(transcripts_key)
+        if not isinstance(texts, (list, tuple)) or not all(isinstance(t, str) for t in texts):
+            report.skip(NOT_STRING, row)
+            return None
+        if not all(ASSISTANT in t for t in texts):
+            report.skip(NO_ASSISTANT_TURN, row)
+            return None
+        splits = [split_transcript(t) for t in texts]
+        if len({p for p, _ in splits}) > 1:
+            report.skip(PROMPT_MISMATCH, row)
+            return None
+        prompt = splits[0][0] if splits else ""
+        responses = [r for _, r in splits]
+    else:
+        prompt, responses = row.get(prompt_key), row.get(responses_key)
+        if (not isinstance(prompt, str) or not isinstance(responses, (list, tuple))
+                or not all(isinstance(r, str) for r in responses)):
+            report.skip(NOT_STRING, row)
+            return None
+        prompt, responses = as_hh_prompt(prompt), [r.strip() for r in responses]
+    if len(responses) < 2:
+        report.skip(TOO_FEW_RESPONSES, row)
+        return None
+    if not all(responses):
+        report.skip(EMPTY_RESPONSE, row)
+        return None
+    if len(set(responses)) < len(responses):
+        report.skip(IDENTICAL_RESPONSES, row)
+        return None
+    prompt = _check_prompt(prompt, row, report, max_prompt_chars, long_prompt)
+    return None if prompt is None else RankedList(prompt, tuple(responses))
+
+
+def parse_rows(rows: Iterable[Mapping], parse: Callable[..., Any], *, source: str = "<rows>",
+               max_bad_fraction: float = 0.05, limit: int | None = None, **parse_kwargs):
+    """Apply a row parser to every row → ``(examples, LoadReport)``; raise if too many rows are bad."""
+    report = LoadReport(source=source)
+    examples = []
+    for row in rows:
+        if limit is not None and report.rows >= limit:
+            break
+        report.rows += 1
+        if not isinstance(row, Mapping):
+            report.skip(NOT_STRING, row)
+            continue
+        ex = parse(row, report, **parse_kwargs)
+        if ex is not None:
+            examples.append(ex)
+    report.kept = len(examples)
+    _log.info("%s", report.summary())
+    report.check(max_bad_fraction)
+    return examples, report
+
+
+def _load(parse, source, data_dir, split, max_bad_fraction, limit, load_kwargs, parse_kwargs):
+    rows = source if isinstance(source, (datasets.Dataset, list)) else load_rows(
+        source, data_dir=data_dir, split=split, **load_kwargs)
+    name = source if isinstance(source, str) else f"<{type(source).__name__}>"
+    name = f"{name}[{data_dir + ':' if data_dir else ''}{split}]"
+    return parse_rows(rows, parse, source=name, max_bad_fraction=max_bad_fraction, limit=limit,
+                      **parse_kwargs)
+
+
+def load_hh(source: str | datasets.Dataset | list = DEFAULT_HUB_ID, *, data_dir: str | None = None,
+            split: str = "train", max_bad_fraction: float = 0.05, limit: int | None = None,
+            chosen_key: str = "chosen", rejected_key: str = "rejected",
+            max_prompt_chars: int | None = None, long_prompt: str = "truncate",
+            **load_kwargs) -> tuple[list[PreferencePair], LoadReport]:
+    """Load HH comparisons → ``(pairs, report)``.
+
+    ``source``: hub id (``Anthropic/hh-rlhf``; ``data_dir`` picks a subset such as ``harmless-base``),
+    local file / directory / glob (json, jsonl, jsonl.gz, parquet, csv), or already-loaded rows.
+    ``max_prompt_chars`` with ``long_prompt="truncate"|"skip"`` handles over-long prompts at load time
+    (token-level truncation happens again in batching). Extra keywords go to ``datasets.load_dataset``.
+    """
+    return _load(parse_pair, source, data_dir, split, max_bad_fraction, limit, load_kwargs,
+                 dict(chosen_key=chosen_key, rejected_key=rejected_key,
+                      max_prompt_chars=max_prompt_chars, long_prompt=long_prompt))
+
+
+def load_sft(source, *, data_dir: str | None = None, split: str = "train",
+             max_bad_fraction: float = 0.05, limit: int | None = None, max_prompt_chars: int | None = None,
+             long_prompt: str = "truncate", **load_kwargs) -> tuple[list[SFTExample], LoadReport]:
+    """Load demonstrations (``{prompt, response}`` rows or HH transcripts' ``chosen``)."""
+    return _load(parse_sft, source, data_dir, split, max_bad_fraction, limit, load_kwargs,
+                 dict(max_prompt_chars=max_prompt_chars, long_prompt=long_prompt))
+
+
+def load_prompts(source, *, data_dir: str | None = None, split: str = "train",
+                 max_bad_fraction: float = 0.05, limit: int | None = None, unique: bool = True,
+                 max_prompt_chars: int | None = None, long_prompt: str = "truncate",
+                 **load_kwargs) -> tuple[list[PromptExample], LoadReport]:
+    """Load prompts for RL (``{prompt, ...}`` rows or the prompt part of HH transcripts)."""
+    examples, report = _load(parse_prompt, source, data_dir, split, max_bad_fraction, limit, load_kwargs,
+                             dict(max_prompt_chars=max_prompt_chars, long_prompt=long_prompt))
+    if unique:  # HH has several comparisons per prompt; RL wants each prompt once
+        seen: dict[str, PromptExample] = {}
+        for ex in examples:
+            seen.setdefault(ex.prompt, ex)
+        examples = list(seen.values())
+    return examples, report
+
+
+def load_ranked(source, *, data_dir: str | None = None, split: str = "train",
+                max_bad_fraction: float = 0.05, limit: int | None = None,
+                max_prompt_chars: int | None = None, long_prompt: str = "truncate",
+                **load_kwargs) -> tuple[list[RankedList], LoadReport]:
+    """Load ranked lists (more than two responses per prompt, best → worst)."""
+    return _load(parse_ranked, source, data_dir, split, max_bad_fraction, limit, load_kwargs,
+                 dict(max_prompt_chars=max_prompt_chars, long_prompt=long_prompt))

@@ -1,0 +1,34 @@
+"""Build the offline toy lab (tokenizer, SFT data, comparisons, ranked lists, prompts, manifest).
+
+Run from the repository root:
+    python scripts/make_toylab.py --out runs/toylab --seed 0
+    python scripts/make_toylab.py --out runs/toylab_small --seed 1 --n_sft 500 --n_comparisons 500
+"""
+
+import argparse
+import json
+import time
+
+from rlhfjax.data.toylab import build_toylab
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", required=True, help="output directory")
+    parser.add_argument("--seed", type=int, default=0)
+    for name, default in (("n_sft", 4000), ("n_comparisons", 4000), ("n_ranked", 500), ("n_prompts", 2000),
+                          ("n_ood_prompts", 400)):
+        parser.add_argument(f"--{name}", type=int, default=default)
+    parser.add_argument("--harmful_rate", type=float, default=0.2)
+    parser.add_argument("--pools", default="helpful,harmless,mixed", help="comma-separated annotator pools")
+    args = parser.parse_args()
+    start = time.time()
+    manifest = build_toylab(args.out, args.seed, n_sft=args.n_sft, n_comparisons=args.n_comparisons,
+                            n_ranked=args.n_ranked, n_prompts=args.n_prompts, n_ood_prompts=args.n_ood_prompts,
+                            harmful_rate=args.harmful_rate, pools=tuple(args.pools.split(",")))
+    print(json.dumps({"out": args.out, "seconds": round(time.time() - start, 2), "counts": manifest["counts"],
+                      "stats": manifest["stats"]}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

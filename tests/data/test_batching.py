@@ -1,0 +1,181 @@
+"""Tokenization, truncation, bucketing, collation and the resumable, sharded batch iterator."""
+
+import json
+
+import numpy as np
+import pytest
+
+from rlhfjax.data.batching import (BatchIterator, Encoder, TokenizeConfig, bucket_length, collate_pairs,
+                                   collate_prompts, collate_ranked, collate_sft, default_buckets,
+                                   make_iterator)
+from rlhfjax.data.hh import ASSISTANT, HUMAN, truncate_prompt_text
+from rlhfjax.data.preference import PreferencePair, PromptExample, RankedList, SFTExample
+from rlhfjax.data.toylab.tokenizer import train_tokenizer
+from rlhfjax.data.toylab.world import FILLER, TOPICS
+
+TOK = train_tokenizer()
+ASSISTANT_ID = TOK.convert_tokens_to_ids(ASSISTANT)
+HUMAN_ID = TOK.convert_tokens_to_ids(HUMAN)
+WORDS = sorted(w for ws in TOPICS.values() for w in ws) + list(FILLER)
+
+
+def multi_turn(n_turns, words_per_turn=3, start=0):
+    turns = [f"{HUMAN} {' '.join(WORDS[start + i: start + i + words_per_turn])}{ASSISTANT} {WORDS[i]}"
+             for i in range(n_turns - 1)]
+    return "".join(turns) + f"{HUMAN} {' '.join(WORDS[start: start + words_per_turn])}{ASSISTANT}"
+
+
+def random_pairs(n, seed=0, max_turns=3, max_words=5):
+    rng = np.random.default_rng(seed)
+    pick = lambda k: " ".join(WORDS[i] for i in rng.integers(len(WORDS), size=k))
+    return [PreferencePair(multi_turn(int(rng.integers(1, max_turns + 1)), int(rng.integers(1, max_words + 1)),
+                                      int(rng.integers(50))),
+                           pick(int(rng.integers(1, 12))), pick(int(rng.integers(1, 12)))) for _ in range(n)]
+
+
+def test_left_truncation_drops_whole_turns_then_tokens_and_keeps_final_assistant_turn():
+    enc = Encoder(TOK, TokenizeConfig(max_prompt_len=12, max_response_len=8))
+    prompt = multi_turn(4)  # each turn: HUMAN 3 words ASSISTANT 1 word = 6 tokens
+    ids = enc.prompt_ids(prompt)
+    last_two_turns = prompt[prompt.rfind(HUMAN, 0, prompt.rfind(HUMAN)):]
+    assert list(ids) == TOK(last_two_turns)["input_ids"]  # whole turns dropped, text intact
+    assert ids[0] == TOK.bos_token_id and ids[1] == HUMAN_ID and ids[-1] == ASSISTANT_ID
+    # Final user turn alone too long: hard left cut, BOS kept, still ends with the Assistant marker.
+    long_turn = f"{HUMAN} {' '.join(WORDS[:30])}{ASSISTANT}"
+    ids = enc.prompt_ids(long_turn)
+    assert len(ids) == 12 and ids[0] == TOK.bos_token_id and ids[-1] == ASSISTANT_ID
+    assert TOK.decode(ids[1:-1]) == " ".join(WORDS[20:30])
+    assert enc.stats["prompt_truncated"] == 2
+    # Character-level truncation at load time follows the same rule.
+    cut = truncate_prompt_text(prompt, len(last_two_turns) + 3)
+    assert cut == last_two_turns
+    assert truncate_prompt_text(long_turn, 40).endswith(" ".join(WORDS[28:30]) + ASSISTANT)
+
+
+def test_responses_truncated_on_the_right_without_eos():
+    enc = Encoder(TOK, TokenizeConfig(max_prompt_len=8, max_response_len=5))
+    assert enc.response_ids("water flow") == (*TOK(" water flow", add_special_tokens=False)["input_ids"],
+                                              TOK.eos_token_id)
+    long = enc.response_ids(" ".join(WORDS[:9]))
+    assert long == tuple(TOK(" ".join(WORDS[:5]), add_special_tokens=False)["input_ids"])
+    assert TOK.eos_token_id not in long and enc.stats["response_truncated"] == 1
+
+
+def test_pair_batches_masks_and_only_configured_bucket_lengths():
+    config = TokenizeConfig(max_prompt_len=16, max_response_len=8, buckets=(8, 16, 24))
+    enc = Encoder(TOK, config)
+    pairs = random_pairs(64, max_turns=2, max_words=3)
+    lengths = set()
+    for batch in make_iterator(pairs, enc, 2, seed=1, process_index=0, process_count=1):
+        T = batch["chosen_tokens_BxT"].shape[1]
+        lengths.add(T)
+        for side in ("chosen", "rejected"):
+            tokens, mask = batch[f"{side}_tokens_BxT"], batch[f"{side}_mask_BxT"]
+            rmask = batch[f"{side}_response_mask_BxT"]
+            assert tokens.shape == mask.shape == rmask.shape == (2, T) and tokens.dtype == np.int32
+            assert np.all(tokens[mask == 0] == TOK.pad_token_id)
+            assert np.all(rmask <= mask)
+            assert np.all(np.diff(mask, axis=1) <= 0)  # right-padded: ones then zeros
+        np.testing.assert_array_equal(batch["row_mask_B"], np.ones(2))
+    assert lengths <= {8, 16, 24} and len(lengths) >= 2
+    one = collate_pairs([pairs[0]], enc)
+    p, c = enc.prompt_ids(pairs[0].prompt), enc.response_ids(pairs[0].chosen)
+    assert one["chosen_mask_BxT"].sum() == len(p) + len(c)
+    assert one["chosen_response_mask_BxT"].sum() == len(c)
+    np.testing.assert_array_equal(one["chosen_tokens_BxT"][0, :len(p) + len(c)], p + c)
+    assert bucket_length(9, (8, 16)) == 16 and default_buckets(96) == (24, 48, 96)
+    with pytest.raises(ValueError):
+        TokenizeConfig(max_prompt_len=16, max_response_len=8, buckets=(8, 16))
+
+
+def test_sft_prompt_and_ranked_batches():
+    enc = Encoder(TOK, TokenizeConfig(max_prompt_len=16, max_response_len=8, prompt_buckets=(8, 16)))
+    sft = collate_sft([SFTExample(f"{HUMAN} tell about rivers{ASSISTANT}", "water flow"), None], enc)
+    assert sft["tokens_BxT"].shape == (2, 16)  # 6 prompt + 3 response tokens -> bucket 16 of (8, 16, 24)
+    assert sft["mask_BxT"].sum() == 9 and sft["response_mask_BxT"].sum() == 3  # 2 words + EOS
+    np.testing.assert_array_equal(sft["row_mask_B"], [1, 0])
+    assert sft["mask_BxT"][1].sum() == 0
+    prompts = collate_prompts([PromptExample(multi_turn(1)), PromptExample(multi_turn(2))], enc)
+    tokens, mask = prompts["prompt_tokens_BxP"], prompts["prompt_mask_BxP"]
+    assert tokens.shape == (2, 16)
+    assert np.all(tokens[:, -1] == ASSISTANT_ID) and np.all(mask[:, -1] == 1)  # left-padded
+    assert mask[0].sum() == 6 and np.all(tokens[0, :10] == TOK.pad_token_id)
+    ranked = collate_ranked([RankedList(multi_turn(1), ("a b", "c")), RankedList(multi_turn(1), ("d", "e", "f"))],
+                            enc, num_responses=3)
+    assert ranked["tokens_BxKxT"].shape[:2] == (2, 3)
+    np.testing.assert_array_equal(ranked["rank_mask_BxK"], [[1, 1, 0], [1, 1, 1]])
+    assert ranked["mask_BxKxT"][0, 2].sum() == 0
+
+
+def test_chat_template_is_used_when_the_tokenizer_defines_one():
+    chat_tok = train_tokenizer()
+    # Renders messages back into the HH layout, so both paths must give identical ids.
+    chat_tok.chat_template = (
+        "<bos>{% for m in messages %}{{ '\n\nHuman: ' if m['role'] == 'user' else '\n\nAssistant: ' }}"
+        "{{ m['content'] }}{% endfor %}{% if add_generation_prompt %}{{ '\n\nAssistant:' }}{% endif %}")
+    config = TokenizeConfig(max_prompt_len=12, max_response_len=8)
+    chat, plain = Encoder(chat_tok, config), Encoder(chat_tok, TokenizeConfig(12, 8, template="hh"))
+    assert chat.template == "chat" and plain.template == "hh" and Encoder(TOK, config).template == "hh"
+    for n in (1, 2, 4):
+        assert chat.prompt_ids(multi_turn(n)) == plain.prompt_ids(multi_turn(n))
+    with pytest.raises(ValueError):
+        Encoder(TOK, TokenizeConfig(template="chat"))
+
+
+def test_iterator_state_restore_mid_epoch_gives_exactly_the_same_batches():
+    enc = Encoder(TOK, TokenizeConfig(max_prompt_len=16, max_response_len=8))
+    pairs = random_pairs(30)
+    make = lambda: make_iterator(pairs, enc, 4, seed=7, num_epochs=3, process_index=0, process_count=1)
+    it = make()
+    for _ in range(5):
+        next(it)
+    state = json.loads(json.dumps(it.state_dict()))
+    expected = [next(it) for _ in range(9)]  # crosses the epoch boundary (7 batches per epoch)
+    resumed = make()
+    resumed.load_state_dict(state)
+    got = [next(resumed) for _ in range(9)]
+    for a, b in zip(expected, got):
+        assert a.keys() == b.keys()
+        for k in a:
+            np.testing.assert_array_equal(a[k], b[k])
+    assert sum(1 for _ in make()) == 21  # 3 epochs × 7 full batches (30 // 4)
+    bad = dict(state, batch_size=5)
+    with pytest.raises(ValueError):
+        make().load_state_dict(bad)
+
+
+def test_shuffle_is_deterministic_by_seed_and_epoch():
+    ident = lambda items: items
+    order = lambda seed, epoch: BatchIterator(list(range(40)), 8, ident, seed=seed, process_index=0,
+                                              process_count=1).order(epoch)
+    np.testing.assert_array_equal(order(0, 0), order(0, 0))
+    assert not np.array_equal(order(0, 0), order(0, 1)) and not np.array_equal(order(0, 0), order(1, 0))
+    assert sorted(order(3, 2)) == list(range(40))
+
+
+def test_per_process_sharding_reads_disjoint_equal_slices():
+    seen = {}
+    for pi in range(3):
+        touched = []
+
+        def collate(items, touched=touched):
+            touched.extend(items)
+            return items
+
+        it = BatchIterator(list(range(50)), 4, collate, seed=3, process_index=pi, process_count=3, num_epochs=1)
+        batches = list(it)
+        assert len(batches) == len(it) == 4  # 50 // 3 = 16 per process, 4 batches of 4
+        seen[pi] = touched
+    assert all(len(s) == 16 for s in seen.values())
+    assert not set(seen[0]) & set(seen[1]) and not set(seen[1]) & set(seen[2]) and not set(seen[0]) & set(seen[2])
+
+
+def test_last_partial_batch_is_padded_and_masked_when_not_dropped():
+    enc = Encoder(TOK, TokenizeConfig(max_prompt_len=16, max_response_len=8))
+    pairs = random_pairs(10)
+    kept = list(make_iterator(pairs, enc, 4, drop_last=False, process_index=0, process_count=1))
+    assert len(kept) == 3
+    last = kept[-1]
+    np.testing.assert_array_equal(last["row_mask_B"], [1, 1, 0, 0])
+    assert last["chosen_mask_BxT"][2:].sum() == 0 and last["chosen_tokens_BxT"].shape[0] == 4
+    assert len(list(make_iterator(pairs, enc, 4, process_index=0, process_count=1))) == 2
