@@ -15,20 +15,31 @@ from rlhfjax.models.transformer import Transformer
 
 
 class ScalarModel(nn.Module):
-    """Backbone + linear head giving one scalar per token (`scalars_BxT`, fp32)."""
+    """Backbone + linear head giving one scalar per token (`scalars_BxT`, fp32).
+
+    `lm_head=True` keeps the backbone's LM head (e.g. for an auxiliary LM loss on a preference
+    model, or a policy with a value head); call with `return_logits=True` to get
+    `(scalars_BxT, logits_BxTxV)`.
+    """
 
     cfg: ModelConfig
+    lm_head: bool = False
 
     @nn.compact
-    def __call__(self, tokens_BxT, positions_BxT, mask_BxT):
-        out = Transformer(self.cfg, lm_head=False, name="backbone")(tokens_BxT, positions_BxT, mask_BxT)
+    def __call__(self, tokens_BxT, positions_BxT, mask_BxT, return_logits: bool = False):
+        out = Transformer(self.cfg, lm_head=self.lm_head, name="backbone")(tokens_BxT, positions_BxT, mask_BxT)
         head = nn.Dense(
             1, dtype=jnp.float32, param_dtype=self.cfg.weights_dtype,
             # Zero init: a fresh head scores everything 0, so early rewards/values are unbiased.
             kernel_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed", None)),
             bias_init=nn.with_logical_partitioning(nn.initializers.zeros, (None,)),
             name="head")
-        return head(out.hidden.astype(jnp.float32))[..., 0]
+        scalars = head(out.hidden.astype(jnp.float32))[..., 0]
+        if return_logits:
+            if out.logits is None:
+                raise ValueError("return_logits=True needs ScalarModel(..., lm_head=True)")
+            return scalars, out.logits
+        return scalars
 
 
 def read_at(values_BxT: jax.Array, index_B: jax.Array) -> jax.Array:
@@ -43,12 +54,13 @@ def last_token_index(mask_BxT: jax.Array) -> jax.Array:
     return jnp.maximum(slots.max(axis=1), 0)
 
 
-def scalar_params_from_lm(lm_params, head_params):
-    """Reuse a policy's backbone for a scalar model (its LM head is dropped)."""
-    backbone = {k: v for k, v in lm_params.items() if k != "lm_head"}
+def scalar_params_from_lm(lm_params, head_params, keep_lm_head: bool = False):
+    """Reuse a policy's backbone for a scalar model (its LM head dropped unless `keep_lm_head`)."""
+    backbone = {k: v for k, v in lm_params.items() if keep_lm_head or k != "lm_head"}
     return {"backbone": backbone, "head": head_params}
 
 
-def init_scalar_params(cfg: ModelConfig, rng: jax.Array):
+def init_scalar_params(cfg: ModelConfig, rng: jax.Array, lm_head: bool = False):
     tokens = jnp.zeros((1, 1), jnp.int32)
-    return nn.meta.unbox(ScalarModel(cfg).init(rng, tokens, tokens, jnp.ones_like(tokens))["params"])
+    variables = ScalarModel(cfg, lm_head=lm_head).init(rng, tokens, tokens, jnp.ones_like(tokens))
+    return nn.meta.unbox(variables["params"])

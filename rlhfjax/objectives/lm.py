@@ -26,7 +26,7 @@ def masked_nll(logits_BxTxV, tokens_BxT, loss_mask_BxT) -> tuple[jax.Array, jax.
 
     `loss_mask[b, t]` = 1 means token t is predicted (from tokens < t); position 0 is never predicted.
     """
-    mask = loss_mask_BxT.astype(jnp.float32).at[:, 0].set(0.0)
+    mask = jnp.asarray(loss_mask_BxT, jnp.float32).at[:, 0].set(0.0)
     nll = -token_logp(logits_BxTxV, tokens_BxT) * mask
     return nll.sum(), mask.sum()
 
