@@ -391,11 +391,31 @@ def parse_rows(rows: Iterable[Mapping], parse: Callable[..., Any], *, source: st
     return examples, report
 
 
+def shard_rows(rows, process_index: int, process_count: int):
+    """This process's contiguous slice of the raw rows, taken before any parsing.
+
+    For multi-host runs that should each read only their part of a large dataset; each process
+    then shuffles its own slice (`BatchIterator(..., process_count=1)`). `BatchIterator`'s own
+    sharding instead shuffles globally and strides, which needs every process to parse all rows.
+    """
+    if not 0 <= process_index < process_count:
+        raise ValueError(f"process_index {process_index} out of range for process_count {process_count}")
+    if isinstance(rows, datasets.Dataset):
+        return rows.shard(num_shards=process_count, index=process_index, contiguous=True)
+    per, extra = divmod(len(rows), process_count)
+    start = process_index * per + min(process_index, extra)
+    return rows[start:start + per + (process_index < extra)]
+
+
 def _load(parse, source, data_dir, split, max_bad_fraction, limit, load_kwargs, parse_kwargs):
+    process_shard = load_kwargs.pop("process_shard", None)
     rows = source if isinstance(source, (datasets.Dataset, list)) else load_rows(
         source, data_dir=data_dir, split=split, **load_kwargs)
     name = source if isinstance(source, str) else f"<{type(source).__name__}>"
     name = f"{name}[{data_dir + ':' if data_dir else ''}{split}]"
+    if process_shard is not None:  # (process_index, process_count)
+        rows = shard_rows(rows, *process_shard)
+        name += f"[shard {process_shard[0]}/{process_shard[1]}]"
     return parse_rows(rows, parse, source=name, max_bad_fraction=max_bad_fraction, limit=limit,
                       **parse_kwargs)
 
@@ -410,7 +430,9 @@ def load_hh(source: str | datasets.Dataset | list = DEFAULT_HUB_ID, *, data_dir:
     ``source``: hub id (``Anthropic/hh-rlhf``; ``data_dir`` picks a subset such as ``harmless-base``),
     local file / directory / glob (json, jsonl, jsonl.gz, parquet, csv), or already-loaded rows.
     ``max_prompt_chars`` with ``long_prompt="truncate"|"skip"`` handles over-long prompts at load time
-    (token-level truncation happens again in batching). Extra keywords go to ``datasets.load_dataset``.
+    (token-level truncation happens again in batching). ``process_shard=(index, count)`` keeps only that
+    process's contiguous slice of the rows (see ``shard_rows``). Other keywords go to
+    ``datasets.load_dataset``.
     """
     return _load(parse_pair, source, data_dir, split, max_bad_fraction, limit, load_kwargs,
                  dict(chosen_key=chosen_key, rejected_key=rejected_key,

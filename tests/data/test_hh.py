@@ -191,3 +191,20 @@ def test_real_hh_rlhf_subset_offline():
     ids = [encoder.prompt_ids(p.prompt) for p in pairs[:200]]
     assert all(len(i) <= 12 and i[-1] == assistant_id for i in ids)
     assert encoder.stats["prompt_truncated"] > 0
+
+
+def test_process_shards_partition_the_rows_before_parsing(tmp_path):
+    import json as _json
+
+    from rlhfjax.data.hh import load_hh as _load_hh
+
+    rows = [{"chosen": f"\n\nHuman: q{i}\n\nAssistant: good {i}",
+             "rejected": f"\n\nHuman: q{i}\n\nAssistant: bad {i}"} for i in range(10)]
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("".join(_json.dumps(r) + "\n" for r in rows))
+    everything, _ = _load_hh(str(path))
+    parts = [_load_hh(str(path), process_shard=(i, 3))[0] for i in range(3)]
+    assert [len(p) for p in parts] == [4, 3, 3]
+    assert [ex for part in parts for ex in part] == everything
+    _, report = _load_hh(str(path), process_shard=(1, 3))
+    assert report.rows == 3  # only this process's rows were parsed
