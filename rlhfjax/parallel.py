@@ -1,0 +1,179 @@
+"""Mesh, logical-axis rules and sharding helpers: the ONE place mapping logical names to devices.
+
+Mesh axes: `data` (pure data parallel), `fsdp` (batch *and* params/optimizer state sharded),
+`tensor` (Megatron-style: heads/kv/mlp/vocab split). One rule table serves every strategy; a
+strategy is just which mesh axes have size > 1:
+
+    dp   -> data=-1          params replicated, batch split
+    fsdp -> fsdp=-1          params sharded on `embed`, batch split
+    tp   -> tensor=-1        params sharded on heads/kv/mlp/vocab, batch replicated
+    (or set data/fsdp/tensor sizes explicitly, e.g. data=2, fsdp=2, tensor=2)
+
+A logical axis whose size is not divisible by its mesh axes is left unsharded (e.g. GPT-2's 50257
+vocab on tensor=8), so every shape works on every mesh.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import Any
+
+import flax.linen as nn
+import jax
+import ml_collections
+import numpy as np
+import optax
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as PS
+
+MESH_AXES = ("data", "fsdp", "tensor")
+
+# Logical axis -> mesh axes. Flax resolves an array's axes left to right and never reuses a mesh
+# axis, so activations ("batch", "length", "embed") get batch over data+fsdp and embed unsharded.
+LOGICAL_RULES: tuple[tuple[str, Any], ...] = (
+    ("batch", ("data", "fsdp")),
+    ("length", None),
+    ("embed", "fsdp"),
+    ("vocab", "tensor"),
+    ("heads", "tensor"),
+    ("kv", "tensor"),
+    ("mlp", "tensor"),
+)
+
+STRATEGIES = {"dp": "data", "fsdp": "fsdp", "tp": "tensor"}
+
+
+def default_mesh_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.strategy = "dp"  # "dp" | "fsdp" | "tp" | "custom" (use the sizes below as given)
+    c.data = 1  # mesh axis sizes for "custom"; one may be -1 (fill with remaining devices)
+    c.fsdp = 1
+    c.tensor = 1
+    return c
+
+
+def mesh_shape(config, num_devices: int) -> dict[str, int]:
+    """Axis sizes for a mesh config; the -1 axis takes all devices left over."""
+    if config.strategy in STRATEGIES:
+        sizes = {a: 1 for a in MESH_AXES}
+        sizes[STRATEGIES[config.strategy]] = -1
+    elif config.strategy == "custom":
+        sizes = {a: int(config[a]) for a in MESH_AXES}
+    else:
+        raise ValueError(f"mesh strategy must be one of {(*STRATEGIES, 'custom')}, got {config.strategy!r}")
+    fill = [a for a, s in sizes.items() if s == -1]
+    if len(fill) > 1:
+        raise ValueError(f"at most one mesh axis may be -1, got {fill}")
+    fixed = math.prod(s for s in sizes.values() if s != -1)
+    if fill:
+        if num_devices % fixed:
+            raise ValueError(f"{num_devices} devices are not divisible by the fixed axes {sizes}")
+        sizes[fill[0]] = num_devices // fixed
+    if math.prod(sizes.values()) != num_devices:
+        raise ValueError(f"mesh {sizes} needs {math.prod(sizes.values())} devices, have {num_devices}")
+    return sizes
+
+
+def make_mesh(config=None, devices=None) -> Mesh:
+    devices = list(devices if devices is not None else jax.devices())
+    sizes = mesh_shape(config or default_mesh_config(), len(devices))
+    arr = np.asarray(devices).reshape([sizes[a] for a in MESH_AXES])
+    return Mesh(arr, MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES))
+
+
+def single_device_mesh() -> Mesh:
+    return make_mesh(default_mesh_config(), jax.devices()[:1])
+
+
+@contextlib.contextmanager
+def activate(mesh: Mesh, rules=LOGICAL_RULES):
+    """Make the mesh and rules visible to the models' `with_logical_constraint` at trace time."""
+    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+        yield
+
+
+def _rule_dict(rules) -> dict[str, tuple[str, ...]]:
+    out = {}
+    for name, axes in rules:
+        if name not in out:  # first rule wins, like flax
+            out[name] = () if axes is None else ((axes,) if isinstance(axes, str) else tuple(axes))
+    return out
+
+
+def logical_to_spec(logical: tuple, shape: tuple[int, ...], mesh: Mesh, rules=LOGICAL_RULES) -> PS:
+    """PartitionSpec for one array: map names through the rules, never reuse a mesh axis, drop
+    size-1 mesh axes and any assignment that does not divide the dimension."""
+    table, used, spec = _rule_dict(rules), set(), []
+    for name, dim in zip(logical, shape):
+        axes = [a for a in table.get(name, ()) if a not in used and mesh.shape[a] > 1] if name else []
+        while axes and dim % math.prod(mesh.shape[a] for a in axes):
+            axes.pop()  # shard on fewer axes rather than fail on an uneven split
+        used.update(axes)
+        spec.append(None if not axes else axes[0] if len(axes) == 1 else tuple(axes))
+    return PS(*spec)
+
+
+def param_shardings(boxed_abstract_params, mesh: Mesh, rules=LOGICAL_RULES):
+    """NamedShardings for a tree of (abstract) `nn.Partitioned` params; returned tree is unboxed."""
+    specs = nn.get_partition_spec(boxed_abstract_params)
+    shapes = nn.meta.unbox(boxed_abstract_params)
+    return jax.tree.map(lambda s, x: NamedSharding(mesh, logical_to_spec(tuple(s), x.shape, mesh, rules)),
+                        specs, shapes, is_leaf=lambda s: isinstance(s, PS))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, PS())
+
+
+def init_sharded(init_fn, rng, mesh: Mesh, rules=LOGICAL_RULES):
+    """Create params already sharded: `init_fn(rng)` returns boxed Linen variables' params.
+
+    eval_shape -> shardings from the logical names -> jit(init, out_shardings=...): no full copy
+    of the params ever sits on one device.
+    """
+    abstract = jax.eval_shape(init_fn, rng)
+    shardings = param_shardings(abstract, mesh, rules)
+    unboxed_init = lambda r: nn.meta.unbox(init_fn(r))  # noqa: E731
+    with activate(mesh, rules):
+        return jax.jit(unboxed_init, out_shardings=shardings)(rng), shardings
+
+
+def model_param_shardings(model: nn.Module, sample_args: tuple, mesh: Mesh, rules=LOGICAL_RULES):
+    """Shardings for `model`'s params from its logical annotations (no params are materialised)."""
+    abstract = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), *sample_args)["params"])
+    return param_shardings(abstract, mesh, rules)
+
+
+def opt_state_shardings(tx, params, param_shards, mesh: Mesh):
+    """Optimizer-state shardings: param-shaped leaves (Adam mu/nu, MultiSteps acc) follow their
+    param; everything else (counts) is replicated."""
+    abstract_state = jax.eval_shape(tx.init, params)
+    return optax.tree_map_params(tx, lambda _, s: s, abstract_state, param_shards,
+                                 transform_non_params=lambda _: replicated(mesh),
+                                 is_leaf=lambda x: isinstance(x, NamedSharding))
+
+
+def batch_sharding(mesh: Mesh, ndim: int = 2, rules=LOGICAL_RULES) -> NamedSharding:
+    """Leading (batch) dim split over the data-parallel axes, the rest replicated."""
+    axes = tuple(a for a in _rule_dict(rules)["batch"] if mesh.shape[a] > 1)
+    lead = None if not axes else axes[0] if len(axes) == 1 else axes
+    return NamedSharding(mesh, PS(lead, *([None] * (ndim - 1))))
+
+
+def shard_batch(batch, mesh: Mesh, rules=LOGICAL_RULES):
+    """device_put every array of a batch with its leading dim split over data+fsdp."""
+    return jax.tree.map(lambda x: jax.device_put(x, batch_sharding(mesh, np.ndim(x), rules)), batch)
+
+
+def shard_like(tree, shardings):
+    return jax.tree.map(jax.device_put, tree, shardings)
+
+
+def initialize_distributed(enabled: bool = False, **kwargs) -> None:
+    """Multi-host set-up (TPU pods / multi-node GPU); call before any other JAX call.
+
+    `kwargs` go to `jax.distributed.initialize` (coordinator_address, num_processes, process_id);
+    on TPU pods and SLURM they are auto-detected and may be omitted.
+    """
+    if enabled:
+        jax.distributed.initialize(**kwargs)

@@ -1,0 +1,60 @@
+"""Run-dir metrics: one JSON line per logged step (`metrics.jsonl`) plus TensorBoard scalars."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Mapping
+
+import jax
+import numpy as np
+
+
+class MetricsWriter:
+    """Append-only JSONL + TensorBoard writer.
+
+    `resume_step`: when a run restarts from a checkpoint, lines logged after that step by the
+    killed process are dropped, so the file holds each step exactly once.
+    """
+
+    def __init__(self, run_dir: str, resume_step: int | None = None, tensorboard: bool = True):
+        os.makedirs(run_dir, exist_ok=True)
+        self.path = os.path.join(run_dir, "metrics.jsonl")
+        if resume_step is not None and os.path.exists(self.path):
+            with open(self.path) as f:
+                keep = [ln for ln in f if ln.strip() and json.loads(ln)["step"] <= resume_step]
+            tmp = self.path + ".tmp"
+            with open(tmp, "w") as f:
+                f.writelines(keep)
+            os.replace(tmp, self.path)  # atomic: a crash here leaves the old or the new file
+        self._file = open(self.path, "a")
+        self._tb = None
+        if tensorboard:
+            from tensorboardX import SummaryWriter
+            self._tb = SummaryWriter(os.path.join(run_dir, "tb"))
+
+    def write(self, step: int, metrics: Mapping[str, Any]) -> dict[str, float]:
+        """Fetch metrics to host (one transfer) and write them; returns the plain floats."""
+        host = {k: float(np.asarray(v)) for k, v in jax.device_get(dict(metrics)).items()}
+        self._file.write(json.dumps({"step": int(step), **host}) + "\n")
+        self._file.flush()
+        if self._tb is not None:
+            for k, v in host.items():
+                self._tb.add_scalar(k, v, int(step))
+        return host
+
+    def close(self):
+        self._file.close()
+        if self._tb is not None:
+            self._tb.close()
+
+
+def read_jsonl(path: str) -> list[dict[str, float]]:
+    with open(path) as f:
+        return [json.loads(ln) for ln in f if ln.strip()]
+
+
+def write_config(run_dir: str, config: Mapping[str, Any]) -> None:
+    os.makedirs(run_dir, exist_ok=True)
+    with open(os.path.join(run_dir, "config.json"), "w") as f:
+        json.dump(config, f, indent=2, sort_keys=True, default=str)

@@ -1,0 +1,63 @@
+"""Optimizer from config: clip by global norm -> AdamW (decoupled decay) -> LR schedule.
+
+Objectives never build optimizers; they get the one `make_optimizer(config)` returns.
+"""
+
+from __future__ import annotations
+
+import jax
+import ml_collections
+import optax
+
+SCHEDULES = ("constant", "cosine", "linear")
+
+
+def default_optim_config() -> ml_collections.ConfigDict:
+    """Optimizer hyperparameters; embed as `config.optim` in experiment configs."""
+    c = ml_collections.ConfigDict()
+    c.learning_rate = 1e-5  # peak LR, reached at the end of warmup
+    c.warmup_steps = 0  # linear warmup from 0 over this many optimizer steps
+    c.schedule = "constant"  # after warmup: "constant" | "cosine" (to 0) | "linear" (to 0)
+    c.total_steps = 1000  # optimizer steps (not micro-batches) the decay runs over, warmup included
+    c.weight_decay = 0.0  # AdamW decoupled decay; applied to matrices only (not norms/biases)
+    c.b1 = 0.9
+    c.b2 = 0.95
+    c.eps = 1e-8
+    c.grad_clip_norm = 1.0  # clip by global norm before Adam; <= 0 disables clipping
+    c.grad_accum_steps = 1  # >1: optax.MultiSteps averages this many micro-batch grads per update
+    c.max_consecutive_nonfinite = 5  # host loop raises after this many skipped (NaN/Inf) steps in a row
+    return c
+
+
+def make_schedule(config) -> optax.Schedule:
+    lr, warm, total = config.learning_rate, int(config.warmup_steps), int(config.total_steps)
+    if config.schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {SCHEDULES}, got {config.schedule!r}")
+    decay_steps = max(total - warm, 1)
+    if config.schedule == "constant":
+        after = optax.constant_schedule(lr)
+    elif config.schedule == "cosine":
+        after = optax.cosine_decay_schedule(lr, decay_steps)
+    else:
+        after = optax.linear_schedule(lr, 0.0, decay_steps)
+    if warm <= 0:
+        return after
+    return optax.join_schedules([optax.linear_schedule(0.0, lr, warm), after], [warm])
+
+
+def _decay_mask(params):
+    # Decay weight matrices/embeddings only; norms' scales and biases are 1-D.
+    return jax.tree.map(lambda p: p.ndim >= 2, params)
+
+
+def make_optimizer(config) -> optax.GradientTransformation:
+    """The optax chain every objective trains with (see `default_optim_config`)."""
+    parts = []
+    if config.grad_clip_norm and config.grad_clip_norm > 0:
+        parts.append(optax.clip_by_global_norm(config.grad_clip_norm))
+    parts.append(optax.adamw(make_schedule(config), b1=config.b1, b2=config.b2, eps=config.eps,
+                             weight_decay=config.weight_decay, mask=_decay_mask))
+    tx = optax.chain(*parts)
+    if int(config.grad_accum_steps) > 1:
+        tx = optax.MultiSteps(tx, every_k_schedule=int(config.grad_accum_steps))
+    return tx

@@ -1,0 +1,28 @@
+"""`TrainState`: everything that changes during training and must survive a restart."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+
+
+@flax.struct.dataclass
+class TrainState:
+    params: Any
+    opt_state: Any
+    step: jax.Array  # int32: update calls made (micro-batches consumed), skipped ones included
+    rng: jax.Array  # raw uint32[2] key; split once per step so resume replays the same keys
+    nonfinite_count: jax.Array  # int32: consecutive steps skipped for NaN/Inf loss or grads
+    # Static: the optimizer and its LR schedule (functions, not checkpointed).
+    tx: optax.GradientTransformation = flax.struct.field(pytree_node=False)
+    schedule: Any = flax.struct.field(pytree_node=False, default=None)
+
+    @classmethod
+    def create(cls, params, tx: optax.GradientTransformation, rng: jax.Array, schedule=None):
+        return cls(params=params, opt_state=tx.init(params), step=jnp.zeros((), jnp.int32),
+                   rng=jnp.asarray(rng, jnp.uint32), nonfinite_count=jnp.zeros((), jnp.int32),
+                   tx=tx, schedule=schedule)
