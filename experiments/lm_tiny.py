@@ -12,6 +12,7 @@ Fine-tune an HF checkpoint instead: `--config.model.init_from=EleutherAI/pythia-
 
 import ml_collections
 
+from rlhfjax.config_blocks import train_config
 from rlhfjax.train import default_optim_config
 
 
@@ -45,11 +46,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.optim.schedule = "cosine"
     c.optim.weight_decay = 0.01
 
-    c.train = ml_collections.ConfigDict()
-    c.train.steps = 300
-    c.train.batch_size = 32
-    c.train.log_every = 25
-    c.train.eval_every = 100
+    c.train = train_config(steps=300, batch_size=32, eval_every=100)
 
     c.sample = ml_collections.ConfigDict()
     c.sample.num_prompts = 4  # corpus prefixes continued greedily after training
@@ -61,10 +58,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
         c.data.seq_len = 24
         c.model.hidden_size = 32
         c.model.intermediate_size = 64
-        c.train.steps = 6
-        c.train.batch_size = 8
-        c.train.log_every = 2
-        c.train.eval_every = 3
+        c.train = train_config(steps=6, batch_size=8, eval_every=3)
         c.sample.num_prompts = 2
         c.sample.max_new_tokens = 6
     elif arg:

@@ -62,8 +62,9 @@ def test_lm_command_end_to_end(tmp_path):
     saved = json.loads((workdir / "config.json").read_text())
     assert saved["train"]["steps"] == 4  # the override, not the file's value
     records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in records] == [2, 4]
+    assert [r["step"] for r in records] == [1, 2, 3, 4]
     assert all(r["loss"] > 0 for r in records)
+    assert [r["step"] for r in records if "eval/nll" in r] == [3, 4]
     summary = json.loads((workdir / "summary.json").read_text())
     assert len(summary["samples"]) == 2
     # The exported model is a loadable HF checkpoint with the trained vocabulary.

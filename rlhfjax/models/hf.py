@@ -568,10 +568,13 @@ def save_pretrained(cfg: ModelConfig, params, path: str, *, dtype: str = "float3
 
 
 def save_pretrained_scalar(cfg: ModelConfig, params, path: str, *, dtype: str = "float32",
-                           max_shard_bytes: int = 4 << 30, tokenizer=None) -> str:
-    """Write ScalarModel params as an HF *ForSequenceClassification checkpoint (num_labels=1)."""
+                           max_shard_bytes: int = 4 << 30, tokenizer=None, drop_bias: bool = False) -> str:
+    """Write ScalarModel params as an HF *ForSequenceClassification checkpoint (num_labels=1).
+
+    HF's `score` layer has no bias. A reward model's bias never changes a comparison
+    (r_A − r_B), so `drop_bias=True` drops it; otherwise a non-zero bias is an error."""
     bias = np.asarray(jax.device_get(params["head"]["bias"]))
-    if np.any(bias != 0):
+    if np.any(bias != 0) and not drop_bias:
         raise ValueError(f"the scalar head has bias {bias.tolist()}, which HF's bias-free `score` layer "
                          "cannot hold; fold it into your reward normalisation before exporting")
     if cfg.pad_token_id is None:

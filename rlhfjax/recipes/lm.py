@@ -12,14 +12,14 @@ import time
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
+from rlhfjax.data.batching import BatchIterator
 from rlhfjax.models.factory import model_from_config
 from rlhfjax.models.hf import load_tokenizer, save_pretrained
 from rlhfjax.objectives import lm as lm_objective
+from rlhfjax.recipes import common
 from rlhfjax.sampling import SamplingConfig, sample
-from rlhfjax.train import TrainState, check_nonfinite, make_optimizer, make_schedule, update
 
 # A seeded toy language: enough structure (agreement, fixed phrases) that a tiny model visibly
 # learns it within a few hundred steps.
@@ -68,9 +68,14 @@ def pack(texts: list[str], tokenizer, seq_len: int) -> np.ndarray:
     return np.asarray(ids[: rows * seq_len], np.int32).reshape(rows, seq_len)
 
 
-def _batch(rows: np.ndarray) -> dict[str, np.ndarray]:
-    ones = np.ones_like(rows)
-    return {"tokens_BxT": rows, "mask_BxT": ones, "loss_mask_BxT": ones}
+def _batch(rows: np.ndarray, size: int | None = None) -> dict[str, np.ndarray]:
+    """Packed rows as an LM batch; `size` pads with fully masked rows (a fixed eval shape)."""
+    n = len(rows)
+    size = size or n
+    tokens = np.zeros((size, rows.shape[1]), np.int32)
+    tokens[:n] = rows
+    mask = (np.arange(size) < n)[:, None].astype(np.int32) * np.ones_like(tokens)
+    return {"tokens_BxT": tokens, "mask_BxT": mask, "loss_mask_BxT": mask}
 
 
 def run(config, workdir: str) -> dict:
@@ -94,44 +99,25 @@ def run(config, workdir: str) -> dict:
     B = config.train.batch_size
     if len(train_rows) < B:
         raise ValueError(f"only {len(train_rows)} training rows for batch_size={B}; add data")
+    train_iter = BatchIterator(list(train_rows), B, lambda items: _batch(np.stack(items)), seed=config.seed,
+                               num_epochs=None)
 
     init_rng, state_rng = jax.random.split(rng)
     model_cfg, params = model_from_config(config.model, len(tokenizer), init_rng)
-    optim = config.optim.to_dict()
-    optim["total_steps"] = optim["total_steps"] or config.train.steps
-    optim = ml_collections.ConfigDict(optim)
-    state = TrainState.create(jax.tree.map(jnp.asarray, params), make_optimizer(optim), state_rng,
-                              schedule=make_schedule(optim))
+    state = common.create_state(params, config, state_rng)
     loss_config = lm_objective.LMLossConfig(model=model_cfg)
-    eval_loss = jax.jit(lambda p, b: lm_objective.loss_fn(p, b, frozen=None, config=loss_config, rng=None))
+    eval_loss = jax.jit(lambda p, b: lm_objective.loss_fn(p, b, frozen=None, config=loss_config, rng=None)[1])
 
-    def evaluate(params):
+    def evaluate(state) -> dict:
         total = count = 0.0
         for i in range(0, len(eval_rows), B):
-            _, m = eval_loss(params, _batch(eval_rows[i:i + B]))
+            m = eval_loss(state.params, _batch(eval_rows[i:i + B], size=B))
             total, count = total + float(m["lm/nll_sum"]), count + float(m["lm/tokens"])
-        return total / max(count, 1.0)
+        nll = total / max(count, 1.0)
+        return {"eval/nll": nll, "eval/perplexity": float(np.exp(nll))}
 
-    batches_per_epoch = len(train_rows) // B
-    log_path = os.path.join(workdir, "metrics.jsonl")
-    with open(log_path, "w") as log:
-        for step in range(config.train.steps):
-            epoch, idx = divmod(step, batches_per_epoch)
-            perm = np.random.default_rng([config.seed, epoch]).permutation(len(train_rows))
-            state, metrics = update(state, _batch(train_rows[perm[idx * B:(idx + 1) * B]]),
-                                    lm_objective.loss_fn, None, loss_config)
-            last = step + 1 == config.train.steps
-            if (step + 1) % config.train.log_every == 0 or last:
-                check_nonfinite(state, optim.max_consecutive_nonfinite)
-                record = {"step": step + 1, **{k: float(v) for k, v in jax.device_get(metrics).items()}}
-                if (step + 1) % config.train.eval_every == 0 or last:
-                    record["eval/nll"] = evaluate(state.params)
-                    record["eval/perplexity"] = float(np.exp(record["eval/nll"]))
-                log.write(json.dumps(record) + "\n")
-                log.flush()
-                print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                               for k, v in record.items() if k in ("step", "loss", "eval/nll",
-                                                                   "eval/perplexity")), flush=True)
+    state, history = common.fit(config, workdir, state, train_iter, lm_objective.loss_fn, loss_config,
+                                eval_fn=evaluate)
 
     # Greedy continuations of document openings show what the model learned.
     P = config.sample.prompt_tokens
@@ -151,8 +137,8 @@ def run(config, workdir: str) -> dict:
     model_cfg = model_cfg.replace(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                                   pad_token_id=tokenizer.pad_token_id)
     save_pretrained(model_cfg, state.params, os.path.join(workdir, "model"), tokenizer=tokenizer)
-    summary = {"final_eval_nll": record["eval/nll"], "final_eval_perplexity": record["eval/perplexity"],
-               "steps": config.train.steps, "samples": samples, "seconds": round(time.time() - t0, 1)}
+    summary = {"final": history[-1] if history else {}, "steps": config.train.steps, "samples": samples,
+               "seconds": round(time.time() - t0, 1)}
     with open(os.path.join(workdir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2)
     return summary

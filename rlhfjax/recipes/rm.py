@@ -1,0 +1,133 @@
+"""`rlhfjax rm`: train a preference (reward) model on comparisons.
+
+`pm.objective` = ranked | binary | imitation (Askell et al. 2021); `data.ranked_lists=True` trains
+the ranked objective on ranked lists with Plackett–Luce. Every `train.eval_every` steps on the eval
+pairs: accuracy, mean margin, ECE of σ(r_chosen − r_rejected) and, on the toy lab, agreement with
+the gold reward's preference. At the end: a reliability diagram (`calibration.png`), the model as an
+HF sequence classifier in `<workdir>/model` (ranked/binary), and `summary.json`.
+
+Preference-model pre-training (PMP) is a first `rm` run on generic comparisons whose `model/` is
+the `model.init_from` of a second run on the target comparisons (see experiments/toylab_pmp.py).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import time
+
+import jax
+import numpy as np
+
+from rlhfjax.analysis.calibration import pairwise_predictions, plot_reliability, reliability
+from rlhfjax.data.batching import BatchIterator, collate_pairs, collate_ranked
+from rlhfjax.data.hh import load_hh, load_ranked
+from rlhfjax.models.factory import model_from_config
+from rlhfjax.models.hf import load_pretrained_scalar, save_pretrained, save_pretrained_scalar
+from rlhfjax.objectives import pm as pm_objective
+from rlhfjax.recipes import common
+
+
+def _init_params(config, tokenizer, rng):
+    """(ModelConfig, PM params): from an HF reward model, an HF/rlhfjax LM, or a fresh preset."""
+    loss_cfg = lambda model_cfg: pm_objective.PMLossConfig(  # noqa: E731
+        model_cfg, objective=config.pm.objective, lm_coef=config.pm.lm_coef)
+    init_from = config.model.init_from
+    if init_from and config.pm.objective != "imitation" and config.pm.lm_coef == 0 and _is_scalar_checkpoint(init_from):
+        model_cfg, params = load_pretrained_scalar(init_from, dtype=config.model.dtype)  # e.g. PMP stage 1
+        return loss_cfg(model_cfg), params
+    model_cfg, lm_params = model_from_config(config.model, len(tokenizer), rng)
+    loss_config = loss_cfg(model_cfg)
+    init_rng = jax.random.fold_in(rng, 1)
+    params = pm_objective.init_pm_params(loss_config, init_rng, lm_params=lm_params)
+    return loss_config, params
+
+
+def _is_scalar_checkpoint(path: str) -> bool:
+    import json
+
+    cfg_path = os.path.join(path, "config.json")
+    if not os.path.isfile(cfg_path):
+        return False
+    with open(cfg_path) as f:
+        return any(a.endswith("ForSequenceClassification") for a in json.load(f).get("architectures") or [])
+
+
+def run(config, workdir: str) -> dict:
+    t0 = time.time()
+    os.makedirs(workdir, exist_ok=True)
+    tokenizer = common.tokenizer_for(config)
+    source, data_dir = common.resolve_source(config.data, "comparisons")
+    if common.is_toylab(config.data) and not data_dir:
+        data_dir = "mixed"  # annotator pool
+    B = config.train.batch_size
+    encoder = common.encoder_for(config, tokenizer)
+    if config.data.ranked_lists:
+        rsource, rdir = common.resolve_source(config.data, "ranked") if common.is_toylab(config.data) else (
+            source, data_dir)
+        train_examples, report = load_ranked(rsource, data_dir=None if common.is_toylab(config.data) else rdir,
+                                             split=config.data.train_split, limit=config.data.limit or None)
+        collate = functools.partial(collate_ranked, encoder=encoder, num_responses=config.data.num_responses)
+    else:
+        train_examples, report = load_hh(source, data_dir=data_dir, split=config.data.train_split,
+                                         limit=config.data.limit or None)
+        collate = functools.partial(collate_pairs, encoder=encoder)
+    common.report_loading("rm train", report)
+    eval_pairs, report = load_hh(source, data_dir=data_dir, split=config.data.eval_split,
+                                 limit=config.data.eval_limit or None)
+    common.report_loading("rm eval", report)
+
+    train_iter = BatchIterator(train_examples, B, collate, seed=config.seed, num_epochs=None)
+    rng = jax.random.PRNGKey(config.seed)
+    init_rng, state_rng = jax.random.split(rng)
+    loss_config, params = _init_params(config, tokenizer, init_rng)
+    state = common.create_state(params, config, state_rng)
+
+    scores_step = jax.jit(lambda p, b: pm_objective.pair_scores(p, b, loss_config)[:2])
+    eval_batches = [collate_pairs(eval_pairs[i:i + B] + [None] * max(0, i + B - len(eval_pairs)), encoder)
+                    for i in range(0, len(eval_pairs), B)]
+    gold_margin = None
+    if common.is_toylab(config.data):
+        from rlhfjax.data.toylab import gold_rewards
+
+        prompts = [ex.prompt for ex in eval_pairs]
+        gold_margin = (gold_rewards(prompts, [ex.chosen for ex in eval_pairs])
+                       - gold_rewards(prompts, [ex.rejected for ex in eval_pairs]))
+    last_eval: dict = {}
+
+    def evaluate(state) -> dict:
+        margins = []
+        for batch in eval_batches:
+            r_c, r_r = scores_step(state.params, batch)
+            margins.append(np.asarray(r_c - r_r)[batch["row_mask_B"].astype(bool)])
+        margin = np.concatenate(margins)
+        rel = reliability(*pairwise_predictions(margin))
+        metrics = {"eval/accuracy": float(np.mean((margin > 0) + 0.5 * (margin == 0))),
+                   "eval/margin": float(margin.mean()), "eval/ece": rel.ece}
+        if gold_margin is not None:
+            decided = gold_margin != 0
+            agree = np.sign(margin[decided]) == np.sign(gold_margin[decided])
+            metrics["eval/gold_agreement"] = float(agree.mean())
+        last_eval.update(margin=margin, reliability=rel)
+        return metrics
+
+    state, history = common.fit(config, workdir, state, train_iter, pm_objective.loss_fn, loss_config,
+                                eval_fn=evaluate)
+
+    if "reliability" not in last_eval:
+        evaluate(state)
+    plot_reliability(last_eval["reliability"], os.path.join(workdir, "calibration.png"),
+                     title=f"PM calibration ({config.pm.objective})")
+    model_cfg = loss_config.model.replace(pad_token_id=encoder.pad_id, eos_token_id=tokenizer.eos_token_id,
+                                          bos_token_id=tokenizer.bos_token_id)
+    model_dir = os.path.join(workdir, "model")
+    if config.pm.objective == "imitation":
+        save_pretrained(model_cfg, state.params, model_dir, tokenizer=tokenizer)
+    elif config.pm.lm_coef == 0:
+        save_pretrained_scalar(model_cfg, state.params, model_dir, tokenizer=tokenizer, drop_bias=True)
+    final = dict(history[-1]) if history else {}
+    summary = {"objective": config.pm.objective, "steps": config.train.steps, "final": final,
+               "train_examples": len(train_examples), "eval_pairs": len(eval_pairs),
+               "seconds": round(time.time() - t0, 1), "model_dir": model_dir}
+    common.write_json(os.path.join(workdir, "summary.json"), summary)
+    return summary

@@ -1,0 +1,112 @@
+"""`rlhfjax sft`: supervised fine-tuning on (prompt, response) demonstrations.
+
+Loss: NLL of the response tokens only. Every `train.eval_every` steps: eval NLL/perplexity on the
+eval split and sampled completions of eval prompts (written to `samples.jsonl`; on the toy lab
+with their gold reward). Resumes from the latest checkpoint in `<workdir>/checkpoints`; ends by
+exporting the policy as an HF checkpoint in `<workdir>/model`.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rlhfjax.data.batching import BatchIterator, collate_prompts, collate_sft
+from rlhfjax.data.hh import load_sft
+from rlhfjax.models.factory import model_from_config
+from rlhfjax.models.hf import save_pretrained
+from rlhfjax.objectives import sft as sft_objective
+from rlhfjax.recipes import common
+from rlhfjax.sampling import SamplingConfig, sample
+
+
+def decode_responses(tokenizer, rollout) -> list[str]:
+    tokens, mask = np.asarray(rollout.tokens_BxN), np.asarray(rollout.response_mask_BxN).astype(bool)
+    return [tokenizer.decode(t[m], skip_special_tokens=True).strip() for t, m in zip(tokens, mask)]
+
+
+def sample_completions(params, model_cfg, prompts: list, encoder, tokenizer, config, rng, batch_size: int):
+    """Sample one completion per prompt text (batched, fixed shapes) -> list of strings."""
+    scfg = SamplingConfig(max_new_tokens=config.sample.max_new_tokens, temperature=config.sample.temperature,
+                          top_p=config.sample.top_p, eos_id=tokenizer.eos_token_id, pad_id=encoder.pad_id)
+    out = []
+    for i in range(0, len(prompts), batch_size):
+        chunk = list(prompts[i:i + batch_size])
+        batch = collate_prompts(chunk + [None] * (batch_size - len(chunk)), encoder)
+        # Padding rows need one real token for the sampler; they are dropped below.
+        batch["prompt_mask_BxP"][len(chunk):, -1] = 1
+        rollout = sample(params, jnp.asarray(batch["prompt_tokens_BxP"]), jnp.asarray(batch["prompt_mask_BxP"]),
+                         jax.random.fold_in(rng, i), model_cfg=model_cfg, cfg=scfg)
+        out += decode_responses(tokenizer, rollout)[:len(chunk)]
+    return out
+
+
+def run(config, workdir: str) -> dict:
+    t0 = time.time()
+    os.makedirs(workdir, exist_ok=True)
+    tokenizer = common.tokenizer_for(config)
+    source, data_dir = common.resolve_source(config.data, "sft")
+    limit = config.data.limit or None
+    train_examples, report = load_sft(source, data_dir=data_dir, split=config.data.train_split, limit=limit)
+    common.report_loading("sft train", report)
+    eval_examples, report = load_sft(source, data_dir=data_dir, split=config.data.eval_split,
+                                     limit=config.data.eval_limit or None)
+    common.report_loading("sft eval", report)
+
+    encoder = common.encoder_for(config, tokenizer)
+    B = config.train.batch_size
+    train_iter = BatchIterator(train_examples, B, functools.partial(collate_sft, encoder=encoder),
+                               seed=config.seed, num_epochs=None)
+    rng = jax.random.PRNGKey(config.seed)
+    init_rng, state_rng, sample_rng = jax.random.split(rng, 3)
+    model_cfg, params = model_from_config(config.model, len(tokenizer), init_rng)
+    loss_config = sft_objective.SFTLossConfig(model_cfg)
+    state = common.create_state(params, config, state_rng)
+
+    eval_step = jax.jit(functools.partial(sft_objective.response_nll, model_cfg=model_cfg))
+    eval_batches = [collate_sft(eval_examples[i:i + B] + [None] * max(0, i + B - len(eval_examples)), encoder)
+                    for i in range(0, len(eval_examples), B)]
+    eval_prompts = [ex.prompt for ex in eval_examples[:config.sample.num_prompts]]
+    toylab = common.is_toylab(config.data)
+
+    def evaluate(state) -> dict:
+        total = count = 0.0
+        for batch in eval_batches:
+            s, c = eval_step(state.params, batch)
+            total, count = total + float(s), count + float(c)
+        metrics = {"eval/nll": total / max(count, 1.0)}
+        metrics["eval/perplexity"] = float(np.exp(metrics["eval/nll"]))
+        step = int(state.step)
+        completions = sample_completions(state.params, model_cfg, eval_prompts, encoder, tokenizer, config,
+                                         jax.random.fold_in(sample_rng, step), B)
+        rows = [{"step": step, "prompt": p, "completion": c} for p, c in zip(eval_prompts, completions)]
+        if toylab:
+            from rlhfjax.data.toylab import gold_rewards
+
+            gold = gold_rewards(eval_prompts, completions)
+            metrics["reward/gold"] = float(gold.mean())
+            for row, g in zip(rows, gold):
+                row["gold"] = float(g)
+        with open(os.path.join(workdir, "samples.jsonl"), "a") as f:
+            f.writelines(json.dumps(r) + "\n" for r in rows)
+        for r in rows[:3]:
+            print(f"  [{step}] {r['prompt'].strip()!r} -> {r['completion']!r}", flush=True)
+        return metrics
+
+    state, history = common.fit(config, workdir, state, train_iter, sft_objective.loss_fn, loss_config,
+                                eval_fn=evaluate)
+
+    model_cfg = model_cfg.replace(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                                  pad_token_id=encoder.pad_id)
+    save_pretrained(model_cfg, state.params, os.path.join(workdir, "model"), tokenizer=tokenizer)
+    final = {k: v for k, v in history[-1].items()} if history else {}
+    summary = {"steps": config.train.steps, "final": final, "seconds": round(time.time() - t0, 1),
+               "model_dir": os.path.join(workdir, "model")}
+    common.write_json(os.path.join(workdir, "summary.json"), summary)
+    return summary
