@@ -1,0 +1,42 @@
+"""Reward-vs-√KL fits recover known parameters; best-of-n KL formula; plot and metrics reading."""
+
+import json
+
+import numpy as np
+import pytest
+
+from rlhfjax.analysis.kl_scaling import bon_kl, fit_scaling, plot_reward_vs_sqrt_kl, read_curve
+
+
+@pytest.mark.parametrize("form,alpha,beta", [("bon", 1.3, 0.2), ("rl", 0.8, 0.3)])
+def test_fit_recovers_parameters(form, alpha, beta):
+    d = np.linspace(0.1, 4.0, 40)
+    clean = d * (alpha - beta * (d if form == "bon" else np.log(d)))
+    noisy = clean + np.random.default_rng(0).normal(scale=0.01, size=d.size)
+    fit = fit_scaling(d, noisy, form)
+    assert fit.alpha == pytest.approx(alpha, abs=0.02) and fit.beta == pytest.approx(beta, abs=0.02)
+    assert fit.r2 > 0.99
+    peak = alpha / (2 * beta) if form == "bon" else np.exp(alpha / beta - 1)
+    assert fit.peak_d == pytest.approx(peak, rel=0.05)
+
+
+def test_best_of_n_kl():
+    assert bon_kl(1) == pytest.approx(0.0)
+    assert bon_kl(16) == pytest.approx(np.log(16) - 15 / 16)
+    # Monte Carlo: exact KL of best-of-n over a uniform categorical with distinct rewards, large support.
+    m, n = 10_000, 4
+    ranks = np.arange(1, m + 1) / m
+    p_bon = ranks ** n - (ranks - 1 / m) ** n  # P(max of n draws == item of rank i)
+    exact = np.sum(p_bon * np.log(p_bon * m))
+    assert exact == pytest.approx(bon_kl(n), abs=1e-3)
+
+
+def test_read_curve_and_plot(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    recs = [{"step": i, "kl/seq_mean": 0.5 * i, "reward/proxy": 0.1 * i, "reward/gold": 0.1 * i - 0.01 * i * i}
+            for i in range(1, 8)] + [{"step": 8, "loss": 1.0}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    curve = read_curve(str(path))
+    assert list(curve["step"]) == list(range(1, 8))
+    out = plot_reward_vs_sqrt_kl(curve, str(tmp_path / "kl.png"))
+    assert open(out, "rb").read(4) == b"\x89PNG"
