@@ -17,6 +17,9 @@ from rlhfjax.config import ConfigError, load_config, save_config, split_override
 # command -> (module with run(config, workdir), one-line description). Grows as objectives land.
 COMMANDS: dict[str, tuple[str, str]] = {
     "lm": ("rlhfjax.recipes.lm", "train or fine-tune a causal LM on plain text, print samples"),
+    "sft": ("rlhfjax.recipes.sft", "supervised fine-tuning on (prompt, response) demonstrations"),
+    "rm": ("rlhfjax.recipes.rm", "preference model: ranked | binary | imitation objectives, PMP"),
+    "ood": ("rlhfjax.recipes.ood", "OOD detection: Mahalanobis / relative Mahalanobis AUROC on prompt activations"),
 }
 
 

@@ -68,3 +68,19 @@ def test_cached_prefill_plus_decode_equals_full_forward(family):
     stepped = jnp.concatenate(logits, axis=1)
     valid = np.asarray(mask, bool)
     np.testing.assert_allclose(np.asarray(stepped)[valid], np.asarray(full)[valid], atol=1e-5)
+
+
+def test_block_outputs_are_readable_as_intermediates():
+    cfg = _cfg("llama")
+    params = init_params(cfg, jax.random.PRNGKey(5))
+    tokens = jax.random.randint(jax.random.PRNGKey(6), (2, 7), 0, 64)
+    mask = jnp.ones_like(tokens)
+    out, state = Transformer(cfg).apply({"params": params}, tokens, positions_from_mask(mask), mask,
+                                        mutable=["intermediates"])
+    inter = state["intermediates"]
+    assert sorted(inter) == ["hidden_0", "hidden_1"]
+    # The final norm of the last block's output is the returned hidden state.
+    from rlhfjax.models.transformer import Norm
+
+    normed = Norm(cfg).apply({"params": params["final_norm"]}, inter["hidden_1"][0])
+    np.testing.assert_allclose(np.asarray(normed), np.asarray(out.hidden), atol=1e-6)

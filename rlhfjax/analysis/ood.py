@@ -6,12 +6,18 @@ the diagonal of the same covariance, (x−μ)ᵀΣ⁻¹(x−μ) − (x−μ)ᵀ�
 part of the distance explained by per-dimension scale alone. Higher scores mean more OOD.
 
 `prompt_activations` reads a chosen layer's output of any rlhfjax decoder (policy or PM backbone)
-at each prompt's last token.
+at each prompt's last token; `collect_activations` runs it over a prompt list in fixed-shape jitted
+batches and `ood_report` fits on in-distribution features and scores held-out vs OOD ones. The
+`rlhfjax ood` recipe (rlhfjax/recipes/ood.py) wires these to any model directory.
+
+Layer indices: `0 .. L-1` = output of decoder block i (the residual stream after it), `-1` = the
+final-norm output (`DecoderOutput.hidden`, what scalar heads read).
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -71,18 +77,148 @@ def auroc(scores_in, scores_out) -> float:
     return float((rank_sum_out - b.size * (b.size + 1) / 2.0) / (a.size * b.size))
 
 
-def prompt_activations(apply_fn, params, tokens_BxT, mask_BxT, layer: int) -> jax.Array:
-    """Output of decoder block `layer` at each row's last real token: (B, E) fp32.
+FINAL = -1  # layer index of the final-norm output
 
-    `apply_fn` is a Linen `apply` of a `Transformer` (or a `ScalarModel`, whose backbone is
-    searched) taking `(variables, tokens, positions, mask, mutable=...)`.
+
+def resolve_layers(spec, num_layers: int) -> tuple[int, ...]:
+    """`"middle"` -> (L // 2,); `"all"` -> (0, …, L-1, -1); `"0,2,-1"` or an int -> those layers."""
+    if isinstance(spec, str):
+        text = spec.strip().lower()
+        if text == "middle":
+            return (num_layers // 2,)
+        if text == "all":
+            return tuple(range(num_layers)) + (FINAL,)
+        try:
+            layers = tuple(int(t) for t in text.replace(" ", "").split(",") if t)
+        except ValueError:
+            raise ValueError(f"layer spec {spec!r}: use 'middle', 'all' or comma-separated ints") from None
+    else:
+        layers = tuple(int(x) for x in (spec if isinstance(spec, Sequence) else [spec]))
+    if not layers:
+        raise ValueError(f"layer spec {spec!r} names no layer")
+    bad = [x for x in layers if not FINAL <= x < num_layers]
+    if bad:
+        raise ValueError(f"layers {bad} out of range: the model has blocks 0..{num_layers - 1}; -1 is the "
+                         "final-norm output")
+    return tuple(dict.fromkeys(layers))  # dedupe, keep order
+
+
+def layer_outputs(apply_fn: Callable, params, tokens_BxT, mask_BxT, layers: Sequence[int]) -> dict[int, jax.Array]:
+    """{layer: (B, T, E) fp32} for a Linen `apply` of a `Transformer` or `ScalarModel`.
+
+    Block outputs are captured with `nn.intercept_methods` (no mutable collection is needed, so this
+    works whatever the model sows); -1 is the backbone's `DecoderOutput.hidden`.
     """
-    from rlhfjax.models import last_token_index, positions_from_mask
+    import flax.linen as nn
+
+    from rlhfjax.models import positions_from_mask
+    from rlhfjax.models.transformer import Block, Transformer
+
+    wanted = set(layers)
+    captured: dict[int, jax.Array] = {}
+
+    def interceptor(next_fun, args, kwargs, context):
+        out = next_fun(*args, **kwargs)
+        if context.method_name == "__call__":
+            module = context.module
+            if isinstance(module, Block):
+                i = int(module.name.rsplit("_", 1)[-1])
+                if i in wanted:
+                    captured[i] = out[0]  # Block returns (x, layer_cache)
+            elif isinstance(module, Transformer) and FINAL in wanted:
+                captured[FINAL] = out.hidden
+        return out
 
     positions = positions_from_mask(mask_BxT)
-    _, state = apply_fn({"params": params}, tokens_BxT, positions, mask_BxT, mutable=["intermediates"])
-    inter = state["intermediates"]
-    inter = inter.get("backbone", inter)
-    acts = inter[f"layer_{layer}"][0].astype(jnp.float32)  # sow stores a tuple
+    with nn.intercept_methods(interceptor):
+        apply_fn({"params": params}, tokens_BxT, positions, mask_BxT)
+    missing = wanted - set(captured)
+    if missing:
+        raise ValueError(f"layers {sorted(missing)} not found in the model (is it an rlhfjax Transformer?)")
+    return {i: captured[i].astype(jnp.float32) for i in layers}
+
+
+def prompt_activations_multi(apply_fn: Callable, params, tokens_BxT, mask_BxT,
+                             layers: Sequence[int]) -> dict[int, jax.Array]:
+    """{layer: (B, E) fp32} read at each row's last real token (the final column when left-padded)."""
+    from rlhfjax.models import last_token_index
+
     idx = last_token_index(mask_BxT)
-    return jnp.take_along_axis(acts, idx[:, None, None], axis=1)[:, 0]
+    outs = layer_outputs(apply_fn, params, tokens_BxT, mask_BxT, layers)
+    return {i: jnp.take_along_axis(a, idx[:, None, None], axis=1)[:, 0] for i, a in outs.items()}
+
+
+def prompt_activations(apply_fn: Callable, params, tokens_BxT, mask_BxT, layer: int) -> jax.Array:
+    """Output of decoder block `layer` (-1: final norm) at each row's last real token: (B, E) fp32.
+
+    `apply_fn` is a Linen `apply` of a `Transformer` or a `ScalarModel` taking
+    `(variables, tokens, positions, mask)`.
+    """
+    return prompt_activations_multi(apply_fn, params, tokens_BxT, mask_BxT, (layer,))[layer]
+
+
+def make_activation_fn(apply_fn: Callable, layers: Sequence[int]) -> Callable:
+    """Jitted `(params, tokens_BxT, mask_BxT) -> {layer: (B, E)}`."""
+    layers = tuple(layers)
+    return jax.jit(lambda params, tokens, mask: prompt_activations_multi(apply_fn, params, tokens, mask, layers))
+
+
+def collect_activations(act_fn: Callable, params, prompts: Sequence, encoder, batch_size: int) -> dict[int, np.ndarray]:
+    """Run `act_fn` (from `make_activation_fn`) over prompts (`PromptExample`s or strings) in batches
+    of exactly `batch_size` rows (the last one padded with empty rows, dropped again), collated by
+    `rlhfjax.data.batching.collate_prompts` (left-padded). Returns {layer: (N, E) float32 numpy}."""
+    from rlhfjax.data.batching import collate_prompts
+
+    chunks: dict[int, list[np.ndarray]] = {}
+    for start in range(0, len(prompts), batch_size):
+        rows = list(prompts[start:start + batch_size])
+        n = len(rows)
+        batch = collate_prompts(rows + [None] * (batch_size - n), encoder)
+        acts = act_fn(params, batch["prompt_tokens_BxP"], batch["prompt_mask_BxP"])
+        for layer, a in acts.items():
+            chunks.setdefault(layer, []).append(np.asarray(a)[:n])
+    return {layer: np.concatenate(c) for layer, c in chunks.items()}
+
+
+SCORES = {"mahalanobis": mahalanobis, "relative_mahalanobis": relative_mahalanobis}
+
+
+def ood_report(fit_NxD, in_MxD, ood_KxD, shrinkage: float = 1e-6) -> tuple[dict, dict]:
+    """Fit on `fit_NxD` (in-distribution), score held-out in-distribution `in_MxD` and `ood_KxD`.
+
+    Returns (metrics, scores): metrics[score_name] = {auroc, in_mean, ood_mean, in_median,
+    ood_median}; scores[score_name] = (in_scores_M, ood_scores_K). Higher score = more OOD.
+    """
+    fit = fit_gaussian(fit_NxD, shrinkage=shrinkage)
+    metrics, scores = {}, {}
+    for name, fn in SCORES.items():
+        s_in, s_out = fn(in_MxD, fit), fn(ood_KxD, fit)
+        scores[name] = (s_in, s_out)
+        metrics[name] = {"auroc": auroc(s_in, s_out), "in_mean": float(s_in.mean()),
+                         "ood_mean": float(s_out.mean()), "in_median": float(np.median(s_in)),
+                         "ood_median": float(np.median(s_out))}
+    return metrics, scores
+
+
+def plot_score_histograms(scores: dict, path: str, title: str = "OOD scores") -> str:
+    """One panel per score: histograms of in-distribution vs OOD scores (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(scores), figsize=(4.5 * len(scores), 3.6), squeeze=False)
+    for ax, (name, (s_in, s_out)) in zip(axes[0], scores.items()):
+        both = np.concatenate([s_in, s_out])
+        lo, hi = np.percentile(both, [0.5, 99.5])
+        bins = np.linspace(lo, hi if hi > lo else lo + 1, 41)
+        ax.hist(np.clip(s_in, lo, hi), bins=bins, alpha=0.6, density=True, label=f"in-distribution (n={s_in.size})")
+        ax.hist(np.clip(s_out, lo, hi), bins=bins, alpha=0.6, density=True, label=f"OOD (n={s_out.size})")
+        ax.set_title(f"{name}: AUROC {auroc(s_in, s_out):.3f}", fontsize=9)
+        ax.set_xlabel("score (higher = more OOD)")
+        ax.legend(fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

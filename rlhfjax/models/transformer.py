@@ -181,8 +181,8 @@ class DecoderOutput:
 class Transformer(nn.Module):
     """Decoder-only LM. `lm_head=False` gives the backbone used under scalar heads.
 
-    Each block's output is sown into the `intermediates` collection as `layer_{i}` so analysis code
-    (e.g. OOD detection on a middle layer) can read it with `mutable=["intermediates"]`.
+    Each block's output is sown into the `intermediates` collection as `hidden_{i}`, readable with
+    `apply(..., mutable=["intermediates"])` (a no-op otherwise, so training pays nothing).
     """
 
     cfg: ModelConfig
@@ -213,7 +213,7 @@ class Transformer(nn.Module):
             name = f"layer_{i}"
             x, layer_cache = Block(cfg, name=name)(
                 x, positions_BxT, mask_BxS, None if cache is None else cache[name], cache_index)
-            self.sow("intermediates", name, x)
+            self.sow("intermediates", f"hidden_{i}", x)
             if cache is not None:
                 new_cache[name] = layer_cache
         hidden = Norm(cfg, name="final_norm")(x)
