@@ -40,3 +40,17 @@ def test_read_curve_and_plot(tmp_path):
     assert list(curve["step"]) == list(range(1, 8))
     out = plot_reward_vs_sqrt_kl(curve, str(tmp_path / "kl.png"))
     assert open(out, "rb").read(4) == b"\x89PNG"
+
+
+def test_report_prints_a_table_relative_to_the_first_iteration(tmp_path):
+    from rlhfjax.analysis.report import report
+
+    recs = [{"step": i, "kl/seq_mean": 0.3 * i, "reward/proxy": 1.0 + 0.2 * i, "reward/gold": 2.0 + 0.05 * i}
+            for i in range(1, 21)]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    text = report(str(tmp_path), rows=5)
+    lines = text.splitlines()
+    assert lines[2].split()[:2] == ["1", "0.300"] and lines[2].split()[4] == "+0.000"
+    last = lines[6].split()
+    assert last[0] == "20" and float(last[4]) == pytest.approx(0.2 * 19) and float(last[6]) == pytest.approx(0.05 * 19)
+    assert (tmp_path / "reward_vs_sqrt_kl.png").exists()
