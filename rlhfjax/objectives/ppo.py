@@ -220,6 +220,7 @@ def ppo_policy_loss(logp_BxT, old_logp_BxT, advantages_BxT, mask_BxT, *, clip: f
         "ppo/approx_kl": masked_mean((ratio_sg - 1.0) - log_ratio_sg, mask),
         "ppo/ratio_mean": masked_mean(ratio_sg, mask),
         "ppo/ratio_max": jnp.max(jnp.where(mask, ratio_sg, -jnp.inf)),
+        "ppo/ratio_min": jnp.min(jnp.where(mask, ratio_sg, jnp.inf)),
     }
     return total, count, metrics
 

@@ -1,0 +1,84 @@
+"""PPO-RLHF of the toy-lab SFT policy against the toy-lab reward model (Ziegler et al. 2019 recipe).
+
+    rlhfjax ppo --config experiments/toylab_ppo.py --workdir runs/toylab/ppo
+    rlhfjax ppo --config experiments/toylab_ppo.py:smoke --workdir /tmp/ppo_smoke
+    rlhfjax ppo --config experiments/toylab_ppo.py --config.kl.controller=fixed --config.kl.init_coef=0.05 ...
+
+Needs the SFT policy (`rlhfjax sft ... --workdir runs/toylab/sft`) and the reward model
+(`rlhfjax rm ... --workdir runs/toylab/rm --config.model.init_from=runs/toylab/sft/model`).
+The reference policy is `policy.init_from` itself; the value model starts from the reward model.
+Defaults cite /work/shared/PAPERS.md (Ziegler et al. 2019 / lm-human-preferences, "LHP" below);
+sizes are scaled down for the toy lab (2 CPU cores).
+"""
+
+import ml_collections
+
+from rlhfjax.config_blocks import data_config, train_config
+from rlhfjax.train import default_optim_config
+
+
+def get_config(arg: str = "") -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    c.data = data_config("toylab")  # prompts: <toylab_dir>/prompts (or any source load_prompts reads)
+    c.data.max_prompt_len = 16  # LHP: query 64 tokens
+    c.data.max_response_len = 24  # = generated tokens per response, fixed (LHP: response 24)
+    c.tokenizer = ml_collections.ConfigDict({"path": ""})  # "" = the toy lab's tokenizer, else policy's
+
+    c.policy = ml_collections.ConfigDict()
+    c.policy.init_from = "runs/toylab/sft/model"  # initial policy AND frozen reference (HF/rlhfjax LM dir)
+    c.policy.dtype = "float32"  # compute dtype of policy, reference, reward and value models
+
+    c.reward = ml_collections.ConfigDict()
+    c.reward.init_from = "runs/toylab/rm/model"  # frozen RM (dir written by save_pretrained_scalar)
+    c.reward.normalise = True  # LHP: gain/bias so initial-policy scores have mean 0, std 1
+    c.reward.norm_batches = 4  # rollout batches of the initial policy the normaliser is fitted on
+    c.reward.score_clip = 0.0  # > 0: clip the normalised score to ±score_clip; 0 = off
+    c.reward.penalise_no_eos = False  # LHP: replace the score of responses that never emit EOS ...
+    c.reward.no_eos_penalty = -1.0  # ... by this value
+
+    c.value = ml_collections.ConfigDict()
+    c.value.init_from = ""  # "" = the reward model (LHP initialises the value function from the RM)
+
+    c.rollout = ml_collections.ConfigDict()
+    c.rollout.temperature = 0.7  # LHP; log-probs, KL and the PPO ratio all use the T-scaled policy
+
+    c.kl = ml_collections.ConfigDict()
+    c.kl.controller = "adaptive"  # adaptive (LHP) | fixed (Bai et al.: λ_KL = 0.001 on HH)
+    c.kl.init_coef = 0.15  # β at the start (LHP: initial 0.15)
+    c.kl.target = 6.0  # nats of sequence KL the adaptive controller steers to (LHP: 6)
+    c.kl.horizon = 2000.0  # episodes (LHP: 10,000 at batch 512; scaled to the toy run's ~6k episodes)
+    c.kl.estimator = "k1"  # per-token KL in the rewards: k1 (LHP, unbiased) | k3 (unbiased, ≥ 0) | k2
+
+    c.ppo = ml_collections.ConfigDict()
+    c.ppo.epochs = 4  # LHP: 4 PPO epochs per rollout batch
+    c.ppo.num_minibatches = 4  # minibatches per epoch (static shapes: train.batch_size divisible)
+    c.ppo.clip = 0.2  # LHP / Bai et al.: 0.2
+    c.ppo.value_clip = 0.2  # LHP: cliprange_value 0.2
+    c.ppo.value_coef = 0.1  # LHP: vf_coef 0.1
+    c.ppo.entropy_coef = 0.0  # Bai et al.: no entropy bonus
+    c.ppo.remat = True  # recompute forwards in the backward: less memory, and ratio = 1 bit for bit at step 1
+    c.ppo.gamma = 1.0  # LHP / Bai et al.
+    c.ppo.lam = 0.95  # LHP
+    c.ppo.whiten_rewards = True  # LHP: whitened rewards (rescaled, mean kept)
+    c.ppo.whiten_advantages = True  # LHP
+
+    c.optim = default_optim_config()
+    c.optim.learning_rate = 1e-4  # LHP: 1e-5 for GPT-2 124M; the 64-wide toy policy needs a larger step
+    c.optim.total_steps = 0  # 0 = train.steps × ppo.epochs × ppo.num_minibatches
+
+    # train.steps = PPO iterations; train.batch_size = prompts (episodes) per iteration (LHP: 512).
+    c.train = train_config(steps=100, batch_size=64, eval_every=20)
+    c.train.log_every = 1
+
+    if arg == "smoke":
+        c.data.limit = 64
+        c.data.max_response_len = 8
+        c.reward.norm_batches = 1
+        c.ppo.epochs = 2
+        c.ppo.num_minibatches = 2
+        c.train = train_config(steps=3, batch_size=8, eval_every=1)
+        c.train.log_every = 1
+    elif arg:
+        raise ValueError(f"unknown config variant {arg!r}; known: smoke")
+    return c
