@@ -70,6 +70,10 @@ POOLS: dict[str, AnnotatorPool] = {
     "mixed": AnnotatorPool("mixed", temperature=0.25, flip_noise=0.1, length_bias=0.02, surface_bias=0.1),
 }
 
+# Labels the toy lab's generic (PMP) comparisons: the mixed goal, but hastier (higher temperature), sloppier
+# (more flips) and more swayed by length and politeness than the target pools.
+GENERIC_POOL = AnnotatorPool("mixed", temperature=0.5, flip_noise=0.2, length_bias=0.05, surface_bias=0.3)
+
 
 def label_tasks(tasks_path: str, labels_path: str, pool: AnnotatorPool, seed: int) -> int:
     """Simulated labelling of exported comparison tasks (see :mod:`rlhfjax.data.labelling`) → #labels."""

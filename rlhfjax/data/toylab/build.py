@@ -7,12 +7,17 @@ hub's ``Anthropic/hh-rlhf``)::
     out_dir/sft/{train,test}.jsonl            {"prompt", "response"}            load_sft(out_dir + "/sft")
     out_dir/comparisons/<pool>/{train,test}.jsonl  {"chosen", "rejected"} (HH)
                                               load_hh(out_dir + "/comparisons", data_dir="mixed")
+    out_dir/comparisons/generic/{train,test}.jsonl  the same, fresh pairs labelled by GENERIC_POOL (PMP)
     out_dir/ranked/train.jsonl                {"prompt", "responses": best→worst}   load_ranked(...)
     out_dir/prompts/{train,test,ood}.jsonl    {"prompt", "topic", "harmful"}    load_prompts(..., split="ood")
     out_dir/manifest.json                     settings, counts, sha256 of every file, data statistics
 
 Every artifact draws from its own random stream ``(seed, k)``, so changing one count leaves the other
 files unchanged; the same seed gives byte-identical files.
+
+The ``generic`` comparisons are the preference-model pre-training (PMP) set: more pairs than the target pools,
+drawn from their own stream (no pair shared with ``mixed``), and labelled by :data:`GENERIC_POOL` — noisier and
+more biased annotators, standing in for cheap web-scale comparisons (Askell et al. 2021, section 4).
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ import numpy as np
 
 from rlhfjax.data.hh import join_transcript
 from rlhfjax.data.labelling import write_jsonl
-from rlhfjax.data.toylab.annotators import POOLS, AnnotatorPool
+from rlhfjax.data.toylab.annotators import GENERIC_POOL, POOLS, AnnotatorPool
 from rlhfjax.data.toylab.demonstrator import Demonstrator
 from rlhfjax.data.toylab.gold import GoldWeights, gold_reward
 from rlhfjax.data.toylab.tokenizer import save_tokenizer
@@ -36,7 +41,7 @@ from rlhfjax.data.toylab.world import OOD_TOPICS, TOPICS, sample_request, vocabu
 
 FORMAT_VERSION = 1
 _STREAMS = {"sft": 1, "comparisons": 2, "ranked": 3, "prompts_train": 4, "prompts_test": 5, "prompts_ood": 6,
-            "sft_test": 7, "comparisons_test": 8}
+            "sft_test": 7, "comparisons_test": 8, "generic": 9, "generic_test": 10}
 
 
 def _rng(seed: int, stream: str, extra: int = 0) -> np.random.Generator:
@@ -87,7 +92,8 @@ def _sha256(path: str) -> str:
 
 
 def build_toylab(out_dir: str, seed: int = 0, *, n_sft: int = 4000, n_sft_test: int = 400,
-                 n_comparisons: int = 4000, n_comparisons_test: int = 400, n_ranked: int = 500,
+                 n_comparisons: int = 4000, n_comparisons_test: int = 400, n_generic: int = 8000,
+                 n_generic_test: int = 400, n_ranked: int = 500,
                  ranked_k: int = 4, n_prompts: int = 2000, n_test_prompts: int = 400, n_ood_prompts: int = 400,
                  harmful_rate: float = 0.2, pools: Sequence[str] = ("helpful", "harmless", "mixed"),
                  annotators: dict[str, AnnotatorPool] | None = None,
@@ -112,6 +118,12 @@ def build_toylab(out_dir: str, seed: int = 0, *, n_sft: int = 4000, n_sft_test: 
             counts[f"comparisons/{name}/{split}"] = write_jsonl(p("comparisons", name, f"{split}.jsonl"), rows)
             stats[f"agreement_with_gold/{name}/{split}"] = agreement
 
+    for split, stream, n in (("train", "generic", n_generic), ("test", "generic_test", n_generic_test)):
+        pairs = _candidate_pairs(_rng(seed, stream), n, demonstrator, harmful_rate)
+        rows, agreement = _label(seed, stream, "generic", GENERIC_POOL, pairs)
+        counts[f"comparisons/generic/{split}"] = write_jsonl(p("comparisons", "generic", f"{split}.jsonl"), rows)
+        stats[f"agreement_with_gold/generic/{split}"] = agreement
+
     rng, ranker = _rng(seed, "ranked"), annotators["mixed"]
     ranked = []
     for _ in range(n_ranked):
@@ -135,6 +147,7 @@ def build_toylab(out_dir: str, seed: int = 0, *, n_sft: int = 4000, n_sft_test: 
         "gold_weights": dataclasses.asdict(GoldWeights()),
         "demonstrator": dataclasses.asdict(demonstrator),
         "annotators": {name: dataclasses.asdict(annotators[name]) for name in pools},
+        "generic_annotators": dataclasses.asdict(GENERIC_POOL),
         "files": {f: _sha256(p(f)) for f in files},
     }
     with open(p("manifest.json"), "w", encoding="utf-8") as f:
