@@ -14,6 +14,7 @@ sizes are scaled down for the toy lab (2 CPU cores).
 import ml_collections
 
 from rlhfjax.config_blocks import data_config, train_config
+from rlhfjax.parallel import default_mesh_config
 from rlhfjax.train import default_optim_config
 
 
@@ -38,7 +39,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.reward.no_eos_penalty = -1.0  # ... by this value
 
     c.value = ml_collections.ConfigDict()
-    c.value.init_from = ""  # "" = the reward model (LHP initialises the value function from the RM)
+    c.value.model = "separate"  # separate value model (LHP) | policy_head: value head on the policy, shared backbone
+    c.value.init_from = ""  # separate: "" = the reward model (LHP initialises the value function from the RM)
 
     c.rollout = ml_collections.ConfigDict()
     c.rollout.temperature = 0.7  # LHP; log-probs, KL and the PPO ratio all use the T-scaled policy
@@ -63,6 +65,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.ppo.whiten_rewards = True  # LHP: whitened rewards (rescaled, mean kept)
     c.ppo.whiten_advantages = True  # LHP
 
+    c.mesh = default_mesh_config()  # dp over all devices; fsdp / tp / custom for models that need it
     c.optim = default_optim_config()
     c.optim.learning_rate = 1e-4  # LHP: 1e-5 for GPT-2 124M; the 64-wide toy policy needs a larger step
     c.optim.total_steps = 0  # 0 = train.steps × ppo.epochs × ppo.num_minibatches

@@ -36,7 +36,8 @@ import time
 import jax
 import jax.numpy as jnp
 
-from rlhfjax.models import ModelConfig, ScalarModel, Transformer, last_token_index, positions_from_mask, read_at
+from rlhfjax.models import (ModelConfig, ScalarModel, Transformer, ValueHead, last_token_index, positions_from_mask,
+                            read_at)
 from rlhfjax.objectives import kl_control
 from rlhfjax.objectives import ppo as ppo_math
 from rlhfjax.sampling import Rollout, SamplingConfig, sample
@@ -52,7 +53,7 @@ class ExperienceConfig:
 
     policy_model: ModelConfig
     reward_model: ModelConfig
-    value_model: ModelConfig
+    value_model: ModelConfig | None  # None: a value head on the policy (value params = its head)
     temperature: float = 1.0
     kl_estimator: str = "k1"  # k1 | k2 | k3 (objectives.ppo.kl_per_token)
     gamma: float = 1.0
@@ -70,20 +71,43 @@ class ExperienceConfig:
 # Model evaluations on a rollout sequence (pure; jitted below)
 
 
-def response_logp(params, sequence_BxL, mask_BxL, *, model_cfg: ModelConfig, num_response: int,
-                  temperature: float = 1.0, return_logits: bool = False):
-    """log π_T(token_j | prefix) for the last `num_response` slots (0 where masked).
+def policy_forward(params, sequence_BxL, mask_BxL, *, model_cfg: ModelConfig, num_response: int,
+                   temperature: float = 1.0, value_head=None):
+    """One policy forward → `{"logp_BxN", "logits_BxNxV"}` (+ `"values_BxN"` given `value_head`).
 
-    With `return_logits`, also the temperature-scaled logits that predicted each response token
-    (`logits_BxNxV`, aligned with `logp_BxN`, for the entropy bonus).
+    `logp_BxN[:, j]` = log π_T(token_j | prefix) (0 where masked); `logits_BxNxV` are the
+    temperature-scaled logits that predicted each response token (for the entropy). `value_head`
+    (params of `models.ValueHead`) reads V(prefix) off the same final hidden states: a policy with a
+    value head, whose value loss also trains the shared backbone.
     """
     L = sequence_BxL.shape[1]
     P = L - num_response
     out = Transformer(model_cfg).apply({"params": params}, sequence_BxL, positions_from_mask(mask_BxL), mask_BxL)
     logits = out.logits[:, P - 1:L - 1].astype(jnp.float32) / temperature
     lp = jnp.take_along_axis(jax.nn.log_softmax(logits, -1), sequence_BxL[:, P:, None], -1)[..., 0]
-    lp = jnp.where(mask_BxL[:, P:].astype(bool), lp, 0.0)
-    return (lp, logits) if return_logits else lp
+    valid = mask_BxL[:, P:].astype(bool)
+    result = {"logp_BxN": jnp.where(valid, lp, 0.0), "logits_BxNxV": logits}
+    if value_head is not None:
+        values = ValueHead().apply({"params": value_head}, out.hidden[:, P - 1:L - 1])
+        result["values_BxN"] = jnp.where(valid, values, 0.0)
+    return result
+
+
+def response_logp(params, sequence_BxL, mask_BxL, *, model_cfg: ModelConfig, num_response: int,
+                  temperature: float = 1.0, return_logits: bool = False):
+    """log π_T(token_j | prefix) for the last `num_response` slots (0 where masked); with
+    `return_logits`, also the T-scaled logits that predicted them (see `policy_forward`)."""
+    out = policy_forward(params, sequence_BxL, mask_BxL, model_cfg=model_cfg, num_response=num_response,
+                         temperature=temperature)
+    return (out["logp_BxN"], out["logits_BxNxV"]) if return_logits else out["logp_BxN"]
+
+
+def response_logp_values(params, sequence_BxL, mask_BxL, *, model_cfg: ModelConfig, num_response: int,
+                         temperature: float = 1.0):
+    """(logp_BxN, values_BxN) of a policy with a value head: `params = (policy, value head)`."""
+    out = policy_forward(params[0], sequence_BxL, mask_BxL, model_cfg=model_cfg, num_response=num_response,
+                         temperature=temperature, value_head=params[1])
+    return out["logp_BxN"], out["values_BxN"]
 
 
 def response_values(params, sequence_BxL, mask_BxL, *, model_cfg: ModelConfig, num_response: int):
@@ -114,7 +138,7 @@ def in_chunks(fn, chunk_size: int | None):
         n = B // chunk_size
         out = jax.lax.map(lambda a: fn(params, a[0], a[1], **kw),
                           (sequence_BxL.reshape(n, chunk_size, -1), mask_BxL.reshape(n, chunk_size, -1)))
-        return out.reshape(B, *out.shape[2:])
+        return jax.tree.map(lambda x: x.reshape(B, *x.shape[2:]), out)
 
     return chunked
 
@@ -129,6 +153,7 @@ def _phase(fn, *static):
 
 
 logp_phase = _phase(response_logp, "model_cfg", "num_response", "temperature")
+logp_value_phase = _phase(response_logp_values, "model_cfg", "num_response", "temperature")
 value_phase = _phase(response_values, "model_cfg", "num_response")
 score_phase = _phase(sequence_scores, "model_cfg")
 
@@ -221,14 +246,21 @@ def collect(policy_params, value_params, *, reference_params, reward_params, pro
                                      model_cfg=cfg.policy_model, cfg=scfg))
     seq, smask = rollout.sequence_BxL, rollout.sequence_mask_BxL
     chunk = cfg.chunk_size
-    logp = lap("policy_logp", logp_phase(policy_params, seq, smask, model_cfg=cfg.policy_model,
-                                         num_response=num_response, temperature=cfg.temperature, chunk_size=chunk))
+    if cfg.value_model is None:  # value head on the policy: one forward gives both
+        logp, values = lap("policy_logp", logp_value_phase(
+            (policy_params, value_params), seq, smask, model_cfg=cfg.policy_model, num_response=num_response,
+            temperature=cfg.temperature, chunk_size=chunk))
+    else:
+        logp = lap("policy_logp", logp_phase(policy_params, seq, smask, model_cfg=cfg.policy_model,
+                                             num_response=num_response, temperature=cfg.temperature,
+                                             chunk_size=chunk))
     ref_logp = lap("reference", logp_phase(reference_params, seq, smask, model_cfg=cfg.policy_model,
                                            num_response=num_response, temperature=cfg.temperature,
                                            chunk_size=chunk))
     raw_score = lap("score", score_phase(reward_params, seq, smask, model_cfg=cfg.reward_model, chunk_size=chunk))
-    values = lap("values", value_phase(value_params, seq, smask, model_cfg=cfg.value_model,
-                                       num_response=num_response, chunk_size=chunk))
+    if cfg.value_model is not None:
+        values = lap("values", value_phase(value_params, seq, smask, model_cfg=cfg.value_model,
+                                           num_response=num_response, chunk_size=chunk))
     batch, shaped, metrics, next_kl = lap("advantages", advantage_phase(
         raw_score, logp, ref_logp, values, rollout, kl_state, gain, bias, cfg=cfg))
     metrics = {**metrics, **times}

@@ -53,21 +53,20 @@ def lab(tmp_path_factory):
     return root
 
 
-def smoke_config(root, steps):
-    return load_config(CONFIG + ":smoke", [
+def smoke_config(root, steps, *extra):
+    return load_config(CONFIG + ":smoke", [*extra,
         f"--config.data.toylab_dir={root / 'toylab'}", f"--config.policy.init_from={root / 'sft'}",
         f"--config.reward.init_from={root / 'rm'}", f"--config.train.steps={steps}",
         "--config.reward.penalise_no_eos=true", "--config.kl.estimator=k3",
         "--config.train.save_every=0"])  # checkpoint only at the last iteration of each run
 
 
-@pytest.fixture(scope="module")
-def setup(lab):
+def make_setup(lab, *extra):
     """The recipe's own wiring (configs, models, optimizer) from the smoke config, so the unit tests
     and the end-to-end test share compiled phases."""
     from rlhfjax.models.hf import load_tokenizer
 
-    config = smoke_config(lab, 3)
+    config = smoke_config(lab, 3, *extra)
     tok = load_tokenizer(str(lab / "toylab" / "tokenizer"))
     pcfg, policy, rcfg, rm, vcfg, value = ppo_recipe.load_models(config, len(tok))
     ecfg = ppo_recipe.experience_config(config, pcfg, rcfg, vcfg, tok.eos_token_id, tok.pad_token_id)
@@ -84,6 +83,11 @@ def setup(lab):
                 prompt=(jnp.asarray(tokens), jnp.asarray(mask)))
 
 
+@pytest.fixture(scope="module")
+def setup(lab):
+    return make_setup(lab)
+
+
 def experience(s, reference, ecfg=None):
     ecfg = ecfg or s["ecfg"]
     tok, mask = s["prompt"]
@@ -92,6 +96,17 @@ def experience(s, reference, ecfg=None):
                                rng=jax.random.PRNGKey(3), kl_state=kl_control.AdaptiveKL.create(),
                                gain=jnp.float32(1.0), bias=jnp.float32(0.0), cfg=ecfg,
                                num_response=s["lcfg"].num_response)
+
+
+def first_update(s, exp):
+    c = s["config"]
+    state = TrainState.create({"policy": copy(s["policy"]), "value": copy(s["value"])}, s["tx"],
+                              jax.random.PRNGKey(0), schedule=s["schedule"])
+    state, m = ppo_recipe.ppo_update(state, exp["batch"], jax.random.PRNGKey(5), loss_config=s["lcfg"],
+                                     epochs=c.ppo.epochs, num_minibatches=c.ppo.num_minibatches)
+    assert m["loss"].shape == (c.ppo.epochs * c.ppo.num_minibatches,)
+    assert int(state.step) == c.ppo.epochs * c.ppo.num_minibatches
+    return state, m
 
 
 def test_first_minibatch_ratio_one_and_zero_kl_at_reference(setup):
@@ -107,19 +122,42 @@ def test_first_minibatch_ratio_one_and_zero_kl_at_reference(setup):
     np.testing.assert_allclose(np.asarray(ro.logp_BxN)[mask], np.asarray(batch["old_logp_BxN"])[mask], atol=2e-5)
     assert mask.sum() > mask.shape[0]  # more than one token per row, so the alignment is exercised
 
-    c = s["config"]
-    state = TrainState.create({"policy": copy(s["policy"]), "value": copy(s["value"])}, s["tx"],
-                              jax.random.PRNGKey(0), schedule=s["schedule"])
-    state, m = ppo_recipe.ppo_update(state, batch, jax.random.PRNGKey(5), loss_config=s["lcfg"],
-                                     epochs=c.ppo.epochs, num_minibatches=c.ppo.num_minibatches)
-    steps = c.ppo.epochs * c.ppo.num_minibatches
-    assert m["loss"].shape == (steps,) and int(state.step) == steps
+    state, m = first_update(s, exp)
     # First minibatch: π_θ = π_old, and (with remat, the default) the loss's forward is the same
     # computation as the rollout's, so the ratio is 1 bit for bit.
     assert float(m["ppo/ratio_min"][0]) == 1.0 and float(m["ppo/ratio_max"][0]) == 1.0
     assert float(m["ppo/approx_kl"][0]) == 0.0 and float(m["ppo/clipfrac"][0]) == 0.0
     # ... and the update moved the policy: later minibatches see a ratio != 1.
     assert float(m["ppo/approx_kl"][-1]) > 0.0
+
+
+def test_value_head_on_policy(lab):
+    """value.model=policy_head: V is a head on the policy's own hidden states, trained through the
+    shared backbone; the first minibatch's ratio is still exactly 1."""
+    from rlhfjax.models import Transformer, positions_from_mask
+
+    s = make_setup(lab, "--config.value.model=policy_head")
+    assert s["lcfg"].value_model is None and set(s["value"]) == {"kernel", "bias"}
+    s["value"] = {"kernel": jax.random.normal(jax.random.PRNGKey(4), s["value"]["kernel"].shape),
+                  "bias": jnp.full((1,), 0.3)}
+    exp = experience(s, copy(s["policy"]))
+    batch = exp["batch"]
+    seq, smask = batch["sequence_BxL"], batch["sequence_mask_BxL"]
+    hidden = Transformer(s["ecfg"].policy_model).apply({"params": s["policy"]}, seq, positions_from_mask(smask),
+                                                        smask).hidden
+    N = batch["response_mask_BxN"].shape[1]
+    want = np.asarray(hidden)[:, -N - 1:-1] @ np.asarray(s["value"]["kernel"])[:, 0] + 0.3
+    mask = np.asarray(batch["response_mask_BxN"]).astype(bool)
+    np.testing.assert_allclose(np.asarray(batch["old_values_BxN"])[mask], want[mask], rtol=1e-5, atol=1e-5)
+    assert "time/values" not in exp["metrics"]  # read off the policy forward, not a separate model
+
+    state, m = first_update(s, exp)
+    assert float(m["ppo/ratio_min"][0]) == 1.0 and float(m["ppo/ratio_max"][0]) == 1.0
+    # With no policy-gradient signal (zero advantages), the value loss alone still moves the backbone.
+    zero_adv = {**exp, "batch": {**batch, "advantages_BxN": jnp.zeros_like(batch["advantages_BxN"])}}
+    state, _ = first_update(s, zero_adv)
+    moved = jax.tree.map(lambda a, b: float(jnp.max(jnp.abs(a - b))), state.params["policy"], s["policy"])
+    assert max(jax.tree.leaves(moved)) > 0
 
 
 def test_logged_kl_is_the_kl_in_the_rewards(setup):
@@ -181,3 +219,28 @@ def test_smoke_run_logs_metrics_and_resumes_exactly(lab):
 
     (_, a), (_, b) = load_pretrained(str(straight / "model")), load_pretrained(str(split / "model"))
     jax.tree.map(np.testing.assert_array_equal, a, b)
+
+
+def test_fsdp_mesh_matches_single_device(lab):
+    """Policy, value, reference and reward params sharded FSDP over 8 devices: the same run as on one
+    device (up to float reassociation in the sharded matmuls), and the params really are sharded."""
+    from jax.sharding import NamedSharding, PartitionSpec as PS
+
+    from rlhfjax import parallel
+
+    cfg = smoke_config(lab, 2)
+    single = ppo_recipe._run(cfg, str(lab / "single"), parallel.single_device_mesh())
+    fsdp_cfg = smoke_config(lab, 2, "--config.mesh.strategy=fsdp")
+    _, state = ppo_recipe._run(fsdp_cfg, str(lab / "fsdp"), parallel.make_mesh(fsdp_cfg.mesh), return_state=True)
+    mesh = parallel.make_mesh(fsdp_cfg.mesh)
+    q = state.train.params["policy"]["layer_0"]["attn"]["q"]["kernel"]  # (embed, heads·head_dim)
+    assert q.sharding.is_equivalent_to(NamedSharding(mesh, PS("fsdp", None)), q.ndim)
+    assert q.addressable_shards[0].data.shape[0] == q.shape[0] // 8
+    v = state.train.params["value"]["backbone"]["layer_0"]["attn"]["q"]["kernel"]
+    assert v.sharding.is_equivalent_to(NamedSharding(mesh, PS("fsdp", None)), v.ndim)
+    rows_1 = read_jsonl(str(lab / "single" / "metrics.jsonl"))
+    rows_8 = read_jsonl(str(lab / "fsdp" / "metrics.jsonl"))
+    for a, b in zip(rows_1, rows_8):
+        for k in ("reward/proxy", "reward/gold", "kl/seq_mean", "value/loss", "ppo/policy_loss", "ppo/clipfrac"):
+            assert b[k] == pytest.approx(a[k], rel=1e-3, abs=1e-5), k
+    assert single["final"]["step"] == 2

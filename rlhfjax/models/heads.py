@@ -14,6 +14,29 @@ from rlhfjax.models.config import ModelConfig
 from rlhfjax.models.transformer import Transformer
 
 
+class ValueHead(nn.Module):
+    """The linear scalar head on final hidden states (fp32; zero init: a fresh head scores everything
+    0, so early rewards/values are unbiased). `ScalarModel`'s `head` and a policy's value head."""
+
+    weights_dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, hidden_BxTxE):
+        E = hidden_BxTxE.shape[-1]
+        kernel = self.param("kernel", nn.with_logical_partitioning(nn.initializers.zeros, ("embed", None)), (E, 1),
+                            self.weights_dtype)
+        bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, (None,)), (1,),
+                          self.weights_dtype)
+        out = jnp.dot(hidden_BxTxE.astype(jnp.float32), kernel.astype(jnp.float32)) + bias.astype(jnp.float32)
+        return out[..., 0]
+
+
+def init_value_head(cfg: ModelConfig):
+    """Params of a zero `ValueHead` for a `cfg` backbone (e.g. a value head on the policy)."""
+    variables = ValueHead(cfg.weights_dtype).init(jax.random.PRNGKey(0), jnp.zeros((1, 1, cfg.hidden_size)))
+    return nn.meta.unbox(variables["params"])
+
+
 class ScalarModel(nn.Module):
     """Backbone + linear head giving one scalar per token (`scalars_BxT`, fp32).
 
@@ -28,13 +51,7 @@ class ScalarModel(nn.Module):
     @nn.compact
     def __call__(self, tokens_BxT, positions_BxT, mask_BxT, return_logits: bool = False):
         out = Transformer(self.cfg, lm_head=self.lm_head, name="backbone")(tokens_BxT, positions_BxT, mask_BxT)
-        head = nn.Dense(
-            1, dtype=jnp.float32, param_dtype=self.cfg.weights_dtype,
-            # Zero init: a fresh head scores everything 0, so early rewards/values are unbiased.
-            kernel_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed", None)),
-            bias_init=nn.with_logical_partitioning(nn.initializers.zeros, (None,)),
-            name="head")
-        scalars = head(out.hidden.astype(jnp.float32))[..., 0]
+        scalars = ValueHead(self.cfg.weights_dtype, name="head")(out.hidden)
         if return_logits:
             if out.logits is None:
                 raise ValueError("return_logits=True needs ScalarModel(..., lm_head=True)")

@@ -6,7 +6,8 @@ reference log-probs → values → rewards = score − β·KL per token → GAE 
 `ppo.epochs` × `ppo.num_minibatches` optimizer steps inside ONE jit (`ppo_update`: `lax.scan` over
 a permuted index array, each step the shared `rlhfjax.train.update`).
 
-State: one `TrainState` whose params are `{"policy": LM params, "value": ScalarModel params}`
+State: one `TrainState` whose params are `{"policy": LM params, "value": ScalarModel params}` (or,
+with `value.model="policy_head"`, the params of a `ValueHead` on the policy's hidden states)
 (one optimizer and one loss `policy + value_coef·value − entropy_coef·entropy`), inside a
 `PPOState` with the KL controller, the RM normaliser and the iteration, all checkpointed together
 with the prompt iterator's position, so a resumed run replays the straight one exactly. Reference
@@ -28,10 +29,11 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from rlhfjax import parallel
 from rlhfjax import rollout as rollout_lib
 from rlhfjax.data.batching import BatchIterator, Encoder, TokenizeConfig, collate_prompts
 from rlhfjax.data.hh import load_prompts
-from rlhfjax.models import ModelConfig
+from rlhfjax.models import ModelConfig, ScalarModel, Transformer, ValueHead, init_value_head
 from rlhfjax.models.hf import load_pretrained, load_pretrained_scalar, load_tokenizer, save_pretrained
 from rlhfjax.objectives import kl_control
 from rlhfjax.objectives import ppo as ppo_math
@@ -52,7 +54,7 @@ TABLE_KEYS = ("kl/seq_mean", "kl/sqrt", "reward/proxy", "reward/gold")
 @dataclasses.dataclass(frozen=True)
 class PPOLossConfig:
     policy_model: ModelConfig
-    value_model: ModelConfig
+    value_model: ModelConfig | None  # None: params["value"] is a value head on the policy's hidden states
     num_response: int
     temperature: float = 1.0
     clip: float = 0.2  # ε of the clipped surrogate
@@ -74,17 +76,24 @@ def loss_fn(params, batch, *, frozen, config: PPOLossConfig, rng):
     """
     del frozen, rng
     seq, smask, mask = batch["sequence_BxL"], batch["sequence_mask_BxL"], batch["response_mask_BxN"]
-    policy_fwd = functools.partial(rollout_lib.response_logp, model_cfg=config.policy_model,
-                                   num_response=config.num_response, temperature=config.temperature,
-                                   return_logits=True)
-    value_fwd = functools.partial(rollout_lib.response_values, model_cfg=config.value_model,
-                                  num_response=config.num_response)
+    head_on_policy = config.value_model is None
+
+    def policy_fwd(policy, head, seq, smask):
+        return rollout_lib.policy_forward(policy, seq, smask, model_cfg=config.policy_model,
+                                          num_response=config.num_response, temperature=config.temperature,
+                                          value_head=head)
+
+    def value_fwd(value, seq, smask):
+        return rollout_lib.response_values(value, seq, smask, model_cfg=config.value_model,
+                                           num_response=config.num_response)
+
     if config.remat:
         policy_fwd, value_fwd = jax.checkpoint(policy_fwd), jax.checkpoint(value_fwd)
-    logp, logits = policy_fwd(params["policy"], seq, smask)
+    out = policy_fwd(params["policy"], params["value"] if head_on_policy else None, seq, smask)
+    logp, logits = out["logp_BxN"], out["logits_BxNxV"]
+    values = out["values_BxN"] if head_on_policy else value_fwd(params["value"], seq, smask)
     pg_sum, count, pg_metrics = ppo_math.ppo_policy_loss(logp, batch["old_logp_BxN"], batch["advantages_BxN"],
                                                          mask, clip=config.clip)
-    values = value_fwd(params["value"], seq, smask)
     vf_sum, _, vf_metrics = ppo_math.value_loss(values, batch["old_values_BxN"], batch["returns_BxN"], mask,
                                                 clip=config.value_clip)
     if config.entropy_coef == 0:
@@ -151,11 +160,6 @@ def _tokenizer(config):
     return load_tokenizer(config.policy.init_from)
 
 
-def _copy(tree):
-    # Fresh device buffers: the train state is donated, so it must never alias frozen params.
-    return jax.tree.map(lambda x: jnp.array(x, copy=True), tree)
-
-
 def load_models(config, vocab: int):
     """→ (policy cfg, policy params, reward cfg, reward params, value cfg, value params) (numpy/host)."""
     if not config.policy.init_from or not config.reward.init_from:
@@ -164,10 +168,17 @@ def load_models(config, vocab: int):
     dtype = config.policy.dtype
     policy_cfg, policy_params = load_pretrained(config.policy.init_from, dtype=dtype)
     reward_cfg, reward_params = load_pretrained_scalar(config.reward.init_from, dtype=dtype)
-    value_from = config.value.init_from or config.reward.init_from
-    value_cfg, value_params = (reward_cfg, reward_params) if value_from == config.reward.init_from else \
-        load_pretrained_scalar(value_from, dtype=dtype)
-    for name, cfg in (("policy", policy_cfg), ("reward", reward_cfg), ("value", value_cfg)):
+    if config.value.model == "policy_head":
+        if config.value.init_from:
+            raise ValueError("value.init_from is for value.model='separate'; a policy value head starts at zero")
+        value_cfg, value_params = None, init_value_head(policy_cfg)
+    elif config.value.model == "separate":
+        value_from = config.value.init_from or config.reward.init_from
+        value_cfg, value_params = (reward_cfg, reward_params) if value_from == config.reward.init_from else \
+            load_pretrained_scalar(value_from, dtype=dtype)
+    else:
+        raise ValueError(f"value.model must be 'separate' or 'policy_head', got {config.value.model!r}")
+    for name, cfg in (("policy", policy_cfg), ("reward", reward_cfg), ("value", value_cfg or policy_cfg)):
         if cfg.vocab_size < vocab:
             raise ValueError(f"{name} model has vocab_size {cfg.vocab_size} < tokenizer size {vocab}")
     return policy_cfg, policy_params, reward_cfg, reward_params, value_cfg, value_params
@@ -225,15 +236,15 @@ def _collate(examples, encoder):
     return batch
 
 
-def fit_normaliser(policy_params, reward_params, prompt_iter, *, cfg, num_response, num_batches, rng):
+def fit_normaliser(policy_params, reward_params, prompt_iter, mesh, *, cfg, num_response, num_batches, rng):
     """(gain, bias) making the initial policy's RM scores mean 0, std 1 (lm-human-preferences)."""
     scores = []
     for i in range(num_batches):
-        host = next(prompt_iter)
+        host = _prompts(next(prompt_iter), mesh)
         scfg = rollout_lib.SamplingConfig(max_new_tokens=num_response, temperature=cfg.temperature,
                                           eos_id=cfg.eos_id, pad_id=cfg.pad_id)
-        ro = rollout_lib.sample(policy_params, jnp.asarray(host["prompt_tokens_BxP"]),
-                                jnp.asarray(host["prompt_mask_BxP"]), jax.random.fold_in(rng, i),
+        ro = rollout_lib.sample(policy_params, host["prompt_tokens_BxP"], host["prompt_mask_BxP"],
+                                jax.random.fold_in(rng, i),
                                 model_cfg=cfg.policy_model, cfg=scfg)
         scores.append(rollout_lib.score_phase(reward_params, ro.sequence_BxL, ro.sequence_mask_BxL,
                                               model_cfg=cfg.reward_model, chunk_size=cfg.chunk_size))
@@ -264,7 +275,35 @@ def summary_table(rows: list[dict], max_rows: int = 21) -> list[dict]:
     return [{"iteration": r["step"], **{k: r[k] for k in TABLE_KEYS if k in r}} for r in rows]
 
 
+def model_shardings(mesh, policy_cfg, reward_cfg, value_cfg):
+    """NamedShardings of policy, reward and value params from the models' logical axis names."""
+    tokens = jnp.zeros((1, 1), jnp.int32)
+    args = (tokens, tokens, jnp.ones_like(tokens))
+    policy = parallel.model_param_shardings(Transformer(policy_cfg), args, mesh)
+    reward = parallel.model_param_shardings(ScalarModel(reward_cfg), args, mesh)
+    if value_cfg is None:
+        value = parallel.model_param_shardings(ValueHead(policy_cfg.weights_dtype),
+                                               (jnp.zeros((1, 1, policy_cfg.hidden_size)),), mesh)
+    else:
+        value = parallel.model_param_shardings(ScalarModel(value_cfg), args, mesh)
+    return policy, reward, value
+
+
+def _place(tree, shardings):
+    # np.array copies: on CPU device_put may alias host memory, and no two placed trees may share it.
+    return jax.tree.map(lambda x, s: jax.device_put(np.array(x), s), tree, shardings)
+
+
+def _prompts(host, mesh):
+    return parallel.shard_batch({k: host[k] for k in ("prompt_tokens_BxP", "prompt_mask_BxP")}, mesh)
+
+
 def run(config, workdir: str) -> dict:
+    """Train on `config.mesh` (all local devices, data parallel, by default)."""
+    return _run(config, workdir, parallel.make_mesh(config.mesh))
+
+
+def _run(config, workdir: str, mesh, return_state: bool = False):
     t0 = time.time()
     os.makedirs(workdir, exist_ok=True)
     tokenizer = _tokenizer(config)
@@ -280,84 +319,91 @@ def run(config, workdir: str) -> dict:
     prompt_iter = BatchIterator(examples, B, collate, seed=config.seed, num_epochs=None)
 
     policy_cfg, policy_np, reward_cfg, reward_np, value_cfg, value_np = load_models(config, len(tokenizer))
-    reference_params, reward_params = _copy(policy_np), _copy(reward_np)
-    exp_cfg = experience_config(config, policy_cfg, reward_cfg, value_cfg, tokenizer.eos_token_id, encoder.pad_id)
-    loss_config = loss_config_from(config, policy_cfg, value_cfg)
+    policy_sh, reward_sh, value_sh = model_shardings(mesh, policy_cfg, reward_cfg, value_cfg)
+    with parallel.activate(mesh):  # the models' logical constraints resolve against this mesh
+        # Frozen reference and reward models are laid out like the trained ones (fresh buffers each:
+        # the train state is donated, so it must never alias them).
+        reference_params, reward_params = _place(policy_np, policy_sh), _place(reward_np, reward_sh)
+        exp_cfg = experience_config(config, policy_cfg, reward_cfg, value_cfg, tokenizer.eos_token_id, encoder.pad_id)
+        loss_config = loss_config_from(config, policy_cfg, value_cfg)
 
-    optim = optim_config(config)
-    base_rng = jax.random.PRNGKey(config.seed)
-    tx, schedule = optimizer(optim)
-    train_state = TrainState.create({"policy": _copy(policy_np), "value": _copy(value_np)}, tx,
-                                    jax.random.fold_in(base_rng, 1), schedule=schedule)
-    state = PPOState(train=train_state, kl=kl_controller(config.kl), reward_gain=jnp.ones((), jnp.float32),
-                     reward_bias=jnp.zeros((), jnp.float32), iteration=jnp.zeros((), jnp.int32))
+        optim = optim_config(config)
+        base_rng = jax.random.PRNGKey(config.seed)
+        tx, schedule = optimizer(optim)
+        params = {"policy": _place(policy_np, policy_sh), "value": _place(value_np, value_sh)}
+        train_state = TrainState.create(params, tx, jax.random.fold_in(base_rng, 1), schedule=schedule)
+        opt_sh = parallel.opt_state_shardings(tx, params, {"policy": policy_sh, "value": value_sh}, mesh)
+        train_state = train_state.replace(opt_state=parallel.shard_like(train_state.opt_state, opt_sh))
+        state = PPOState(train=train_state, kl=kl_controller(config.kl), reward_gain=jnp.ones((), jnp.float32),
+                         reward_bias=jnp.zeros((), jnp.float32), iteration=jnp.zeros((), jnp.int32))
 
-    checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=config.train.keep_checkpoints)
-    resumed = checkpointer.latest_step()
-    if resumed is not None:
-        state, data_state, _, _ = checkpointer.restore(state)
-        prompt_iter.load_state_dict(data_state)
-        print(f"resumed from iteration {resumed}", flush=True)
-    elif config.reward.normalise:
-        norm_iter = BatchIterator(examples, B, collate, seed=config.seed + 1, num_epochs=None)
-        gain, bias = fit_normaliser(reference_params, reward_params, norm_iter, cfg=exp_cfg, num_response=N,
-                                    num_batches=config.reward.norm_batches, rng=jax.random.fold_in(base_rng, 2))
-        state = state.replace(reward_gain=gain, reward_bias=bias)
-        print(f"reward normaliser: gain {float(gain):.4g} bias {float(bias):.4g}", flush=True)
+        checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=config.train.keep_checkpoints)
+        resumed = checkpointer.latest_step()
+        if resumed is not None:
+            state, data_state, _, _ = checkpointer.restore(state)
+            prompt_iter.load_state_dict(data_state)
+            print(f"resumed from iteration {resumed}", flush=True)
+        elif config.reward.normalise:
+            norm_iter = BatchIterator(examples, B, collate, seed=config.seed + 1, num_epochs=None)
+            gain, bias = fit_normaliser(reference_params, reward_params, norm_iter, mesh, cfg=exp_cfg, num_response=N,
+                                        num_batches=config.reward.norm_batches, rng=jax.random.fold_in(base_rng, 2))
+            state = state.replace(reward_gain=gain, reward_bias=bias)
+            print(f"reward normaliser: gain {float(gain):.4g} bias {float(bias):.4g}", flush=True)
 
-    config_dict = config.to_dict()
-    write_config(workdir, config_dict)
-    writer = MetricsWriter(workdir, resume_step=resumed)
-    toylab = common.is_toylab(config.data)
-    if toylab:
-        from rlhfjax.data.toylab import gold_rewards
-    iterations = config.train.steps
-    start = int(state.iteration)
-    try:
-        for it in range(start + 1, iterations + 1):
-            t_iter = time.perf_counter()
-            host = next(prompt_iter)
-            sample_rng, perm_rng = jax.random.split(jax.random.fold_in(base_rng, 1000 + it))
-            exp = rollout_lib.collect(
-                state.train.params["policy"], state.train.params["value"], reference_params=reference_params,
-                reward_params=reward_params, prompt_BxP=jnp.asarray(host["prompt_tokens_BxP"]),
-                prompt_mask_BxP=jnp.asarray(host["prompt_mask_BxP"]), rng=sample_rng, kl_state=state.kl,
-                gain=state.reward_gain, bias=state.reward_bias, cfg=exp_cfg, num_response=N)
-            t = time.perf_counter()
-            train_state, upd = ppo_update(state.train, exp["batch"], perm_rng, loss_config=loss_config,
-                                          epochs=config.ppo.epochs, num_minibatches=config.ppo.num_minibatches)
-            upd = jax.block_until_ready(summarise_update(upd))
-            metrics = {**exp["metrics"], **upd, "time/update": time.perf_counter() - t}
-            state = state.replace(train=train_state, kl=exp["kl_state"], iteration=jnp.asarray(it, jnp.int32))
-            if toylab:
+        config_dict = config.to_dict()
+        write_config(workdir, config_dict)
+        writer = MetricsWriter(workdir, resume_step=resumed)
+        toylab = common.is_toylab(config.data)
+        if toylab:
+            from rlhfjax.data.toylab import gold_rewards
+        iterations = config.train.steps
+        start = int(state.iteration)
+        try:
+            for it in range(start + 1, iterations + 1):
+                t_iter = time.perf_counter()
+                host = next(prompt_iter)
+                prompts = _prompts(host, mesh)
+                sample_rng, perm_rng = jax.random.split(jax.random.fold_in(base_rng, 1000 + it))
+                exp = rollout_lib.collect(
+                    state.train.params["policy"], state.train.params["value"], reference_params=reference_params,
+                    reward_params=reward_params, prompt_BxP=prompts["prompt_tokens_BxP"],
+                    prompt_mask_BxP=prompts["prompt_mask_BxP"], rng=sample_rng, kl_state=state.kl,
+                    gain=state.reward_gain, bias=state.reward_bias, cfg=exp_cfg, num_response=N)
                 t = time.perf_counter()
-                ro = exp["rollout"]
-                responses = decode(tokenizer, ro.tokens_BxN, ro.response_mask_BxN)
-                metrics["reward/gold"] = float(np.mean(gold_rewards(host["prompts"], responses)))
-                metrics["time/gold"] = time.perf_counter() - t
-            elapsed = time.perf_counter() - t_iter
-            metrics["time/iteration"] = elapsed
-            metrics["perf/tokens_per_s"] = float(jnp.sum(exp["rollout"].response_mask_BxN)) / elapsed
-            last = it == iterations
-            if it % config.train.log_every == 0 or last or it == start + 1:
-                row = writer.write(it, metrics)
-                print(f"[ppo {it}/{iterations}] " + " ".join(
-                    f"{k}={row[k]:.4g}" for k in ("reward/proxy", "reward/gold", "kl/seq_mean", "kl/beta",
-                                                  "ppo/clipfrac", "time/iteration") if k in row), flush=True)
-            check_nonfinite(state.train, config.optim.max_consecutive_nonfinite)
-            if (config.train.save_every and it % config.train.save_every == 0) or last:
-                checkpointer.save(it, state, prompt_iter.state_dict(), config_dict)
-    finally:
-        writer.close()
-        checkpointer.close()
+                train_state, upd = ppo_update(state.train, exp["batch"], perm_rng, loss_config=loss_config,
+                                              epochs=config.ppo.epochs, num_minibatches=config.ppo.num_minibatches)
+                upd = jax.block_until_ready(summarise_update(upd))
+                metrics = {**exp["metrics"], **upd, "time/update": time.perf_counter() - t}
+                state = state.replace(train=train_state, kl=exp["kl_state"], iteration=jnp.asarray(it, jnp.int32))
+                if toylab:
+                    t = time.perf_counter()
+                    ro = exp["rollout"]
+                    responses = decode(tokenizer, ro.tokens_BxN, ro.response_mask_BxN)
+                    metrics["reward/gold"] = float(np.mean(gold_rewards(host["prompts"], responses)))
+                    metrics["time/gold"] = time.perf_counter() - t
+                elapsed = time.perf_counter() - t_iter
+                metrics["time/iteration"] = elapsed
+                metrics["perf/tokens_per_s"] = float(jnp.sum(exp["rollout"].response_mask_BxN)) / elapsed
+                last = it == iterations
+                if it % config.train.log_every == 0 or last or it == start + 1:
+                    row = writer.write(it, metrics)
+                    print(f"[ppo {it}/{iterations}] " + " ".join(
+                        f"{k}={row[k]:.4g}" for k in ("reward/proxy", "reward/gold", "kl/seq_mean", "kl/beta",
+                                                      "ppo/clipfrac", "time/iteration") if k in row), flush=True)
+                check_nonfinite(state.train, config.optim.max_consecutive_nonfinite)
+                if (config.train.save_every and it % config.train.save_every == 0) or last:
+                    checkpointer.save(it, state, prompt_iter.state_dict(), config_dict)
+        finally:
+            writer.close()
+            checkpointer.close()
 
-    model_dir = os.path.join(workdir, "model")
-    export_cfg = policy_cfg.replace(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                                    pad_token_id=encoder.pad_id)
-    save_pretrained(export_cfg, state.train.params["policy"], model_dir, tokenizer=tokenizer)
-    rows = read_jsonl(os.path.join(workdir, "metrics.jsonl"))
-    summary = {"iterations": iterations, "final": rows[-1] if rows else {}, "table": summary_table(rows),
-               "reward_normaliser": {"gain": float(state.reward_gain), "bias": float(state.reward_bias)},
-               "kl_coef": float(state.kl.coef), "seconds": round(time.time() - t0, 1), "model_dir": model_dir}
-    common.write_json(os.path.join(workdir, "summary.json"), summary)
-    return summary
+        model_dir = os.path.join(workdir, "model")
+        export_cfg = policy_cfg.replace(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                                        pad_token_id=encoder.pad_id)
+        save_pretrained(export_cfg, state.train.params["policy"], model_dir, tokenizer=tokenizer)
+        rows = read_jsonl(os.path.join(workdir, "metrics.jsonl"))
+        summary = {"iterations": iterations, "final": rows[-1] if rows else {}, "table": summary_table(rows),
+                   "reward_normaliser": {"gain": float(state.reward_gain), "bias": float(state.reward_bias)},
+                   "kl_coef": float(state.kl.coef), "seconds": round(time.time() - t0, 1), "model_dir": model_dir}
+        common.write_json(os.path.join(workdir, "summary.json"), summary)
+        return (summary, state) if return_state else summary
