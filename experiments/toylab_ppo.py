@@ -71,6 +71,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.optim.total_steps = 0  # 0 = train.steps × ppo.epochs × ppo.num_minibatches
 
     # train.steps = PPO iterations; train.batch_size = prompts (episodes) per iteration (LHP: 512).
+    # Every train.eval_every iterations (and before the first): the policy on held-out prompts
+    # (data.eval_split, up to data.eval_limit), logged as eval/reward/{proxy,gold}, eval/kl/seq_mean.
     c.train = train_config(steps=100, batch_size=64, eval_every=20)
     c.train.log_every = 1
 
@@ -80,7 +82,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
         c.reward.norm_batches = 1
         c.ppo.epochs = 2
         c.ppo.num_minibatches = 2
-        c.train = train_config(steps=3, batch_size=8, eval_every=1)
+        c.data.eval_limit = 16
+        c.train = train_config(steps=3, batch_size=8, eval_every=2)
         c.train.log_every = 1
     elif arg:
         raise ValueError(f"unknown config variant {arg!r}; known: smoke")

@@ -193,15 +193,25 @@ NAMED = ("reward/proxy", "reward/gold", "kl/seq_mean", "kl/sqrt", "kl/beta", "po
          "time/score", "time/reference", "time/update", "perf/tokens_per_s")
 
 
-def _deterministic(rows):
-    return [{k: v for k, v in r.items() if not k.startswith(("time/", "perf/"))} for r in rows]
+def _deterministic(rows, steps=None):
+    return [{k: v for k, v in r.items() if not k.startswith(("time/", "perf/"))} for r in rows
+            if steps is None or r["step"] in steps]
+
+
+def _split(rows):
+    return [r for r in rows if "reward/proxy" in r], [r for r in rows if "eval/reward/proxy" in r]
 
 
 def test_smoke_run_logs_metrics_and_resumes_exactly(lab):
     straight, split = lab / "straight", lab / "split"
     summary = ppo_recipe.run(smoke_config(lab, 3), str(straight))
-    rows = read_jsonl(str(straight / "metrics.jsonl"))
+    rows, evals = _split(read_jsonl(str(straight / "metrics.jsonl")))
     assert [r["step"] for r in rows] == [1, 2, 3]
+    # Held-out evals before training and every eval_every=2 iterations + the last; the initial
+    # policy is the reference, so its KL is exactly 0.
+    assert [r["step"] for r in evals] == [0, 2, 3] and evals[0]["eval/kl/seq_mean"] == 0.0
+    assert all(np.isfinite(r["eval/reward/gold"]) and r["eval/num_prompts"] == 16 for r in evals)
+    assert evals[-1]["eval/kl/seq_mean"] != 0.0 and summary["evals"] == evals
     for name in NAMED:
         assert all(np.isfinite(r[name]) for r in rows), name
     for r in rows:  # the logged KL is the one in the rewards: total = score − β·KL (per-sequence means)
@@ -214,7 +224,11 @@ def test_smoke_run_logs_metrics_and_resumes_exactly(lab):
 
     ppo_recipe.run(smoke_config(lab, 1), str(split))  # "killed" after iteration 1 ...
     ppo_recipe.run(smoke_config(lab, 3), str(split))  # ... resumed to 3
-    assert _deterministic(read_jsonl(str(split / "metrics.jsonl"))) == _deterministic(rows)
+    split_rows, split_evals = _split(read_jsonl(str(split / "metrics.jsonl")))
+    assert _deterministic(split_rows) == _deterministic(rows)
+    # (the interrupted run also evaluated at its last iteration, 1)
+    assert [r["step"] for r in split_evals] == [0, 1, 2, 3]
+    assert _deterministic(split_evals, {0, 2, 3}) == _deterministic(evals)
     from rlhfjax.models.hf import load_pretrained
 
     (_, a), (_, b) = load_pretrained(str(straight / "model")), load_pretrained(str(split / "model"))

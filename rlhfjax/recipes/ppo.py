@@ -256,6 +256,58 @@ def decode(tokenizer, tokens_BxN, mask_BxN) -> list[str]:
     return [tokenizer.decode(t[m], skip_special_tokens=True).strip() for t, m in zip(tokens, mask)]
 
 
+def eval_batches(config, encoder, batch_size: int):
+    """Held-out prompts (`data.eval_split`, up to `data.eval_limit`) as fixed host batches; the tail
+    that does not fill a batch is dropped (and reported), so shapes stay static."""
+    source, data_dir = common.resolve_source(config.data, "prompts")
+    try:
+        examples, report = load_prompts(source, data_dir=data_dir, split=config.data.eval_split,
+                                        limit=config.data.eval_limit or None)
+    except (ValueError, KeyError, FileNotFoundError) as e:  # e.g. a dataset without that split
+        print(f"ppo eval: no held-out prompts ({e}); evaluation off", flush=True)
+        return []
+    common.report_loading("ppo eval prompts", report)
+    n = len(examples) // batch_size * batch_size
+    if n < len(examples):
+        print(f"ppo eval: using {n} of {len(examples)} prompts (whole batches of {batch_size})", flush=True)
+    return [_collate(examples[i:i + batch_size], encoder) for i in range(0, n, batch_size)]
+
+
+def evaluate(policy_params, reference_params, reward_params, gain, bias, batches, mesh, *, cfg, num_response,
+             rng, tokenizer=None) -> dict:
+    """The policy on held-out prompts, same sampling as training and fixed keys (so evals at
+    different iterations differ only by the policy): normalised RM score, sequence KL to the
+    reference (k1 on the samples), response length and, given the toy lab's `tokenizer`, gold reward."""
+    scfg = rollout_lib.SamplingConfig(max_new_tokens=num_response, temperature=cfg.temperature, eos_id=cfg.eos_id,
+                                      pad_id=cfg.pad_id)
+    kw = dict(model_cfg=cfg.policy_model, num_response=num_response, temperature=cfg.temperature,
+              chunk_size=cfg.chunk_size)
+    proxy, kl, length, gold = [], [], [], []
+    for i, host in enumerate(batches):
+        prompts = _prompts(host, mesh)
+        ro = rollout_lib.sample(policy_params, prompts["prompt_tokens_BxP"], prompts["prompt_mask_BxP"],
+                                jax.random.fold_in(rng, i), model_cfg=cfg.policy_model, cfg=scfg)
+        seq, smask = ro.sequence_BxL, ro.sequence_mask_BxL
+        logp = rollout_lib.logp_phase(policy_params, seq, smask, **kw)
+        ref = rollout_lib.logp_phase(reference_params, seq, smask, **kw)
+        score = rollout_lib.score_phase(reward_params, seq, smask, model_cfg=cfg.reward_model,
+                                        chunk_size=cfg.chunk_size)
+        proxy.append(np.asarray(ppo_math.normalise(score, gain, bias)))
+        kl.append(np.asarray(jnp.sum(logp - ref, axis=-1)))
+        length.append(np.asarray(ro.response_mask_BxN).sum(-1))
+        if tokenizer is not None:
+            from rlhfjax.data.toylab import gold_rewards
+
+            gold.append(gold_rewards(host["prompts"], decode(tokenizer, ro.tokens_BxN, ro.response_mask_BxN)))
+    out = {"eval/reward/proxy": float(np.mean(np.concatenate(proxy))),
+           "eval/kl/seq_mean": float(np.mean(np.concatenate(kl))),
+           "eval/response/length": float(np.mean(np.concatenate(length))),
+           "eval/num_prompts": float(sum(len(p) for p in proxy))}
+    if gold:
+        out["eval/reward/gold"] = float(np.mean(np.concatenate(gold)))
+    return out
+
+
 def summarise_update(metrics) -> dict:
     """Per-iteration view of the stacked (E·M) update metrics: means, plus first-minibatch and max values."""
     out = {k: jnp.mean(v) for k, v in metrics.items() if k not in ("ppo/ratio_max", "ppo/ratio_min")}
@@ -358,7 +410,21 @@ def _run(config, workdir: str, mesh, return_state: bool = False):
             from rlhfjax.data.toylab import gold_rewards
         iterations = config.train.steps
         start = int(state.iteration)
+        evals = eval_batches(config, encoder, B) if config.train.eval_every else []
+        eval_rng = jax.random.fold_in(base_rng, 3)
+
+        def run_eval(step):
+            e = evaluate(state.train.params["policy"], reference_params, reward_params, state.reward_gain,
+                         state.reward_bias, evals, mesh, cfg=exp_cfg, num_response=N, rng=eval_rng,
+                         tokenizer=tokenizer if toylab else None)
+            row = writer.write(step, e)
+            print(f"[ppo eval after {step} iterations] " + " ".join(f"{k[5:]}={v:.4g}" for k, v in row.items()
+                                                                    if k.startswith("eval/")), flush=True)
+            return row
+
         try:
+            if evals and start == 0:
+                run_eval(0)  # the initial (SFT) policy: the baseline every later eval is compared with
             for it in range(start + 1, iterations + 1):
                 t_iter = time.perf_counter()
                 host = next(prompt_iter)
@@ -391,6 +457,8 @@ def _run(config, workdir: str, mesh, return_state: bool = False):
                         f"{k}={row[k]:.4g}" for k in ("reward/proxy", "reward/gold", "kl/seq_mean", "kl/beta",
                                                       "ppo/clipfrac", "time/iteration") if k in row), flush=True)
                 check_nonfinite(state.train, config.optim.max_consecutive_nonfinite)
+                if evals and (it % config.train.eval_every == 0 or last):
+                    run_eval(it)
                 if (config.train.save_every and it % config.train.save_every == 0) or last:
                     checkpointer.save(it, state, prompt_iter.state_dict(), config_dict)
         finally:
@@ -402,7 +470,10 @@ def _run(config, workdir: str, mesh, return_state: bool = False):
                                         pad_token_id=encoder.pad_id)
         save_pretrained(export_cfg, state.train.params["policy"], model_dir, tokenizer=tokenizer)
         rows = read_jsonl(os.path.join(workdir, "metrics.jsonl"))
-        summary = {"iterations": iterations, "final": rows[-1] if rows else {}, "table": summary_table(rows),
+        train_rows = [r for r in rows if "reward/proxy" in r]
+        eval_rows = [r for r in rows if "eval/reward/proxy" in r]
+        summary = {"iterations": iterations, "final": train_rows[-1] if train_rows else {},
+                   "table": summary_table(train_rows), "evals": eval_rows,
                    "reward_normaliser": {"gain": float(state.reward_gain), "bias": float(state.reward_bias)},
                    "kl_coef": float(state.kl.coef), "seconds": round(time.time() - t0, 1), "model_dir": model_dir}
         common.write_json(os.path.join(workdir, "summary.json"), summary)
