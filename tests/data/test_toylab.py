@@ -216,3 +216,36 @@ def test_optimising_a_learned_proxy_too_hard_makes_gold_fall(lab):
     peak = int(np.argmax(gold_curve))
     assert gold_curve[peak] > gold_curve[0] + 0.05  # mild optimisation helps...
     assert gold_curve[-1] < gold_curve[peak] - 0.2  # ...hard optimisation hurts
+
+
+def _pair_keys(pairs):
+    return {(p.prompt, frozenset((p.chosen, p.rejected))) for p in pairs}
+
+
+def _gold_agreement(pairs):
+    """Fraction of the pairs with a gold preference whose label agrees with it (recomputed from the files)."""
+    chosen = np.array([gold_reward(p.prompt, p.chosen) for p in pairs])  # float64, as the build compares them
+    rejected = np.array([gold_reward(p.prompt, p.rejected) for p in pairs])
+    decided = chosen != rejected
+    return float(np.mean(chosen[decided] > rejected[decided]))
+
+
+def test_generic_comparisons_are_fresh_counted_and_noisier_than_the_target_pool(lab):
+    """The PMP set: its own pairs (none of mixed's, in either order), counted in the manifest, and labels
+    that agree with gold less often than the mixed pool's."""
+    out, manifest, _ = lab
+    load = lambda pool, split: load_hh(os.path.join(out, "comparisons"), data_dir=pool, split=split,  # noqa: E731
+                                       max_bad_fraction=0.0)[0]
+    generic = {split: load("generic", split) for split in ("train", "test")}
+    mixed = {split: load("mixed", split) for split in ("train", "test")}
+    for split in ("train", "test"):
+        assert manifest["counts"][f"comparisons/generic/{split}"] == len(generic[split]) > 0
+        assert f"comparisons/generic/{split}.jsonl" in manifest["files"]
+    assert len(generic["train"]) > len(mixed["train"])  # the cheap set is the big one
+    generic_keys = _pair_keys(generic["train"] + generic["test"])
+    assert len(generic_keys) > 0.99 * (len(generic["train"]) + len(generic["test"]))
+    assert not generic_keys & _pair_keys(mixed["train"] + mixed["test"])
+    agree_generic, agree_mixed = _gold_agreement(generic["train"]), _gold_agreement(mixed["train"])
+    assert agree_generic == pytest.approx(manifest["stats"]["agreement_with_gold/generic/train"], abs=1e-6)
+    assert agree_mixed == pytest.approx(manifest["stats"]["agreement_with_gold/mixed/train"], abs=1e-6)
+    assert 0.55 < agree_generic < agree_mixed - 0.05  # informative, but clearly noisier than the target pool

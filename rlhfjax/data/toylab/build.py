@@ -16,8 +16,10 @@ Every artifact draws from its own random stream ``(seed, k)``, so changing one c
 files unchanged; the same seed gives byte-identical files.
 
 The ``generic`` comparisons are the preference-model pre-training (PMP) set: more pairs than the target pools,
-drawn from their own stream (no pair shared with ``mixed``), and labelled by :data:`GENERIC_POOL` — noisier and
-more biased annotators, standing in for cheap web-scale comparisons (Askell et al. 2021, section 4).
+drawn from their own stream (a draw that repeats one of the pools' pairs, in either order, is redrawn: a handful
+of chance collisions in 8,000 at the default settings), so no pair is shared with ``mixed``; labelled by
+:data:`GENERIC_POOL` — noisier and more biased annotators, standing in for cheap web-scale comparisons
+(Askell et al. 2021, section 4).
 """
 
 from __future__ import annotations
@@ -60,13 +62,19 @@ def _prompt_rows(rng, n: int, topics, harmful_rate: float):
         yield {"prompt": req.prompt(), "topic": req.topic, "harmful": req.harm is not None}
 
 
-def _candidate_pairs(rng, n: int, demo: Demonstrator, harmful_rate: float) -> list[tuple[str, str, str]]:
-    """``n`` (prompt, response_a, response_b) with a != b (resampled; pairs never identical)."""
+def _pair_key(prompt: str, a: str, b: str) -> tuple[str, frozenset]:
+    return prompt, frozenset((a, b))
+
+
+def _candidate_pairs(rng, n: int, demo: Demonstrator, harmful_rate: float,
+                     exclude: frozenset = frozenset()) -> list[tuple[str, str, str]]:
+    """``n`` (prompt, response_a, response_b) with a != b and no pair (in either order) in ``exclude``
+    (resampled; pairs never identical)."""
     out = []
     while len(out) < n:
         req = sample_request(rng, TOPICS, harmful_rate)
         a, b = demo.respond(rng, req), demo.respond(rng, req)
-        if a != b:
+        if a != b and _pair_key(req.prompt(), a, b) not in exclude:
             out.append((req.prompt(), a, b))
     return out
 
@@ -110,16 +118,18 @@ def build_toylab(out_dir: str, seed: int = 0, *, n_sft: int = 4000, n_sft_test: 
                                      _sft_rows(_rng(seed, "sft_test"), n_sft_test, demonstrator, harmful_rate))
     stats["sft_mean_gold"] = float(np.mean([gold_reward(r["prompt"], r["response"]) for r in sft])) if sft else 0.0
 
+    target_pairs = set()  # every pair the annotator pools label, so the generic set can avoid them
     for split, stream, n in (("train", "comparisons", n_comparisons),
                              ("test", "comparisons_test", n_comparisons_test)):
         pairs = _candidate_pairs(_rng(seed, stream), n, demonstrator, harmful_rate)
+        target_pairs.update(_pair_key(*pair) for pair in pairs)
         for name in pools:
             rows, agreement = _label(seed, stream, name, annotators[name], pairs)
             counts[f"comparisons/{name}/{split}"] = write_jsonl(p("comparisons", name, f"{split}.jsonl"), rows)
             stats[f"agreement_with_gold/{name}/{split}"] = agreement
 
     for split, stream, n in (("train", "generic", n_generic), ("test", "generic_test", n_generic_test)):
-        pairs = _candidate_pairs(_rng(seed, stream), n, demonstrator, harmful_rate)
+        pairs = _candidate_pairs(_rng(seed, stream), n, demonstrator, harmful_rate, frozenset(target_pairs))
         rows, agreement = _label(seed, stream, "generic", GENERIC_POOL, pairs)
         counts[f"comparisons/generic/{split}"] = write_jsonl(p("comparisons", "generic", f"{split}.jsonl"), rows)
         stats[f"agreement_with_gold/generic/{split}"] = agreement
