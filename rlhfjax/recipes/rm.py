@@ -3,11 +3,16 @@
 `pm.objective` = ranked | binary | imitation (Askell et al. 2021); `data.ranked_lists=True` trains
 the ranked objective on ranked lists with Plackett–Luce. Every `train.eval_every` steps on the eval
 pairs: accuracy, mean margin, ECE of σ(r_chosen − r_rejected) and, on the toy lab, agreement with
-the gold reward's preference. At the end: a reliability diagram (`calibration.png`), the model as an
-HF sequence classifier in `<workdir>/model` (ranked/binary), and `summary.json`.
+the gold reward's preference; the same metrics for the initial params go to `summary.json["init"]`
+(for a PMP fine-tune: how well the pre-trained PM transfers before any target comparison). At the
+end: a reliability diagram (`calibration.png`), the model as an HF sequence classifier in
+`<workdir>/model` (ranked/binary; an LM for imitation), the final r_chosen − r_rejected of every
+eval pair (`eval_margins.npy`), and `summary.json`. Imitation scores a response by its mean
+per-token log-likelihood.
 
 Preference-model pre-training (PMP) is a first `rm` run on generic comparisons whose `model/` is
-the `model.init_from` of a second run on the target comparisons (see experiments/toylab_pmp.py).
+the `model.init_from` of a second run on the target comparisons: `rlhfjax pmp` (recipes/pmp.py,
+experiments/toylab_pmp.py) runs both.
 """
 
 from __future__ import annotations
@@ -106,16 +111,19 @@ def run(config, workdir: str) -> dict:
                    "eval/margin": float(margin.mean()), "eval/ece": rel.ece}
         if gold_margin is not None:
             decided = gold_margin != 0
-            agree = np.sign(margin[decided]) == np.sign(gold_margin[decided])
+            m = margin[decided]
+            agree = (np.sign(m) == np.sign(gold_margin[decided])) + 0.5 * (m == 0)  # a tie is half right, as above
             metrics["eval/gold_agreement"] = float(agree.mean())
         last_eval.update(margin=margin, reliability=rel)
         return metrics
 
+    init_eval = evaluate(state)  # the initial params (e.g. a PMP model's zero-shot transfer), before any resume
     state, history = common.fit(config, workdir, state, train_iter, pm_objective.loss_fn, loss_config,
                                 eval_fn=evaluate)
 
-    if "reliability" not in last_eval:
-        evaluate(state)
+    if not history or "eval/accuracy" not in history[-1]:  # nothing left to train (resumed at the end)
+        history.append({"step": int(jax.device_get(state.step)), **evaluate(state)})
+    np.save(os.path.join(workdir, "eval_margins.npy"), last_eval["margin"])  # per eval pair, for paired comparisons
     plot_reliability(last_eval["reliability"], os.path.join(workdir, "calibration.png"),
                      title=f"PM calibration ({config.pm.objective})")
     model_cfg = loss_config.model.replace(pad_token_id=encoder.pad_id, eos_token_id=tokenizer.eos_token_id,
@@ -125,8 +133,9 @@ def run(config, workdir: str) -> dict:
         save_pretrained(model_cfg, state.params, model_dir, tokenizer=tokenizer)
     elif config.pm.lm_coef == 0:
         save_pretrained_scalar(model_cfg, state.params, model_dir, tokenizer=tokenizer, drop_bias=True)
-    final = dict(history[-1]) if history else {}
-    summary = {"objective": config.pm.objective, "steps": config.train.steps, "final": final,
+    final = dict(history[-1])
+    summary = {"objective": config.pm.objective, "steps": config.train.steps, "final": final, "init": init_eval,
+               "init_from": config.model.init_from, "data_dir": data_dir or "",
                "train_examples": len(train_examples), "eval_pairs": len(eval_pairs),
                "seconds": round(time.time() - t0, 1), "model_dir": model_dir}
     common.write_json(os.path.join(workdir, "summary.json"), summary)
