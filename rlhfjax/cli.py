@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "lm": ("rlhfjax.recipes.lm", "train or fine-tune a causal LM on plain text, print samples"),
     "sft": ("rlhfjax.recipes.sft", "supervised fine-tuning on (prompt, response) demonstrations"),
     "rm": ("rlhfjax.recipes.rm", "preference model: ranked | binary | imitation objectives, PMP"),
+    "pmp": ("rlhfjax.recipes.pmp", "preference-model pre-training on generic comparisons, then fine-tuning"),
     "ppo": ("rlhfjax.recipes.ppo", "PPO-RLHF: policy + value, per-token KL to the reference, GAE, adaptive KL"),
     "ood": ("rlhfjax.recipes.ood", "OOD detection: Mahalanobis / relative Mahalanobis AUROC on prompt activations"),
 }
