@@ -252,9 +252,13 @@ def test_fsdp_mesh_matches_single_device(lab):
     assert q.addressable_shards[0].data.shape[0] == q.shape[0] // 8
     v = state.train.params["value"]["backbone"]["layer_0"]["attn"]["q"]["kernel"]
     assert v.sharding.is_equivalent_to(NamedSharding(mesh, PS("fsdp", None)), v.ndim)
-    rows_1 = read_jsonl(str(lab / "single" / "metrics.jsonl"))
-    rows_8 = read_jsonl(str(lab / "fsdp" / "metrics.jsonl"))
+    (rows_1, evals_1), (rows_8, evals_8) = (_split(read_jsonl(str(lab / d / "metrics.jsonl")))
+                                            for d in ("single", "fsdp"))
+    assert len(rows_1) == len(rows_8) == 2 and len(evals_1) == len(evals_8) == 2
     for a, b in zip(rows_1, rows_8):
         for k in ("reward/proxy", "reward/gold", "kl/seq_mean", "value/loss", "ppo/policy_loss", "ppo/clipfrac"):
+            assert b[k] == pytest.approx(a[k], rel=1e-3, abs=1e-5), k
+    for a, b in zip(evals_1, evals_8):
+        for k in ("eval/reward/proxy", "eval/reward/gold", "eval/kl/seq_mean"):
             assert b[k] == pytest.approx(a[k], rel=1e-3, abs=1e-5), k
     assert single["final"]["step"] == 2
