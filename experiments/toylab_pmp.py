@@ -10,38 +10,23 @@ noisier and more length/politeness-biased annotators) starting from `model.init_
 Each stage is an ordinary `rlhfjax rm` run directory (metrics.jsonl, summary.json, model/); a
 finished stage is skipped when the command is run again, an interrupted one resumes.
 
-The top level of this config is the stage-2 (`rlhfjax rm`) config; `pretrain.*` lists what stage 1
-changes. Stage 2's `summary.json["init"]` is the pre-trained PM's accuracy on the target pool before
+The top level of this config is experiments/toylab_rm.py itself (stage 2; `model.init_from` is the LM
+stage 1 starts from, `pm.objective` ranked/binary fine-tunes a scalar PMP model and imitation an LM
+one, `pm.lm_coef` must stay 0); `pretrain.*` lists what stage 1 changes. Stage 2's `summary.json["init"]` is the pre-trained PM's accuracy on the target pool before
 fine-tuning. scripts/pm_study.py measures what PMP buys as a function of target-set size.
 """
 
+import os
+
 import ml_collections
 
-from rlhfjax.config_blocks import data_config, toy_model_config, train_config
-from rlhfjax.train import default_optim_config
+from rlhfjax.config import load_config_file
+
+RM_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "toylab_rm.py")
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
-    c = ml_collections.ConfigDict()
-    c.seed = 0
-    c.data = data_config("toylab")
-    c.data.data_dir = "mixed"  # target annotator pool (stage 2): helpful | harmless | mixed
-    c.data.ranked_lists = False  # stage 2 only: Plackett-Luce on the toy lab's ranked lists
-    c.data.num_responses = 4  # K of ranked lists
-    c.tokenizer = ml_collections.ConfigDict({"path": ""})
-    c.model = toy_model_config()  # model.init_from: the LM stage 1 starts from ("" = random preset)
-
-    c.pm = ml_collections.ConfigDict()
-    c.pm.objective = "ranked"  # stage 2: ranked | binary (from a scalar PMP model) | imitation (from an LM one)
-    c.pm.lm_coef = 0.0  # must stay 0: a PM with an LM head is not exported, so stage 2 could not load it
-
-    c.optim = default_optim_config()
-    c.optim.learning_rate = 5e-4
-    c.optim.warmup_steps = 20
-    c.optim.schedule = "cosine"
-    c.optim.total_steps = 0  # 0 = train.steps (stage 1: always its own pretrain.steps)
-
-    c.train = train_config(steps=250, batch_size=32, eval_every=50)  # stage 2
+    c = load_config_file(f"{RM_CONFIG}:{arg}" if arg else RM_CONFIG)  # stage 2 (unknown variants fail there)
 
     p = c.pretrain = ml_collections.ConfigDict()  # stage 1: the stage-2 config with these fields replaced
     p.data_dir = "generic"  # the toy lab's PMP comparisons (any comparisons folder under data.source works)
@@ -51,14 +36,6 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     p.learning_rate = 5e-4
     p.limit = 0  # generic train rows read; 0 = all
     p.eval_every = 100  # stage 1 evaluates on the generic test split
-
     if arg == "smoke":
-        c.data.limit = 128
-        c.data.eval_limit = 32
-        c.model.hidden_size = 32
-        c.model.intermediate_size = 64
-        c.train = train_config(steps=4, batch_size=8, eval_every=2)
         p.steps, p.batch_size, p.limit, p.eval_every = 4, 8, 128, 2
-    elif arg:
-        raise ValueError(f"unknown config variant {arg!r}; known: smoke")
     return c

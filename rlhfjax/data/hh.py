@@ -279,6 +279,18 @@ def parse_pair(row: Mapping, report: LoadReport, *, chosen_key: str = "chosen",
     return None if prompt is None else PreferencePair(prompt, good, bad)
 
 
+def _split_transcript_row(row: Mapping, transcript_key: str, report: LoadReport) -> tuple[str, str] | None:
+    """(prompt, final response) of a transcript field, or None with the skip counted."""
+    text = row.get(transcript_key)
+    if not isinstance(text, str):
+        report.skip(NOT_STRING, row)
+        return None
+    if ASSISTANT not in text:
+        report.skip(NO_ASSISTANT_TURN, row)
+        return None
+    return split_transcript(text)
+
+
 def parse_sft(row: Mapping, report: LoadReport, *, prompt_key: str = "prompt",
               response_key: str = "response", transcript_key: str = "chosen",
               max_prompt_chars: int | None = None, long_prompt: str = "truncate") -> SFTExample | None:
@@ -290,14 +302,10 @@ def parse_sft(row: Mapping, report: LoadReport, *, prompt_key: str = "prompt",
             return None
         prompt, response = as_hh_prompt(prompt), response.strip()
     else:
-        text = row.get(transcript_key)
-        if not isinstance(text, str):
-            report.skip(NOT_STRING, row)
+        split = _split_transcript_row(row, transcript_key, report)
+        if split is None:
             return None
-        if ASSISTANT not in text:
-            report.skip(NO_ASSISTANT_TURN, row)
-            return None
-        prompt, response = split_transcript(text)
+        prompt, response = split
     if not response:
         report.skip(EMPTY_RESPONSE, row)
         return None
@@ -316,14 +324,10 @@ def parse_prompt(row: Mapping, report: LoadReport, *, prompt_key: str = "prompt"
             return None
         prompt = as_hh_prompt(prompt)
     else:
-        text = row.get(transcript_key)
-        if not isinstance(text, str):
-            report.skip(NOT_STRING, row)
+        split = _split_transcript_row(row, transcript_key, report)
+        if split is None:
             return None
-        if ASSISTANT not in text:
-            report.skip(NO_ASSISTANT_TURN, row)
-            return None
-        prompt = split_transcript(text)[0]
+        prompt = split[0]
     prompt = _check_prompt(prompt, row, report, max_prompt_chars, long_prompt)
     if prompt is None:
         return None
