@@ -11,8 +11,8 @@ Each stage is an ordinary `rlhfjax rm` run directory (metrics.jsonl, summary.jso
 finished stage is skipped when the command is run again, an interrupted one resumes.
 
 The top level of this config is experiments/toylab_rm.py itself (stage 2; `model.init_from` is the LM
-stage 1 starts from, `pm.objective` ranked/binary fine-tunes a scalar PMP model and imitation an LM
-one, `pm.lm_coef` must stay 0); `pretrain.*` lists what stage 1 changes. Stage 2's `summary.json["init"]` is the pre-trained PM's accuracy on the target pool before
+stage 1 starts from, `rm.objective` ranked/binary fine-tunes a scalar PMP model and imitation an LM
+one, `rm.lm_coef` must stay 0); `pretrain.*` lists what stage 1 changes. Stage 2's `summary.json["init"]` is the pre-trained PM's accuracy on the target pool before
 fine-tuning. scripts/pm_study.py measures what PMP buys as a function of target-set size.
 """
 

@@ -2,7 +2,7 @@
 
     rlhfjax rm --config experiments/toylab_rm.py --workdir runs/toylab/rm \
         --config.model.init_from=runs/toylab/sft/model
-    rlhfjax rm --config experiments/toylab_rm.py --config.pm.objective=imitation ...   # baseline
+    rlhfjax rm --config experiments/toylab_rm.py --config.rm.objective=imitation ...   # baseline
     rlhfjax rm --config experiments/toylab_rm.py --config.data.data_dir=harmless ...   # annotator pool
 
 Without `model.init_from` the PM starts from a random preset (fine for smoke tests, worse PMs).
@@ -25,9 +25,9 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.tokenizer = ml_collections.ConfigDict({"path": ""})
     c.model = toy_model_config()
 
-    c.pm = ml_collections.ConfigDict()
-    c.pm.objective = "ranked"  # ranked (Bradley-Terry) | binary (discrimination) | imitation (LM on chosen)
-    c.pm.lm_coef = 0.0  # > 0: auxiliary LM loss on the chosen response (ranked/binary)
+    c.rm = ml_collections.ConfigDict()
+    c.rm.objective = "ranked"  # ranked (Bradley-Terry) | binary (discrimination) | imitation (LM on chosen)
+    c.rm.lm_coef = 0.0  # > 0: auxiliary LM loss on the chosen response (ranked/binary)
 
     c.optim = default_optim_config()
     c.optim.learning_rate = 5e-4

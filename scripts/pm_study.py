@@ -113,7 +113,7 @@ def main(argv=None) -> int:
 
     def configs(objective: str):
         pre_objective = "imitation" if objective == "imitation" else "ranked"
-        cfg = load_config(pmp_file, base + [f"--config.pm.objective={objective}",
+        cfg = load_config(pmp_file, base + [f"--config.rm.objective={objective}",
                                             f"--config.pretrain.objective={pre_objective}"])
         return pre_objective, pmp.stage_configs(cfg, os.path.join(out, f"pmp-{pre_objective}"))
 

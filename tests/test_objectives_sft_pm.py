@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from rlhfjax.models import ScalarModel, Transformer, init_params, positions_from_mask, preset
-from rlhfjax.objectives import pm, sft
+from rlhfjax.objectives import rm as rm_objective
+from rlhfjax.objectives import sft
 
 CFG = preset("llama", vocab_size=40, hidden_size=32, num_layers=1, num_heads=4, num_kv_heads=2,
              max_position_embeddings=32)
@@ -82,47 +83,47 @@ def _score(params, tokens, mask):
 
 @pytest.mark.parametrize("objective", ["ranked", "binary"])
 def test_pm_loss_matches_numpy_on_separately_scored_responses(objective):
-    config = pm.PMLossConfig(CFG, objective=objective)
-    params = pm.init_pm_params(config, jax.random.PRNGKey(2))
+    config = rm_objective.RMLossConfig(CFG, objective=objective)
+    params = rm_objective.init_rm_params(config, jax.random.PRNGKey(2))
     # A non-zero head so scores differ between responses.
     params["head"]["kernel"] = jax.random.normal(jax.random.PRNGKey(3), params["head"]["kernel"].shape)
     batch = _pair_batch()
-    loss, metrics = pm.loss_fn(params, batch, frozen=None, config=config, rng=None)
+    loss, metrics = rm_objective.loss_fn(params, batch, frozen=None, config=config, rng=None)
     rc = _score(params, batch["chosen_tokens_BxT"], batch["chosen_mask_BxT"])
     rr = _score(params, batch["rejected_tokens_BxT"], batch["rejected_mask_BxT"])
     sp = lambda x: np.log1p(np.exp(x))  # noqa: E731
     want = sp(rr - rc) if objective == "ranked" else sp(-rc) + sp(rr)
     assert float(loss) == pytest.approx(want.mean(), rel=1e-5)
-    assert float(metrics["pm/accuracy"]) == pytest.approx(np.mean(rc > rr))
-    padded, _ = pm.loss_fn(params, _pad(batch, 14), frozen=None, config=config, rng=None)
+    assert float(metrics["rm/accuracy"]) == pytest.approx(np.mean(rc > rr))
+    padded, _ = rm_objective.loss_fn(params, _pad(batch, 14), frozen=None, config=config, rng=None)
     assert float(padded) == pytest.approx(float(loss), rel=1e-5)
 
 
 def test_ranked_list_of_two_equals_pairs():
-    config = pm.PMLossConfig(CFG)
-    params = pm.init_pm_params(config, jax.random.PRNGKey(2))
+    config = rm_objective.RMLossConfig(CFG)
+    params = rm_objective.init_rm_params(config, jax.random.PRNGKey(2))
     params["head"]["kernel"] = jax.random.normal(jax.random.PRNGKey(4), params["head"]["kernel"].shape)
     pairs = _pair_batch()
     ranked = {f"{k}_BxKxT": np.stack([pairs[f"chosen_{k}_BxT"], pairs[f"rejected_{k}_BxT"]], 1)
               for k in ("tokens", "mask", "response_mask")}
     ranked.update(rank_mask_BxK=np.ones((2, 2), np.float32), row_mask_B=pairs["row_mask_B"])
-    a, _ = pm.loss_fn(params, pairs, frozen=None, config=config, rng=None)
-    b, _ = pm.loss_fn(params, ranked, frozen=None, config=config, rng=None)
+    a, _ = rm_objective.loss_fn(params, pairs, frozen=None, config=config, rng=None)
+    b, _ = rm_objective.loss_fn(params, ranked, frozen=None, config=config, rng=None)
     assert float(a) == pytest.approx(float(b), rel=1e-5)
 
 
 def test_imitation_is_the_chosen_response_lm_loss_and_aux_lm_adds_it():
     pairs = _pair_batch()
-    imitation = pm.PMLossConfig(CFG, objective="imitation")
+    imitation = rm_objective.RMLossConfig(CFG, objective="imitation")
     lm_params = init_params(CFG, jax.random.PRNGKey(5))
-    loss, m = pm.loss_fn(lm_params, pairs, frozen=None, config=imitation, rng=None)
+    loss, m = rm_objective.loss_fn(lm_params, pairs, frozen=None, config=imitation, rng=None)
     sft_batch = {"tokens_BxT": pairs["chosen_tokens_BxT"], "mask_BxT": pairs["chosen_mask_BxT"],
                  "response_mask_BxT": pairs["chosen_response_mask_BxT"], "row_mask_B": pairs["row_mask_B"]}
     want, _ = sft.loss_fn(lm_params, sft_batch, frozen=None, config=sft.SFTLossConfig(CFG), rng=None)
     assert float(loss) == pytest.approx(float(want), rel=1e-6)
 
-    aux = pm.PMLossConfig(CFG, objective="ranked", lm_coef=0.5)
-    params = pm.init_pm_params(aux, jax.random.PRNGKey(6), lm_params=lm_params)
-    loss, m = pm.loss_fn(params, pairs, frozen=None, config=aux, rng=None)
+    aux = rm_objective.RMLossConfig(CFG, objective="ranked", lm_coef=0.5)
+    params = rm_objective.init_rm_params(aux, jax.random.PRNGKey(6), lm_params=lm_params)
+    loss, m = rm_objective.loss_fn(params, pairs, frozen=None, config=aux, rng=None)
     # Zero-initialised head: every score is 0, so the preference term is log 2.
     assert float(loss) == pytest.approx(np.log(2) + 0.5 * float(want), rel=1e-5)

@@ -11,7 +11,7 @@ from rlhfjax.config import load_config
 from rlhfjax.data.batching import collate_pairs
 from rlhfjax.data.hh import load_hh
 from rlhfjax.models.hf import load_pretrained_scalar
-from rlhfjax.objectives import pm as pm_objective
+from rlhfjax.objectives import rm as rm_objective
 from rlhfjax.recipes import common, pmp, rm
 
 HERE = os.path.dirname(__file__)
@@ -35,7 +35,7 @@ def trained(lab, tmp_path_factory):
     out = {}
     for objective in ("ranked", "imitation"):
         workdir = str(tmp_path_factory.mktemp(objective))
-        cfg = load_config(RM_CFG, [f"--config.data.toylab_dir={lab}", f"--config.pm.objective={objective}",
+        cfg = load_config(RM_CFG, [f"--config.data.toylab_dir={lab}", f"--config.rm.objective={objective}",
                                    f"--config.train.steps={QUALITY_STEPS}",
                                    f"--config.train.eval_every={QUALITY_STEPS}", "--config.data.eval_limit=0",
                                    *QUALITY_MODEL])
@@ -85,12 +85,12 @@ def _eval_with_exported_pm(model_dir, lab, config):
     """eval/accuracy and eval/margin of a saved scalar PM on the target eval pairs, computed here (in
     batches shaped like the recipe's, so the numbers match to float rounding)."""
     model_cfg, params = load_pretrained_scalar(model_dir)
-    loss_config = pm_objective.PMLossConfig(model_cfg, objective="ranked")
+    loss_config = rm_objective.RMLossConfig(model_cfg, objective="ranked")
     encoder = common.encoder_for(config, common.tokenizer_for(config))
     pairs, _ = load_hh(os.path.join(lab, "comparisons"), data_dir=config.data.data_dir, split="test",
                        limit=config.data.eval_limit)
     B, margins = config.train.batch_size, []
-    scores = jax.jit(lambda p, b: pm_objective.pair_scores(p, b, loss_config)[:2])
+    scores = jax.jit(lambda p, b: rm_objective.pair_scores(p, b, loss_config)[:2])
     for i in range(0, len(pairs), B):
         chunk = pairs[i:i + B]
         r_c, r_r = scores(params, collate_pairs(chunk + [None] * (B - len(chunk)), encoder))
@@ -151,5 +151,5 @@ def test_pmp_rejects_a_model_type_the_finetune_cannot_start_from(lab, tmp_path):
     with pytest.raises(ValueError, match="cannot start from"):
         pmp.run(_pmp_config(lab, "--config.pretrain.objective=imitation"), str(tmp_path))
     with pytest.raises(ValueError, match="cannot start from"):
-        pmp.run(_pmp_config(lab, "--config.pm.objective=imitation"), str(tmp_path))
+        pmp.run(_pmp_config(lab, "--config.rm.objective=imitation"), str(tmp_path))
     assert not os.listdir(tmp_path)

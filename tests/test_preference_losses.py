@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rlhfjax.objectives import preference as P
+from rlhfjax.objectives import pairwise as P
 
 
 def _np_log_sigmoid(x):

@@ -66,7 +66,7 @@ def test_sft_resume_continues_exactly(lab, sft_run, tmp_path):
 def test_rm_run_from_the_sft_policy(lab, sft_run, tmp_path, objective):
     sft_dir, _ = sft_run
     workdir = str(tmp_path / objective)
-    cfg = load_config(f"{RM_CFG}:smoke", [f"--config.data.toylab_dir={lab}", f"--config.pm.objective={objective}",
+    cfg = load_config(f"{RM_CFG}:smoke", [f"--config.data.toylab_dir={lab}", f"--config.rm.objective={objective}",
                                           f"--config.model.init_from={sft_dir}/model"])
     summary = rm.run(cfg, workdir)
     final = summary["final"]

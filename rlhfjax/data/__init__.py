@@ -4,7 +4,7 @@ from rlhfjax.data.batching import (BatchIterator, Encoder, TokenizeConfig, bucke
                                    collate_prompts, collate_ranked, collate_sft, make_iterator)
 from rlhfjax.data.hh import (ASSISTANT, HUMAN, BadDataError, LoadReport, load_hh, load_prompts, load_ranked,
                              load_rows, load_sft, split_transcript)
-from rlhfjax.data.preference import PreferencePair, PromptExample, RankedList, SFTExample
+from rlhfjax.data.examples import PreferencePair, PromptExample, RankedList, SFTExample
 
 __all__ = ["BatchIterator", "Encoder", "TokenizeConfig", "bucket_length", "collate_pairs", "collate_prompts",
            "collate_ranked", "collate_sft", "make_iterator", "ASSISTANT", "HUMAN", "BadDataError", "LoadReport",

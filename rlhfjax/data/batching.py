@@ -23,7 +23,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from rlhfjax.data.hh import HUMAN, parse_turns
-from rlhfjax.data.preference import PreferencePair, PromptExample, RankedList, SFTExample
+from rlhfjax.data.examples import PreferencePair, PromptExample, RankedList, SFTExample
 
 TEMPLATES = ("auto", "hh", "chat")
 

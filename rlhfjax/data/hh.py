@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 import datasets
 
-from rlhfjax.data.preference import PreferencePair, PromptExample, RankedList, SFTExample
+from rlhfjax.data.examples import PreferencePair, PromptExample, RankedList, SFTExample
 
 HUMAN = "\n\nHuman:"
 ASSISTANT = "\n\nAssistant:"

@@ -25,21 +25,21 @@ SCALAR_OBJECTIVES = ("ranked", "binary")  # exported as a sequence classifier; "
 
 def stage_configs(config, workdir: str) -> tuple[ml_collections.ConfigDict, ml_collections.ConfigDict]:
     """(stage-1 config, stage-2 config): plain `rm` configs (no `pretrain` block), locked."""
-    pre, ft_obj = config.pretrain, config.pm.objective
+    pre, ft_obj = config.pretrain, config.rm.objective
     if (pre.objective in SCALAR_OBJECTIVES) != (ft_obj in SCALAR_OBJECTIVES):
         raise ValueError(f"pretrain.objective={pre.objective!r} exports a "
                          f"{'scalar PM' if pre.objective in SCALAR_OBJECTIVES else 'language model'}, which "
-                         f"pm.objective={ft_obj!r} cannot start from; pre-train ranked/binary for a ranked/binary "
+                         f"rm.objective={ft_obj!r} cannot start from; pre-train ranked/binary for a ranked/binary "
                          "fine-tune and imitation for imitation")
-    if config.pm.lm_coef != 0:
-        raise ValueError("pm.lm_coef must be 0 for PMP: a PM trained with an LM head is not exported")
+    if config.rm.lm_coef != 0:
+        raise ValueError("rm.lm_coef must be 0 for PMP: a PM trained with an LM head is not exported")
     base = config.to_dict()
     del base["pretrain"]
     stage1 = ml_collections.ConfigDict(base)
     stage1.data.data_dir = pre.data_dir
     stage1.data.limit = pre.limit
     stage1.data.ranked_lists = False
-    stage1.pm.objective = pre.objective
+    stage1.rm.objective = pre.objective
     stage1.train.steps = pre.steps
     stage1.train.batch_size = pre.batch_size
     stage1.train.eval_every = stage1.train.save_every = pre.eval_every

@@ -1,6 +1,6 @@
 """`rlhfjax rm`: train a preference (reward) model on comparisons.
 
-`pm.objective` = ranked | binary | imitation (Askell et al. 2021); `data.ranked_lists=True` trains
+`rm.objective` = ranked | binary | imitation (Askell et al. 2021); `data.ranked_lists=True` trains
 the ranked objective on ranked lists with Plackett–Luce. Every `train.eval_every` steps on the eval
 pairs: accuracy, mean margin, ECE of σ(r_chosen − r_rejected) and, on the toy lab, agreement with
 the gold reward's preference; the same metrics for the initial params go to `summary.json["init"]`
@@ -29,22 +29,22 @@ from rlhfjax.data.batching import BatchIterator, collate_pairs, collate_ranked
 from rlhfjax.data.hh import load_hh, load_ranked
 from rlhfjax.models.factory import model_from_config
 from rlhfjax.models.hf import load_pretrained_scalar, save_pretrained, save_pretrained_scalar
-from rlhfjax.objectives import pm as pm_objective
+from rlhfjax.objectives import rm as rm_objective
 from rlhfjax.recipes import common
 
 
 def _init_params(config, tokenizer, rng):
     """(ModelConfig, PM params): from an HF reward model, an HF/rlhfjax LM, or a fresh preset."""
-    loss_cfg = lambda model_cfg: pm_objective.PMLossConfig(  # noqa: E731
-        model_cfg, objective=config.pm.objective, lm_coef=config.pm.lm_coef)
+    loss_cfg = lambda model_cfg: rm_objective.RMLossConfig(  # noqa: E731
+        model_cfg, objective=config.rm.objective, lm_coef=config.rm.lm_coef)
     init_from = config.model.init_from
-    if init_from and config.pm.objective != "imitation" and config.pm.lm_coef == 0 and _is_scalar_checkpoint(init_from):
+    if init_from and config.rm.objective != "imitation" and config.rm.lm_coef == 0 and _is_scalar_checkpoint(init_from):
         model_cfg, params = load_pretrained_scalar(init_from, dtype=config.model.dtype)  # e.g. PMP stage 1
         return loss_cfg(model_cfg), params
     model_cfg, lm_params = model_from_config(config.model, len(tokenizer), rng)
     loss_config = loss_cfg(model_cfg)
     init_rng = jax.random.fold_in(rng, 1)
-    params = pm_objective.init_pm_params(loss_config, init_rng, lm_params=lm_params)
+    params = rm_objective.init_rm_params(loss_config, init_rng, lm_params=lm_params)
     return loss_config, params
 
 
@@ -88,7 +88,7 @@ def run(config, workdir: str) -> dict:
     loss_config, params = _init_params(config, tokenizer, init_rng)
     state = common.create_state(params, config, state_rng)
 
-    scores_step = jax.jit(lambda p, b: pm_objective.pair_scores(p, b, loss_config)[:2])
+    scores_step = jax.jit(lambda p, b: rm_objective.pair_scores(p, b, loss_config)[:2])
     eval_batches = [collate_pairs(eval_pairs[i:i + B] + [None] * max(0, i + B - len(eval_pairs)), encoder)
                     for i in range(0, len(eval_pairs), B)]
     gold_margin = None
@@ -118,23 +118,23 @@ def run(config, workdir: str) -> dict:
         return metrics
 
     init_eval = evaluate(state)  # the initial params (e.g. a PMP model's zero-shot transfer), before any resume
-    state, history = common.fit(config, workdir, state, train_iter, pm_objective.loss_fn, loss_config,
+    state, history = common.fit(config, workdir, state, train_iter, rm_objective.loss_fn, loss_config,
                                 eval_fn=evaluate)
 
     if not history or "eval/accuracy" not in history[-1]:  # nothing left to train (resumed at the end)
         history.append({"step": int(jax.device_get(state.step)), **evaluate(state)})
     np.save(os.path.join(workdir, "eval_margins.npy"), last_eval["margin"])  # per eval pair, for paired comparisons
     plot_reliability(last_eval["reliability"], os.path.join(workdir, "calibration.png"),
-                     title=f"PM calibration ({config.pm.objective})")
+                     title=f"PM calibration ({config.rm.objective})")
     model_cfg = loss_config.model.replace(pad_token_id=encoder.pad_id, eos_token_id=tokenizer.eos_token_id,
                                           bos_token_id=tokenizer.bos_token_id)
     model_dir = os.path.join(workdir, "model")
-    if config.pm.objective == "imitation":
+    if config.rm.objective == "imitation":
         save_pretrained(model_cfg, state.params, model_dir, tokenizer=tokenizer)
-    elif config.pm.lm_coef == 0:
+    elif config.rm.lm_coef == 0:
         save_pretrained_scalar(model_cfg, state.params, model_dir, tokenizer=tokenizer, drop_bias=True)
     final = dict(history[-1])
-    summary = {"objective": config.pm.objective, "steps": config.train.steps, "final": final, "init": init_eval,
+    summary = {"objective": config.rm.objective, "steps": config.train.steps, "final": final, "init": init_eval,
                "init_from": config.model.init_from, "data_dir": data_dir or "",
                "train_examples": len(train_examples), "eval_pairs": len(eval_pairs),
                "seconds": round(time.time() - t0, 1), "model_dir": model_dir}

@@ -9,7 +9,7 @@ from rlhfjax.data.batching import (BatchIterator, Encoder, TokenizeConfig, bucke
                                    collate_prompts, collate_ranked, collate_sft, default_buckets,
                                    make_iterator)
 from rlhfjax.data.hh import ASSISTANT, HUMAN, truncate_prompt_text
-from rlhfjax.data.preference import PreferencePair, PromptExample, RankedList, SFTExample
+from rlhfjax.data.examples import PreferencePair, PromptExample, RankedList, SFTExample
 from rlhfjax.data.toylab.tokenizer import train_tokenizer
 from rlhfjax.data.toylab.world import FILLER, TOPICS
 

@@ -11,7 +11,7 @@ from rlhfjax.data import hh
 from rlhfjax.data.batching import Encoder, TokenizeConfig, collate_pairs
 from rlhfjax.data.hh import (ASSISTANT, HUMAN, BadDataError, load_hh, load_prompts, load_ranked, load_sft,
                              split_transcript)
-from rlhfjax.data.preference import PreferencePair, RankedList
+from rlhfjax.data.examples import PreferencePair, RankedList
 from rlhfjax.data.toylab.tokenizer import train_tokenizer
 
 REAL_HH = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data", "hh-rlhf",

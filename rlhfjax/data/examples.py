@@ -1,4 +1,5 @@
-"""Example types shared by every data source (HH files, the toy lab, online labelling).
+"""Example types shared by every data source (HH files, the toy lab, online labelling):
+``PreferencePair``, ``RankedList``, ``SFTExample``, ``PromptExample`` and ``prompts_of``.
 
 All text is kept in Anthropic-HH form: a prompt is a transcript that ends with ``"\\n\\nAssistant:"`` and a
 response is the text the assistant says after it (no leading space). Rendering with a chat template and

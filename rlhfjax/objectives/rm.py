@@ -1,4 +1,7 @@
-"""Preference-model training objective: `loss_fn` over `collate_pairs` / `collate_ranked` batches.
+"""Reward (preference) model training objective: `loss_fn` over `collate_pairs` / `collate_ranked` batches.
+
+One name, "rm", for the preference/reward model: this module, the `rm` config section, the
+`rlhfjax rm` command and the "rm/..." metrics. The per-comparison losses live in `objectives/pairwise.py`.
 
 `config.objective` picks the Askell et al. (2021) variant:
 - "ranked": Bradley–Terry on pairs, Plackett–Luce on ranked lists (ScalarModel params);
@@ -21,14 +24,14 @@ import jax.numpy as jnp
 
 from rlhfjax.models import (ModelConfig, ScalarModel, Transformer, last_token_index, positions_from_mask,
                             read_at)
-from rlhfjax.objectives import preference as P
+from rlhfjax.objectives import pairwise as P
 from rlhfjax.objectives.lm import masked_nll, token_logp
 
 OBJECTIVES = ("ranked", "binary", "imitation")
 
 
 @dataclasses.dataclass(frozen=True)
-class PMLossConfig:
+class RMLossConfig:
     model: ModelConfig
     objective: str = "ranked"
     lm_coef: float = 0.0
@@ -48,7 +51,7 @@ def _stack_pairs(batch):
     return cat("tokens_BxT"), cat("mask_BxT"), cat("response_mask_BxT")
 
 
-def _scalar_scores(params, tokens, mask, config: PMLossConfig):
+def _scalar_scores(params, tokens, mask, config: RMLossConfig):
     model = ScalarModel(config.model, lm_head=config.lm_coef > 0)
     pos = positions_from_mask(mask)
     if config.lm_coef > 0:
@@ -65,7 +68,7 @@ def _loglik_scores(params, tokens, mask, response_mask, model_cfg: ModelConfig):
     return lp.sum(1) / jnp.maximum(response_mask.sum(1), 1), logits
 
 
-def pair_scores(params, batch, config: PMLossConfig):
+def pair_scores(params, batch, config: RMLossConfig):
     """(r_chosen_B, r_rejected_B, logits of the 2B rows or None) for a pairs batch."""
     tokens, mask, response_mask = _stack_pairs(batch)
     if config.objective == "imitation":
@@ -76,7 +79,7 @@ def pair_scores(params, batch, config: PMLossConfig):
     return scores[:B], scores[B:], logits
 
 
-def loss_fn(params, batch, *, frozen, config: PMLossConfig, rng):
+def loss_fn(params, batch, *, frozen, config: RMLossConfig, rng):
     del frozen, rng
     if "tokens_BxKxT" in batch:
         return _ranked_list_loss(params, batch, config)
@@ -84,25 +87,25 @@ def loss_fn(params, batch, *, frozen, config: PMLossConfig, rng):
     n_rows = jnp.maximum(rows.sum(), 1.0)
     r_c, r_r, logits = pair_scores(params, batch, config)
     B = r_c.shape[0]
-    metrics = {"pm/accuracy": jnp.sum(P.pair_accuracy(r_c, r_r) * rows) / n_rows,
-               "pm/margin": jnp.sum((r_c - r_r) * rows) / n_rows, "pm/rows": rows.sum()}
+    metrics = {"rm/accuracy": jnp.sum(P.pair_accuracy(r_c, r_r) * rows) / n_rows,
+               "rm/margin": jnp.sum((r_c - r_r) * rows) / n_rows, "rm/rows": rows.sum()}
     chosen_lm = jnp.zeros(())
     if logits is not None:
         total, count = masked_nll(logits[:B], batch["chosen_tokens_BxT"],
                                   batch["chosen_response_mask_BxT"] * rows[:, None])
         chosen_lm = total / jnp.maximum(count, 1.0)
-        metrics["pm/chosen_nll"] = chosen_lm
+        metrics["rm/chosen_nll"] = chosen_lm
     if config.objective == "imitation":
         loss = chosen_lm
     else:
         per_row = P.bradley_terry(r_c, r_r) if config.objective == "ranked" else P.binary_discrimination(r_c, r_r)
         pref = jnp.sum(per_row * rows) / n_rows
-        metrics["pm/preference_loss"] = pref
+        metrics["rm/preference_loss"] = pref
         loss = pref + config.lm_coef * chosen_lm
     return loss, metrics
 
 
-def _ranked_list_loss(params, batch, config: PMLossConfig):
+def _ranked_list_loss(params, batch, config: RMLossConfig):
     if config.objective != "ranked" or config.lm_coef > 0:
         raise ValueError("ranked lists train the 'ranked' objective without an LM term; use pairs otherwise")
     B, K, T = batch["tokens_BxKxT"].shape
@@ -113,11 +116,11 @@ def _ranked_list_loss(params, batch, config: PMLossConfig):
     n_rows = jnp.maximum(rows.sum(), 1.0)
     loss = jnp.sum(P.plackett_luce(scores, batch["rank_mask_BxK"]) * rows) / n_rows
     top_first = jnp.where(batch["rank_mask_BxK"].astype(bool), scores, -jnp.inf).argmax(1) == 0
-    return loss, {"pm/preference_loss": loss, "pm/top1_accuracy": jnp.sum(top_first * rows) / n_rows,
-                  "pm/rows": rows.sum()}
+    return loss, {"rm/preference_loss": loss, "rm/top1_accuracy": jnp.sum(top_first * rows) / n_rows,
+                  "rm/rows": rows.sum()}
 
 
-def init_pm_params(config: PMLossConfig, rng: jax.Array, lm_params=None):
+def init_rm_params(config: RMLossConfig, rng: jax.Array, lm_params=None):
     """Fresh PM params for the objective, optionally starting from a pretrained LM's params."""
     from rlhfjax.models import init_params, init_scalar_params
     from rlhfjax.models.heads import scalar_params_from_lm
