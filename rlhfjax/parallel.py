@@ -145,7 +145,7 @@ def model_param_shardings(model: nn.Module, sample_args: tuple, mesh: Mesh, rule
 
 
 def opt_state_shardings(tx, params, param_shards, mesh: Mesh):
-    """Optimizer-state shardings: param-shaped leaves (Adam mu/nu, MultiSteps acc) follow their
+    """Optimizer-state shardings: param-shaped leaves (Adam mu/nu) follow their
     param; everything else (counts) is replicated."""
     abstract_state = jax.eval_shape(tx.init, params)
     return optax.tree_map_params(tx, lambda _, s: s, abstract_state, param_shards,

@@ -50,5 +50,5 @@ def nll_loss(params, batch, *, frozen, config, rng):
     lp = jax.nn.log_softmax(logits[:, :-1], -1)
     lp = jnp.take_along_axis(lp, tokens[:, 1:, None], -1)[..., 0]
     m = mask[:, 1:].astype(jnp.float32)
-    loss = -(lp * m).sum() / jnp.maximum(m.sum(), 1.0)
-    return loss, {"nll/token_mean": loss, "tokens/count": m.sum()}
+    total = -(lp * m).sum()
+    return total, m.sum(), {"nll/token_mean": total / jnp.maximum(m.sum(), 1.0)}

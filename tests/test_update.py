@@ -10,17 +10,18 @@ from rlhfjax.train import (NonFiniteError, TrainState, check_nonfinite, default_
 
 
 def quad_loss(params, batch, *, frozen, config, rng):
-    """sum_i (w x_i + b - y_i)^2 / n, with a frozen offset; NaN when the batch says so."""
+    """(sum_i (w x_i + b - y_i)^2, n) with a frozen offset; NaN when the batch says so."""
     pred = batch["x"] @ params["w"] + params["b"] + frozen["offset"]
     err = jnp.square(pred - batch["y"])
-    loss = err.sum() / err.size + jnp.where(batch["poison"], jnp.nan, 0.0)
-    return loss, {"mse": loss}
+    total = err.sum() + jnp.where(batch["poison"], jnp.nan, 0.0)
+    return total, jnp.asarray(err.size, jnp.float32), {"mse": total / err.size}
 
 
 def make(cfg, seed=0):
     k1, k2 = jax.random.split(jax.random.PRNGKey(seed))
     params = {"w": jax.random.normal(k1, (3, 2)), "b": jax.random.normal(k2, (2,))}
-    return TrainState.create(params, make_optimizer(cfg), jax.random.PRNGKey(1), make_schedule(cfg))
+    return TrainState.create(params, make_optimizer(cfg), jax.random.PRNGKey(1), make_schedule(cfg),
+                             accum_steps=cfg.grad_accum_steps)
 
 
 def batch(seed, n=8, poison=False):
@@ -58,7 +59,7 @@ def test_update_matches_hand_written_adamw():
     v = {k: np.zeros_like(x) for k, x in p.items()}
     for t in range(1, 4):
         b = batch(t)
-        g = jax.grad(lambda q: quad_loss(q, b, frozen=FROZEN, config=None, rng=None)[0])(
+        g = jax.grad(lambda q: quad_loss(q, b, frozen=FROZEN, config=None, rng=None)[2]["mse"])(
             {k: jnp.asarray(x, jnp.float32) for k, x in p.items()})
         g = {k: np.asarray(x, np.float64) for k, x in g.items()}
         norm = np.sqrt(sum((x ** 2).sum() for x in g.values()))
@@ -99,24 +100,74 @@ def test_nonfinite_steps_are_skipped_and_counted():
     assert int(state.step) == 5
 
 
-def test_grad_accumulation_equals_big_batch():
+def token_loss(params, batch, *, frozen, config, rng):
+    """Masked token loss sum_t m_t * (w . x_t)^2 over a ragged mask: a (sum, count) pair."""
+    per_token = jnp.square(batch["x"] @ params["w"]).sum(-1)
+    return jnp.sum(per_token * batch["m"]), jnp.sum(batch["m"]), {}
+
+
+def ragged_batch():
+    """Two rows interleaved as micro-batches of 1 and 4 real tokens (strided split: rows 0, 2 | 1, 3)."""
+    x = jnp.arange(4 * 5 * 3, dtype=jnp.float32).reshape(4, 5, 3) / 10.0
+    m = jnp.asarray([[1, 0, 0, 0, 0], [1, 1, 1, 1, 0], [0, 0, 0, 0, 0], [0, 0, 0, 0, 0]], jnp.float32)
+    return {"x": x, "m": m}
+
+
+def test_accumulation_weights_micro_batches_by_their_counts():
+    """Micro-batches with 1 and 4 tokens: the gradient must be the full batch's (sum / 5), not the
+    mean of the two micro-batch means (what averaging per-micro-batch losses would give)."""
+    b = ragged_batch()
+    params = {"w": jnp.asarray([[1.0, -0.5], [0.25, 0.5], [0.3, -0.2]])}
+
+    def grads(k):
+        from rlhfjax.train.update import weighted_grads
+        loss, count, _, g = weighted_grads(params, b, None, jax.random.PRNGKey(0), token_loss, None, k)
+        return float(loss), float(count), np.asarray(g["w"], np.float64)
+
+    # numpy reference: d/dw of sum_t m_t (w . x_t)^2 / sum m = sum_t 2 m_t x_t (w . x_t)^T / sum m
+    x, m, w = (np.asarray(a, np.float64) for a in (b["x"], b["m"], params["w"]))
+    y = x @ w
+    want_g = np.einsum("btd,bte->de", 2 * m[..., None] * x, y) / m.sum()
+    want_loss = float((m * np.square(y).sum(-1)).sum() / m.sum())
+    loss1, count1, g1 = grads(1)
+    loss2, count2, g2 = grads(2)
+    assert count1 == count2 == 5.0
+    np.testing.assert_allclose(g1, want_g, rtol=1e-5)
+    np.testing.assert_allclose(g2, want_g, rtol=1e-5)
+    np.testing.assert_allclose([loss1, loss2], want_loss, rtol=1e-5)
+    # The per-micro-batch-mean average differs: this test can tell the two apart.
+    rows = [np.asarray([0, 2]), np.asarray([1, 3])]
+    naive = np.mean([np.einsum("btd,bte->de", 2 * m[r, :, None] * x[r], y[r]) / m[r].sum() for r in rows], 0)
+    assert np.abs(naive - want_g).max() > 1e-2
+
+
+def test_accumulated_update_equals_full_batch_update():
     c = default_optim_config()
-    c.learning_rate, c.weight_decay, c.grad_clip_norm = 0.05, 0.1, 0.0
-    big = make(c)
-    c2 = default_optim_config()
-    c2.update(c.to_dict())
-    c2.grad_accum_steps = 2
-    acc = make(c2)
-    for s in range(3):
-        b = batch(10 + s, n=8)
-        halves = [jax.tree.map(lambda x: x[sl] if x.ndim else x, b) for sl in (slice(0, 4), slice(4, 8))]
-        big, _ = update(big, b, quad_loss, FROZEN)
-        acc, _ = update(acc, halves[0], quad_loss, FROZEN)
-        if s == 0:  # half-way through an accumulation: params not yet updated
-            np.testing.assert_array_equal(np.asarray(acc.params["w"]), np.asarray(make(c2).params["w"]))
-        acc, _ = update(acc, halves[1], quad_loss, FROZEN)
-    for k in ("w", "b"):
-        np.testing.assert_allclose(np.asarray(acc.params[k]), np.asarray(big.params[k]), rtol=1e-5, atol=1e-6)
+    c.learning_rate, c.weight_decay, c.grad_clip_norm = 0.05, 0.1, 0.5
+    big = TrainState.create({"w": jnp.ones((3, 2))}, make_optimizer(c), jax.random.PRNGKey(1), make_schedule(c))
+    acc = TrainState.create({"w": jnp.ones((3, 2))}, make_optimizer(c), jax.random.PRNGKey(1), make_schedule(c),
+                            accum_steps=2)
+    for _ in range(3):
+        big, mb = update(big, ragged_batch(), token_loss)
+        acc, ma = update(acc, ragged_batch(), token_loss)
+        np.testing.assert_allclose(float(ma["loss"]), float(mb["loss"]), rtol=1e-5)
+        np.testing.assert_allclose(float(ma["optim/grad_norm"]), float(mb["optim/grad_norm"]), rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(acc.params["w"]), np.asarray(big.params["w"]), rtol=1e-5, atol=1e-6)
+    assert int(acc.step) == 3
+
+
+def test_schedule_counts_optimizer_steps_under_accumulation():
+    """Linear decay over total_steps=8 optimizer steps with 4 micro-batches each: the 8th update
+    runs at 1/8 of the peak and the LR after it is 0 (it used to stop at 0.75x the peak)."""
+    c = default_optim_config()
+    c.learning_rate, c.schedule, c.total_steps, c.grad_accum_steps = 1.0, "linear", 8, 4
+    state = make(c)
+    lrs = []
+    for s in range(8):
+        state, m = update(state, batch(s, n=8), quad_loss, FROZEN)
+        lrs.append(float(m["optim/learning_rate"]))
+    np.testing.assert_allclose(lrs, [1 - i / 8 for i in range(8)], atol=1e-6)
+    assert float(state.schedule(8)) == 0.0 and int(state.step) == 8
 
 
 def test_rng_advances_and_is_deterministic():
@@ -125,7 +176,7 @@ def test_rng_advances_and_is_deterministic():
 
     def rng_loss(params, batch, *, frozen, config, rng):
         noise = jax.random.normal(rng, ())
-        return jnp.sum(params["w"]) * noise, {"noise": noise}
+        return jnp.sum(params["w"]) * noise, 1.0, {"noise": noise}
 
     for _ in range(2):
         state = make(c)

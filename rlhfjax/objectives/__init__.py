@@ -1,1 +1,2 @@
-"""Objectives: pure `loss_fn(params, batch, *, frozen, config, rng) -> (loss, metrics)` functions."""
+"""Objectives: pure `loss_fn(params, batch, *, frozen, config, rng) -> (total, count, metrics)`
+functions (the loss is `total / count`, see `train.update`) and the math they are built from."""

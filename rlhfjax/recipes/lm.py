@@ -106,13 +106,13 @@ def run(config, workdir: str) -> dict:
     model_cfg, params = model_from_config(config.model, len(tokenizer), init_rng)
     state = common.create_state(params, config, state_rng)
     loss_config = lm_objective.LMLossConfig(model=model_cfg)
-    eval_loss = jax.jit(lambda p, b: lm_objective.loss_fn(p, b, frozen=None, config=loss_config, rng=None)[1])
+    eval_loss = jax.jit(lambda p, b: lm_objective.loss_fn(p, b, frozen=None, config=loss_config, rng=None)[:2])
 
     def evaluate(state) -> dict:
         total = count = 0.0
         for i in range(0, len(eval_rows), B):
-            m = eval_loss(state.params, _batch(eval_rows[i:i + B], size=B))
-            total, count = total + float(m["lm/nll_sum"]), count + float(m["lm/tokens"])
+            s, c = eval_loss(state.params, _batch(eval_rows[i:i + B], size=B))
+            total, count = total + float(s), count + float(c)
         nll = total / max(count, 1.0)
         return {"eval/nll": nll, "eval/perplexity": float(np.exp(nll))}
 

@@ -1,13 +1,18 @@
-"""Minimal host training loop: batches -> update -> metrics -> checkpoints, resumable exactly.
+"""THE training loop, shared by offline and online recipes: step → metrics → evals → checkpoints.
+
+`run_loop(state, step_fn, ...)` calls `step_fn(state, step) -> (state, metrics)` for each step
+after the one the state is at. An offline step is one `update` on the next data batch
+(`offline_step`); an online step is one iteration of an RL method (sample, score, update). The
+loop owns everything around it: resuming from the latest checkpoint (state + data-iterator
+position), metrics (JSONL + TensorBoard), periodic evals, the non-finite guard and checkpoints.
 
 The data iterator must provide `__next__`, `state_dict()` (JSON) and `load_state_dict(d)`.
-Resume = restore (state, iterator position) from the latest checkpoint; everything random lives in
-`TrainState.rng`, so the resumed run replays the uninterrupted one bit for bit.
+Everything random lives in the state, so a resumed run replays the uninterrupted one bit for bit.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import jax
 from tqdm.auto import tqdm
@@ -17,15 +22,17 @@ from rlhfjax.train.metrics import MetricsWriter, write_config
 from rlhfjax.train.state import TrainState
 from rlhfjax.train.update import check_nonfinite, update
 
+StepFn = Callable[[Any, int], tuple[Any, dict]]
 
-def _log_line(record: dict) -> str:
-    """One compact line: step, loss and every eval/reward metric."""
-    keys = ["loss"] + sorted(k for k in record if k.startswith(("eval/", "reward/")))
+
+def _log_line(record: dict, keys=None) -> str:
+    """One compact line: step, loss and every eval/reward metric (or the given keys)."""
+    keys = keys or ["loss"] + sorted(k for k in record if k.startswith(("eval/", "reward/")))
     return f"step {record['step']}: " + " ".join(f"{k}={record[k]:.4g}" for k in keys if k in record)
 
 
-def restore_or_init(checkpointer: Checkpointer | None, template: TrainState, data_iter,
-                    shardings=None) -> tuple[TrainState, int | None]:
+def restore_or_init(checkpointer: Checkpointer | None, template, data_iter,
+                    shardings=None) -> tuple[Any, int | None]:
     """Latest checkpoint into (state, iterator) if there is one; else the template, untouched."""
     if checkpointer is None or checkpointer.latest_step() is None:
         return template, None
@@ -34,42 +41,67 @@ def restore_or_init(checkpointer: Checkpointer | None, template: TrainState, dat
     return state, step
 
 
-def train(state: TrainState, data_iter, loss_fn, *, num_steps: int, run_dir: str,
-          frozen: Any = None, loss_config: Any = None, config_dict: dict | None = None,
-          checkpointer: Checkpointer | None = None, save_every: int = 0, log_every: int = 1,
-          max_consecutive_nonfinite: int = 5, prepare_batch=None, progress: bool = True,
-          resumed_from: int | None = None, eval_fn=None,
-          eval_every: int = 0) -> tuple[TrainState, list[dict[str, float]]]:
-    """Run until `state.step == num_steps`. Returns the final state and the logged metrics.
+def offline_step(data_iter, loss_fn, *, frozen: Any = None, loss_config: Any = None, prepare_batch=None) -> StepFn:
+    """Step function of a dataset objective: one `update` on the next batch of `data_iter`
+    (`prepare_batch`, e.g. `parallel.shard_batch` on a mesh, maps host batches to device arrays)."""
 
-    `prepare_batch` (e.g. `parallel.shard_batch` with a mesh) maps host batches to device arrays.
-    `eval_fn(state) -> dict` runs every `eval_every` steps and at the last step; its metrics are
-    logged with that step's record (so a step is always logged when it is evaluated).
+    def step(state: TrainState, _: int):
+        batch = next(data_iter)
+        if prepare_batch is not None:
+            batch = prepare_batch(batch)
+        return update(state, batch, loss_fn, frozen, loss_config)
+
+    return step
+
+
+def run_loop(state, step_fn: StepFn, *, num_steps: int, run_dir: str, data_iter, checkpointer: Checkpointer | None,
+             config_dict: dict | None = None, save_every: int = 0, log_every: int = 1, eval_fn=None,
+             eval_every: int = 0, eval_at_start: bool = False, step_of=lambda s: s.step,
+             train_state_of=lambda s: s, max_consecutive_nonfinite: int = 5, progress: bool = True,
+             log_keys=None, shardings=None, name: str = "train") -> tuple[Any, list[dict[str, float]]]:
+    """Resume if `checkpointer` holds a checkpoint, then run to step `num_steps`.
+
+    - `step_of(state)`: the step the state is at (TrainState.step offline, the iteration online);
+      `train_state_of(state)`: its TrainState, for the non-finite guard.
+    - `eval_fn(state) -> dict` runs every `eval_every` steps and at the last step, merged into that
+      step's record (so an evaluated step is always logged); `eval_at_start` also evaluates a
+      fresh run's initial state as step 0.
+    - A checkpoint is written every `save_every` steps and at the last one (the end of a resumed
+      run is then found finished); never after non-finite steps past the limit.
+    - Logged: every `log_every` steps, the first step of this process and the last.
+    Returns the final state and the records logged by this process.
     """
+    state, resumed = restore_or_init(checkpointer, state, data_iter, shardings)
+    if resumed is not None:
+        print(f"{name}: resumed from the checkpoint at step {resumed}", flush=True)
     if config_dict is not None:
         write_config(run_dir, config_dict)
-    writer = MetricsWriter(run_dir, resume_step=resumed_from)
-    start = int(jax.device_get(state.step))
-    history = []
-    bar = tqdm(total=num_steps, initial=start, disable=not progress, desc="train")
+    writer = MetricsWriter(run_dir, resume_step=resumed)
+    start = int(jax.device_get(step_of(state)))
+    history: list[dict[str, float]] = []
+    bar = tqdm(total=num_steps, initial=start, disable=not progress, desc=name)
+
+    def log(step, metrics):
+        history.append({"step": step, **writer.write(step, metrics)})
+        if not progress:
+            print(f"[{name}] " + _log_line(history[-1], log_keys), flush=True)
+        elif "loss" in history[-1]:
+            bar.set_postfix(loss=f"{history[-1]['loss']:.4g}")
+
     try:
+        if eval_fn is not None and eval_at_start and start == 0 and num_steps > 0:
+            log(0, eval_fn(state))
         for step in range(start + 1, num_steps + 1):
-            batch = next(data_iter)
-            if prepare_batch is not None:
-                batch = prepare_batch(batch)
-            state, metrics = update(state, batch, loss_fn, frozen, loss_config)
+            state, metrics = step_fn(state, step)
             last = step == num_steps
             evaluating = eval_fn is not None and ((eval_every and step % eval_every == 0) or last)
-            if step % log_every == 0 or last or evaluating:
+            if step % log_every == 0 or last or evaluating or step == start + 1:
+                check_nonfinite(train_state_of(state), max_consecutive_nonfinite)
                 if evaluating:
                     metrics = {**metrics, **eval_fn(state)}
-                history.append({"step": step, **writer.write(step, metrics)})
-                if not progress:
-                    print(_log_line(history[-1]), flush=True)
-                bar.set_postfix(loss=f"{history[-1]['loss']:.4g}")
-                check_nonfinite(state, max_consecutive_nonfinite)
-            if checkpointer is not None and save_every and (step % save_every == 0 or last):
-                check_nonfinite(state, max_consecutive_nonfinite)
+                log(step, metrics)
+            if checkpointer is not None and ((save_every and step % save_every == 0) or last):
+                check_nonfinite(train_state_of(state), max_consecutive_nonfinite)
                 checkpointer.save(step, state, data_iter.state_dict(), config_dict)
             bar.update(1)
     finally:
@@ -78,3 +110,16 @@ def train(state: TrainState, data_iter, loss_fn, *, num_steps: int, run_dir: str
         if checkpointer is not None:
             checkpointer.manager.wait_until_finished()
     return state, history
+
+
+def train(state: TrainState, data_iter, loss_fn, *, num_steps: int, run_dir: str,
+          frozen: Any = None, loss_config: Any = None, config_dict: dict | None = None,
+          checkpointer: Checkpointer | None = None, save_every: int = 0, log_every: int = 1,
+          max_consecutive_nonfinite: int = 5, prepare_batch=None, progress: bool = True,
+          eval_fn=None, eval_every: int = 0) -> tuple[TrainState, list[dict[str, float]]]:
+    """`run_loop` with `offline_step`: train a dataset objective to `state.step == num_steps`."""
+    step_fn = offline_step(data_iter, loss_fn, frozen=frozen, loss_config=loss_config, prepare_batch=prepare_batch)
+    return run_loop(state, step_fn, num_steps=num_steps, run_dir=run_dir, data_iter=data_iter,
+                    checkpointer=checkpointer, config_dict=config_dict, save_every=save_every,
+                    log_every=log_every, eval_fn=eval_fn, eval_every=eval_every,
+                    max_consecutive_nonfinite=max_consecutive_nonfinite, progress=progress)

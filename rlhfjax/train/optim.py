@@ -1,6 +1,9 @@
 """Optimizer from config: clip by global norm -> AdamW (decoupled decay) -> LR schedule.
 
-Objectives never build optimizers; they get the one `make_optimizer(config)` returns.
+Objectives never build optimizers; a run builds one with `make_optimizer(config)`. Gradient
+accumulation is not an optimizer wrapper: `train.update` splits each batch into
+`grad_accum_steps` micro-batches and weights them exactly, so the optimizer, and the schedule,
+step once per update.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ def default_optim_config() -> ml_collections.ConfigDict:
     c.b2 = 0.95
     c.eps = 1e-8
     c.grad_clip_norm = 1.0  # clip by global norm before Adam; <= 0 disables clipping
-    c.grad_accum_steps = 1  # >1: optax.MultiSteps averages this many micro-batch grads per update
+    c.grad_accum_steps = 1  # >1: each update splits its batch into this many micro-batches (memory), exactly
     c.max_consecutive_nonfinite = 5  # host loop raises after this many skipped (NaN/Inf) steps in a row
     return c
 
@@ -57,7 +60,4 @@ def make_optimizer(config) -> optax.GradientTransformation:
         parts.append(optax.clip_by_global_norm(config.grad_clip_norm))
     parts.append(optax.adamw(make_schedule(config), b1=config.b1, b2=config.b2, eps=config.eps,
                              weight_decay=config.weight_decay, mask=_decay_mask))
-    tx = optax.chain(*parts)
-    if int(config.grad_accum_steps) > 1:
-        tx = optax.MultiSteps(tx, every_k_schedule=int(config.grad_accum_steps))
-    return tx
+    return optax.chain(*parts)

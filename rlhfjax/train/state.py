@@ -14,15 +14,17 @@ import optax
 class TrainState:
     params: Any
     opt_state: Any
-    step: jax.Array  # int32: update calls made (micro-batches consumed), skipped ones included
+    step: jax.Array  # int32: update calls made (= optimizer steps, skipped ones included)
     rng: jax.Array  # raw uint32[2] key; split once per step so resume replays the same keys
     nonfinite_count: jax.Array  # int32: consecutive steps skipped for NaN/Inf loss or grads
     # Static: the optimizer and its LR schedule (functions, not checkpointed).
     tx: optax.GradientTransformation = flax.struct.field(pytree_node=False)
     schedule: Any = flax.struct.field(pytree_node=False, default=None)
+    # Micro-batches each update splits its batch into (exact weighted accumulation, train.update).
+    accum_steps: int = flax.struct.field(pytree_node=False, default=1)
 
     @classmethod
-    def create(cls, params, tx: optax.GradientTransformation, rng: jax.Array, schedule=None):
+    def create(cls, params, tx: optax.GradientTransformation, rng: jax.Array, schedule=None, accum_steps: int = 1):
         return cls(params=params, opt_state=tx.init(params), step=jnp.zeros((), jnp.int32),
                    rng=jnp.asarray(rng, jnp.uint32), nonfinite_count=jnp.zeros((), jnp.int32),
-                   tx=tx, schedule=schedule)
+                   tx=tx, schedule=schedule, accum_steps=int(accum_steps))

@@ -1,9 +1,15 @@
-"""The one jitted update every objective uses.
+"""The one jitted update every objective uses, with exact weighted gradient accumulation.
 
-`loss_fn(params, batch, *, frozen, config, rng) -> (loss, metrics)`; the update takes its grads,
-runs the optax chain, and skips the step (params and optimizer state unchanged) when the loss or
-any gradient is not finite, counting consecutive skips in the state. The host raises
-`NonFiniteError` via `check_nonfinite` once the count reaches the configured limit.
+`loss_fn(params, batch, *, frozen, config, rng) -> (total, count, metrics)`: the loss is the masked
+sum `total` over `count` units (tokens, rows, …), so the mean is `total / count` (DESIGN convention
+10). The update splits the batch into `state.accum_steps` micro-batches (strided rows, so each
+stays spread over the data-parallel devices), and combines their gradients weighted by their
+counts: the gradient equals the full batch's `∇(Σ total / Σ count)` whatever the counts of the
+micro-batches, and the optimizer (and its LR schedule) steps once per call.
+
+A step whose loss or any gradient is not finite is skipped (params and optimizer state
+unchanged) and counted in the state; the host raises `NonFiniteError` via `check_nonfinite` once
+the count reaches the configured limit.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import optax
 
 from rlhfjax.train.state import TrainState
 
-LossFn = Callable[..., tuple[jax.Array, dict[str, jax.Array]]]
+LossFn = Callable[..., tuple[jax.Array, jax.Array, dict[str, jax.Array]]]
 
 
 class NonFiniteError(RuntimeError):
@@ -31,17 +37,67 @@ def _tree_all_finite(tree) -> jax.Array:
 
 
 def _optimizer_count(opt_state) -> jax.Array:
-    """Optimizer updates applied so far (the schedule's step; MultiSteps' inner count included)."""
+    """Optimizer updates applied so far (the schedule's step)."""
     found = optax.tree_utils.tree_get_all_with_path(opt_state, "count")
     return found[0][1] if found else jnp.zeros((), jnp.int32)
 
 
-@functools.partial(jax.jit, static_argnames=("loss_fn", "config"), donate_argnames=("state",))
-def _update(state: TrainState, batch, frozen, loss_fn: LossFn, config):
+def split_micro_batches(batch, k: int):
+    """Each array leaf `[B, ...]` → `[k, B // k, ...]`, micro-batch i holding rows i, i + k, i + 2k, …;
+    0-d leaves are shared by every micro-batch (returned unchanged, see `_micro`)."""
+
+    def split(x):
+        if jnp.ndim(x) == 0:
+            return x
+        if x.shape[0] % k:
+            raise ValueError(f"batch of {x.shape[0]} rows is not divisible by grad_accum_steps={k}")
+        return jnp.swapaxes(x.reshape(x.shape[0] // k, k, *x.shape[1:]), 0, 1)
+
+    return jax.tree.map(split, batch)
+
+
+def weighted_grads(params, batch, frozen, rng, loss_fn: LossFn, config, accum_steps: int = 1):
+    """→ (loss = Σ total / Σ count, Σ count, metrics, grads of that loss), over `accum_steps`
+    micro-batches. Each micro-batch's gradient is that of its own mean; they are combined with
+    weights count_i / Σ count, which is the full batch's gradient exactly (one micro-batch: weight 1).
+    Metrics are count-weighted means of the micro-batches' metrics."""
+
+    def one(micro, key):
+        def mean_loss(p):
+            total, count, metrics = loss_fn(p, micro, frozen=frozen, config=config, rng=key)
+            count = jax.lax.stop_gradient(jnp.asarray(count, jnp.float32))
+            return total / jnp.maximum(count, 1.0), (count, metrics)
+
+        (loss, (count, metrics)), grads = jax.value_and_grad(mean_loss, has_aux=True)(params)
+        return loss, count, metrics, grads
+
+    if accum_steps == 1:
+        return one(batch, rng)
+    micro_batches = split_micro_batches(batch, accum_steps)
+    keys = jax.random.split(rng, accum_steps)
+
+    def body(acc, i):
+        micro = jax.tree.map(lambda x: x if jnp.ndim(x) == 0 else x[i], micro_batches)
+        loss, count, metrics, grads = one(micro, keys[i])
+        add = lambda a, x: a + count * x  # noqa: E731
+        return (acc[0] + count * loss, acc[1] + count, jax.tree.map(add, acc[2], metrics),
+                jax.tree.map(add, acc[3], grads)), None
+
+    shapes = jax.eval_shape(one, jax.tree.map(lambda x: x if jnp.ndim(x) == 0 else x[0], micro_batches), keys[0])
+    zeros = lambda tree: jax.tree.map(lambda s: jnp.zeros(s.shape, jnp.float32), tree)  # noqa: E731
+    init = (jnp.zeros(()), jnp.zeros(()), zeros(shapes[2]), zeros(shapes[3]))
+    (loss_sum, count, metrics, grads), _ = jax.lax.scan(body, init, jnp.arange(accum_steps))
+    denom = jnp.maximum(count, 1.0)
+    scale = lambda tree: jax.tree.map(lambda x: x / denom, tree)  # noqa: E731
+    grads = jax.tree.map(lambda g, p: (g / denom).astype(p.dtype), grads, params)
+    return loss_sum / denom, count, scale(metrics), grads
+
+
+def apply_update(state: TrainState, batch, frozen, loss_fn: LossFn, config):
+    """One optimizer step (traceable: `ppo_update` scans it inside its own jit)."""
     rng, step_rng = jax.random.split(state.rng)
-    grad_fn = jax.value_and_grad(functools.partial(loss_fn, frozen=frozen, config=config,
-                                                   rng=step_rng), has_aux=True)
-    (loss, metrics), grads = grad_fn(state.params, batch)
+    loss, count, metrics, grads = weighted_grads(state.params, batch, frozen, step_rng, loss_fn, config,
+                                                 state.accum_steps)
     finite = jnp.isfinite(loss) & _tree_all_finite(grads)
     # Zero bad grads before the chain so no NaN reaches the (discarded) new optimizer state math.
     safe_grads = jax.tree.map(lambda g: jnp.where(finite, g, jnp.zeros_like(g)), grads)
@@ -57,12 +113,16 @@ def _update(state: TrainState, batch, frozen, loss_fn: LossFn, config):
     )
     out = dict(metrics)
     out["loss"] = loss
+    out["loss/count"] = count
     out["optim/grad_norm"] = optax.global_norm(grads)  # before clipping
     out["optim/step_skipped"] = (~finite).astype(jnp.float32)
     out["optim/consecutive_nonfinite"] = new_state.nonfinite_count
     if state.schedule is not None:
         out["optim/learning_rate"] = state.schedule(_optimizer_count(state.opt_state))
     return new_state, out
+
+
+_update = jax.jit(apply_update, static_argnames=("loss_fn", "config"), donate_argnames=("state",))
 
 
 def update(state: TrainState, batch, loss_fn: LossFn, frozen: Any = None, config: Any = None):

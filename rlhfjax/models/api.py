@@ -1,0 +1,178 @@
+"""The model-call layer: every forward pass of an rlhfjax model outside `models/` goes through here.
+
+Objectives, the sampler, experience collection and analyses ask for what they need — logits,
+log-probs of chosen tokens, scores, values, block activations — and never call `.apply` themselves,
+so a change of module system (e.g. Flax NNX) stays inside this folder.
+
+Conventions shared by every function:
+- `seq_BxL` / `mask_BxL`: token ids and their 0/1 validity mask; positions come from the mask, so
+  left and right padding both work.
+- Slot alignment: "the tokens at slots [start, L)" are predicted by the logits at slots
+  [start − 1, L − 1); their log-probs come back as `*_BxN` with N = L − start, 0 where `mask` is 0.
+- All log-probs are fp32 and go through `selected_logp`, the single log-softmax-and-gather.
+- Functions are pure and jit-able; `cfg` (a frozen `ModelConfig`) is static.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from rlhfjax.models.config import ModelConfig
+from rlhfjax.models.heads import ScalarModel, ValueHead, last_token_index, read_at
+from rlhfjax.models.transformer import Block, DecoderOutput, Transformer, init_cache, positions_from_mask
+
+FINAL_NORM = -1  # `activations` layer index of the final-norm output
+
+__all__ = [
+    "FINAL_NORM", "activations", "decode", "forward", "init_cache", "lm_logits", "policy_outputs", "response_logp",
+    "scores", "scores_and_response_logp", "selected_logp", "shifted_logp", "token_logp", "values",
+]
+
+
+# --------------------------------------------------------------------------------------------
+# Forward passes
+
+
+def forward(params, cfg: ModelConfig, seq_BxL, mask_BxL, *, lm_head: bool = True) -> DecoderOutput:
+    """Full-sequence decoder forward → `DecoderOutput(logits BxLxV fp32 | None, hidden BxLxE)`."""
+    return Transformer(cfg, lm_head=lm_head).apply({"params": params}, seq_BxL, positions_from_mask(mask_BxL),
+                                                   mask_BxL)
+
+
+def lm_logits(params, cfg: ModelConfig, seq_BxL, mask_BxL):
+    """LM logits at every slot (BxLxV fp32); slot t predicts token t + 1."""
+    return forward(params, cfg, seq_BxL, mask_BxL).logits
+
+
+def decode(params, cfg: ModelConfig, tokens_BxT, positions_BxT, mask_BxS, cache, cache_index) -> DecoderOutput:
+    """Forward `tokens_BxT` into a KV cache at slots [cache_index, cache_index + T) (prefill or one
+    decode step); `mask_BxS` covers the whole cache. Returns logits and the updated cache."""
+    return Transformer(cfg).apply({"params": params}, tokens_BxT, positions_BxT, mask_BxS, cache=cache,
+                                  cache_index=cache_index)
+
+
+# --------------------------------------------------------------------------------------------
+# Log-probs
+
+
+def selected_logp(logits_xV, tokens_x):
+    """log softmax(logits)[token] in fp32, for any leading shape: THE log-prob of the codebase."""
+    logp = jax.nn.log_softmax(logits_xV.astype(jnp.float32), axis=-1)
+    return jnp.take_along_axis(logp, tokens_x[..., None].astype(jnp.int32), axis=-1)[..., 0]
+
+
+def shifted_logp(logits_BxTxV, tokens_BxT):
+    """log p(token_t | tokens_<t) aligned to the predicted token: BxT with [:, 0] = 0."""
+    return jnp.pad(selected_logp(logits_BxTxV[:, :-1], tokens_BxT[:, 1:]), ((0, 0), (1, 0)))
+
+
+def policy_outputs(params, cfg: ModelConfig, seq_BxL, mask_BxL, *, start: int, temperature: float = 1.0,
+                   value_head=None) -> dict:
+    """One policy forward → `{"logp_BxN", "logits_BxNxV"}` (+ `"values_BxN"` given `value_head`).
+
+    `logp_BxN[:, j]` = log π_T(token at slot start + j | prefix) with π_T = softmax(logits / T),
+    0 where masked; `logits_BxNxV` are the T-scaled logits that predicted those tokens (entropy).
+    `value_head` (params of a `ValueHead` on this policy) reads V(prefix) off the same final hidden
+    states at the same slots: the state in which each token was chosen.
+    """
+    L = seq_BxL.shape[1]
+    out = forward(params, cfg, seq_BxL, mask_BxL)
+    logits = out.logits[:, start - 1:L - 1].astype(jnp.float32) / temperature
+    valid = mask_BxL[:, start:].astype(bool)
+    result = {"logp_BxN": jnp.where(valid, selected_logp(logits, seq_BxL[:, start:]), 0.0), "logits_BxNxV": logits}
+    if value_head is not None:
+        v = ValueHead(cfg.weights_dtype).apply({"params": value_head}, out.hidden[:, start - 1:L - 1])
+        result["values_BxN"] = jnp.where(valid, v, 0.0)
+    return result
+
+
+def token_logp(params, cfg: ModelConfig, seq_BxL, mask_BxL, *, start: int = 1, temperature: float = 1.0):
+    """log π_T of the tokens at slots [start, L): `logp_BxN`, 0 where masked."""
+    return policy_outputs(params, cfg, seq_BxL, mask_BxL, start=start, temperature=temperature)["logp_BxN"]
+
+
+def _row_sums(logp_BxN, mask_BxN):
+    m = mask_BxN.astype(bool)
+    return jnp.sum(jnp.where(m, logp_BxN, 0.0), axis=-1), jnp.sum(m, axis=-1).astype(jnp.float32)
+
+
+def response_logp(params, cfg: ModelConfig, seq_BxL, mask_BxL, response_mask_BxL, *, temperature: float = 1.0):
+    """(sum_B, count_B): summed log π_T of each row's response tokens and how many there are.
+
+    `response_mask_BxL` marks the response tokens (slot 0 can never count: nothing predicts it).
+    The mean log-prob is `sum / max(count, 1)`; losses keep the pair so their means stay exact.
+    """
+    logp = token_logp(params, cfg, seq_BxL, mask_BxL, start=1, temperature=temperature)
+    return _row_sums(logp, response_mask_BxL[:, 1:] * mask_BxL[:, 1:])
+
+
+# --------------------------------------------------------------------------------------------
+# Scalar heads: reward-model scores and values
+
+
+def _scalars(params, cfg: ModelConfig, seq_BxL, mask_BxL, lm_head: bool = False):
+    return ScalarModel(cfg, lm_head=lm_head).apply({"params": params}, seq_BxL, positions_from_mask(mask_BxL),
+                                                   mask_BxL, return_logits=lm_head)
+
+
+def scores(params, cfg: ModelConfig, seq_BxL, mask_BxL):
+    """Reward-model score of each row, read at its last real token (HF's convention): `score_B`."""
+    return read_at(_scalars(params, cfg, seq_BxL, mask_BxL), last_token_index(mask_BxL))
+
+
+def scores_and_response_logp(params, cfg: ModelConfig, seq_BxL, mask_BxL, response_mask_BxL):
+    """A scalar model that kept its LM head: (score_B, response logp sum_B, count_B) in one forward."""
+    scalars, logits = _scalars(params, cfg, seq_BxL, mask_BxL, lm_head=True)
+    logp = jnp.where(mask_BxL[:, 1:].astype(bool), selected_logp(logits[:, :-1], seq_BxL[:, 1:]), 0.0)
+    s, c = _row_sums(logp, response_mask_BxL[:, 1:] * mask_BxL[:, 1:])
+    return read_at(scalars, last_token_index(mask_BxL)), s, c
+
+
+def values(params, cfg: ModelConfig, seq_BxL, mask_BxL, *, start: int):
+    """V(prefix) for each token at slots [start, L): scalars read at slot − 1, 0 where masked."""
+    L = seq_BxL.shape[1]
+    v = _scalars(params, cfg, seq_BxL, mask_BxL)[:, start - 1:L - 1]
+    return jnp.where(mask_BxL[:, start:].astype(bool), v, 0.0)
+
+
+# --------------------------------------------------------------------------------------------
+# Activations (OOD detection, probes)
+
+
+def activations(params, cfg: ModelConfig, seq_BxL, mask_BxL, layers: Sequence[int], *,
+                scalar_model: bool = False) -> dict[int, jax.Array]:
+    """{layer: BxLxE fp32}: the output of decoder block `layer` (`FINAL_NORM` = −1: after the final
+    norm) of an LM (`scalar_model=False`, LM head optional in `params`) or a `ScalarModel`.
+
+    Captured with `nn.intercept_methods`, so no mutable collection is needed.
+    """
+    wanted = set(layers)
+    captured: dict[int, jax.Array] = {}
+
+    def interceptor(next_fun, args, kwargs, context):
+        out = next_fun(*args, **kwargs)
+        if context.method_name == "__call__":
+            module = context.module
+            if isinstance(module, Block):
+                i = int(module.name.rsplit("_", 1)[-1])
+                if i in wanted:
+                    captured[i] = out[0]  # Block returns (x, layer_cache)
+            elif isinstance(module, Transformer) and FINAL_NORM in wanted:
+                captured[FINAL_NORM] = out.hidden
+        return out
+
+    with nn.intercept_methods(interceptor):
+        if scalar_model:
+            _scalars(params, cfg, seq_BxL, mask_BxL)
+        else:
+            backbone = {k: v for k, v in params.items() if k != "lm_head"}  # activations never need logits
+            forward(backbone, cfg, seq_BxL, mask_BxL, lm_head=False)
+    missing = wanted - set(captured)
+    if missing:
+        raise ValueError(f"layers {sorted(missing)} not found in the model (blocks 0..{cfg.num_layers - 1}, "
+                         f"{FINAL_NORM} = final norm)")
+    return {i: captured[i].astype(jnp.float32) for i in layers}
