@@ -7,7 +7,7 @@ import pytest
 
 from hf_fixtures import make_checkpoint
 from rlhfjax.models import ModelConfig
-from rlhfjax.models import safetensors_io
+from rlhfjax.models.hf import safetensors_io
 from rlhfjax.models.hf import load_pretrained, save_pretrained
 
 

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from rlhfjax.models import safetensors_io
+from rlhfjax.models.hf import safetensors_io
 from rlhfjax.models.config import SUPPORTED_FAMILIES, ModelConfig, preset
 from rlhfjax.models.transformer import init_params
 
