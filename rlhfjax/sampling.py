@@ -7,7 +7,13 @@ everything after is `pad_id` with mask 0. The loop exits early once every row is
 
 Two log-probs per token: `logp_BxN` under the distribution actually sampled from (temperature,
 top-k, top-p applied; 0 for greedy, a point mass) and `policy_logp_BxN` under the unmodified
-policy (temperature 1, no truncation), which is what PPO's ratio and KL need.
+policy (temperature 1, no truncation). Trainers do not use either: PPO's ratio and KL, and every
+other objective, recompute log-probs by teacher forcing (`models.api.token_logp` at the rollout
+temperature), so the loss and the experience share one computation; the sampler's own log-probs
+serve as a check on the KV-cache decode (`rollout/logp_mismatch`).
+
+`num_samples` > 1 draws that many completions per prompt: the prompt batch is repeated
+row-wise, so rows [i·n, (i+1)·n) are the samples of prompt i (groups stay together).
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
-from rlhfjax.models import ModelConfig, Transformer, init_cache, positions_from_mask
+from rlhfjax.models import ModelConfig, api, init_cache, positions_from_mask
 
 NEG_INF = -1e30  # finite, so log_softmax over a truncated row stays NaN-free
 
@@ -71,38 +77,37 @@ def process_logits(logits_BxV: jax.Array, cfg: SamplingConfig) -> jax.Array:
     return logits
 
 
-def _token_logp(logits_BxV, tokens_B):
-    return jnp.take_along_axis(jax.nn.log_softmax(logits_BxV, axis=-1), tokens_B[:, None], 1)[:, 0]
-
-
 def _pick(logits_BxV, rng, cfg: SamplingConfig):
     """(token, logp under the sampling distribution, logp under the raw policy)."""
-    policy_logp = lambda t: _token_logp(logits_BxV.astype(jnp.float32), t)  # noqa: E731
+    policy_logp = lambda t: api.selected_logp(logits_BxV, t)  # noqa: E731
     if cfg.greedy:
         tok = jnp.argmax(logits_BxV, axis=-1).astype(jnp.int32)
         return tok, jnp.zeros(tok.shape, jnp.float32), policy_logp(tok)
     processed = process_logits(logits_BxV, cfg)
     tok = jax.random.categorical(rng, processed, axis=-1).astype(jnp.int32)
-    return tok, _token_logp(processed, tok), policy_logp(tok)
+    return tok, api.selected_logp(processed, tok), policy_logp(tok)
 
 
-@functools.partial(jax.jit, static_argnames=("model_cfg", "cfg"))
+@functools.partial(jax.jit, static_argnames=("model_cfg", "cfg", "num_samples"))
 def sample(params, prompt_BxP: jax.Array, prompt_mask_BxP: jax.Array, rng: jax.Array, *,
-           model_cfg: ModelConfig, cfg: SamplingConfig) -> Rollout:
+           model_cfg: ModelConfig, cfg: SamplingConfig, num_samples: int = 1) -> Rollout:
     """Sample `cfg.max_new_tokens` tokens per left-padded prompt row. Deterministic in `rng`.
 
+    With `num_samples` = n, every prompt row is repeated n times first (B·n rows, grouped).
     Every row needs at least one real prompt token. Params may be sharded; run under
     `rlhfjax.parallel.activate(mesh)` to also shard activations by the logical rules.
     """
-    model = Transformer(model_cfg)
+    if num_samples > 1:
+        prompt_BxP = jnp.repeat(prompt_BxP, num_samples, axis=0)
+        prompt_mask_BxP = jnp.repeat(prompt_mask_BxP, num_samples, axis=0)
     B, P = prompt_BxP.shape
     N = cfg.max_new_tokens
     L = P + N
     prompt_mask = prompt_mask_BxP.astype(jnp.int32)
     mask_BxL = jnp.concatenate([prompt_mask, jnp.zeros((B, N), jnp.int32)], axis=1)
     cache = init_cache(model_cfg, B, L)
-    out = model.apply({"params": params}, prompt_BxP.astype(jnp.int32),
-                      positions_from_mask(prompt_mask), mask_BxL, cache=cache, cache_index=0)
+    out = api.decode(params, model_cfg, prompt_BxP.astype(jnp.int32), positions_from_mask(prompt_mask), mask_BxL,
+                     cache, 0)
     prompt_len_B = prompt_mask.sum(axis=1)
 
     init = dict(
@@ -124,8 +129,7 @@ def sample(params, prompt_BxP: jax.Array, prompt_mask_BxP: jax.Array, rng: jax.A
         put = lambda buf, v: jax.lax.dynamic_update_slice(buf, v[:, None].astype(buf.dtype), (0, j))  # noqa: E731
         mask = jax.lax.dynamic_update_slice(c["mask"], a[:, None], (0, P + j))
         # Feed the new token to get next-step logits (the last iteration's forward is unused).
-        step = model.apply({"params": params}, tok[:, None], (prompt_len_B + j)[:, None], mask,
-                           cache=c["cache"], cache_index=P + j)
+        step = api.decode(params, model_cfg, tok[:, None], (prompt_len_B + j)[:, None], mask, c["cache"], P + j)
         return dict(
             j=j + 1, cache=step.cache, logits=step.logits[:, 0], mask=mask, done=done,
             tokens=put(c["tokens"], tok), resp_mask=put(c["resp_mask"], a),
@@ -138,12 +142,3 @@ def sample(params, prompt_BxP: jax.Array, prompt_mask_BxP: jax.Array, rng: jax.A
         policy_logp_BxN=c["policy_logp"],
         sequence_BxL=jnp.concatenate([prompt_BxP.astype(jnp.int32), c["tokens"]], axis=1),
         sequence_mask_BxL=jnp.concatenate([prompt_mask, c["resp_mask"]], axis=1))
-
-
-def teacher_forced_logp(params, sequence_BxL, mask_BxL, model_cfg: ModelConfig, start: int):
-    """Log-probs of tokens [start, L) of each sequence under the policy (full forward, no cache)."""
-    out = Transformer(model_cfg).apply({"params": params}, sequence_BxL, positions_from_mask(mask_BxL),
-                                       mask_BxL)
-    logits = out.logits[:, start - 1:-1]
-    lp = jnp.take_along_axis(jax.nn.log_softmax(logits, -1), sequence_BxL[:, start:, None], -1)[..., 0]
-    return lp * mask_BxL[:, start:]

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from helpers_runtime import VOCAB, left_padded, lm_logits, sharp_params, tiny_cfg
-from rlhfjax.sampling import SamplingConfig, process_logits, sample, teacher_forced_logp
+from rlhfjax.models import api
+from rlhfjax.sampling import SamplingConfig, process_logits, sample
 
 PROMPTS = [[5, 9, 3, 17], [22, 7], [40, 41, 42, 43, 44, 45], [11]]
 
@@ -73,7 +74,7 @@ def test_logps_match_teacher_forcing(family):
     toks, mask = left_padded(PROMPTS, 7)
     temp = SamplingConfig(max_new_tokens=10, temperature=0.7, top_k=20, top_p=0.9, eos_id=3)
     out = sample(params, toks, mask, jax.random.PRNGKey(1), model_cfg=cfg, cfg=temp)
-    tf = teacher_forced_logp(params, out.sequence_BxL, out.sequence_mask_BxL, cfg, start=7)
+    tf = api.token_logp(params, cfg, out.sequence_BxL, out.sequence_mask_BxL, start=7)
     np.testing.assert_allclose(np.asarray(out.policy_logp_BxN), np.asarray(tf), atol=1e-5, rtol=0)
     # Sampling-distribution log-probs: recompute from teacher-forced logits with the same transform.
     logits = lm_logits(params, cfg, out.sequence_BxL, out.sequence_mask_BxL)[:, 6:-1]
@@ -87,6 +88,20 @@ def test_logps_match_teacher_forcing(family):
     np.testing.assert_array_equal(np.asarray(again.tokens_BxN), np.asarray(out.tokens_BxN))
     other = sample(params, toks, mask, jax.random.PRNGKey(2), model_cfg=cfg, cfg=temp)
     assert not np.array_equal(np.asarray(other.tokens_BxN), np.asarray(out.tokens_BxN))
+
+
+def test_num_samples_repeats_prompts_in_groups():
+    cfg = tiny_cfg("llama")
+    params = sharp_params(cfg, scale=2.0)
+    toks, mask = left_padded(PROMPTS, 7)
+    sc = SamplingConfig(max_new_tokens=6, temperature=1.0, eos_id=3)
+    out = sample(params, toks, mask, jax.random.PRNGKey(4), model_cfg=cfg, cfg=sc, num_samples=3)
+    rep = sample(params, jnp.repeat(toks, 3, 0), jnp.repeat(mask, 3, 0), jax.random.PRNGKey(4), model_cfg=cfg, cfg=sc)
+    assert out.tokens_BxN.shape[0] == 3 * len(PROMPTS)
+    np.testing.assert_array_equal(np.asarray(out.sequence_BxL), np.asarray(rep.sequence_BxL))
+    prompts = np.asarray(out.sequence_BxL)[:, :7].reshape(len(PROMPTS), 3, 7)
+    assert (prompts == prompts[:, :1]).all()  # rows [3i, 3i+3) share prompt i
+    assert len({tuple(r) for r in np.asarray(out.tokens_BxN)[:3]}) > 1  # independent draws within a group
 
 
 def _draws(logits_V, sc, n=4000):
