@@ -176,3 +176,45 @@ def activations(params, cfg: ModelConfig, seq_BxL, mask_BxL, layers: Sequence[in
         raise ValueError(f"layers {sorted(missing)} not found in the model (blocks 0..{cfg.num_layers - 1}, "
                          f"{FINAL_NORM} = final norm)")
     return {i: captured[i].astype(jnp.float32) for i in layers}
+
+
+# --------------------------------------------------------------------------------------------
+# Params on a mesh: shardings from the logical axis names, created or placed already sharded
+
+MODEL_KINDS = ("lm", "scalar", "scalar_lm", "value_head")  # value_head: a ValueHead on an LM of `cfg`
+
+
+def _module_and_args(cfg: ModelConfig, kind: str):
+    tokens = jnp.zeros((1, 1), jnp.int32)
+    args = (tokens, tokens, jnp.ones_like(tokens))
+    if kind == "lm":
+        return Transformer(cfg), args
+    if kind in ("scalar", "scalar_lm"):
+        return ScalarModel(cfg, lm_head=kind == "scalar_lm"), args
+    if kind == "value_head":
+        return ValueHead(cfg.weights_dtype), (jnp.zeros((1, 1, cfg.hidden_size)),)
+    raise ValueError(f"model kind must be one of {MODEL_KINDS}, got {kind!r}")
+
+
+def param_shardings(cfg: ModelConfig, mesh, kind: str = "lm"):
+    """NamedShardings of a model's params from its logical axis names (nothing materialised)."""
+    from rlhfjax import parallel
+
+    module, args = _module_and_args(cfg, kind)
+    return parallel.model_param_shardings(module, args, mesh)
+
+
+def init_sharded(cfg: ModelConfig, rng, mesh, kind: str = "lm"):
+    """Random params created already sharded on `mesh` (no full copy on one device) → (params, shardings)."""
+    from rlhfjax import parallel
+
+    module, args = _module_and_args(cfg, kind)
+    return parallel.init_sharded(lambda r: module.init(r, *args)["params"], rng, mesh)
+
+
+def place(params, shardings):
+    """Host or device params onto `shardings`, as fresh buffers: trees placed separately never
+    alias (the train state is donated, so a frozen copy of the same weights must not share it)."""
+    import numpy as np
+
+    return jax.tree.map(lambda x, s: jax.device_put(np.array(x), s), params, shardings)
