@@ -13,7 +13,8 @@ import json
 import os
 from typing import Iterable, Sequence
 
-from rlhfjax.data.hh import LoadReport, join_transcript
+from rlhfjax.data.hh import join_transcript
+from rlhfjax.data.sources import LoadReport
 
 CHOICES = ("a", "b", "tie")
 

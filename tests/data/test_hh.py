@@ -7,11 +7,11 @@ import datasets
 import numpy as np
 import pytest
 
-from rlhfjax.data import hh
+from rlhfjax.data import hh, sources
 from rlhfjax.data.batching import Encoder, TokenizeConfig, collate_pairs
-from rlhfjax.data.hh import (ASSISTANT, HUMAN, BadDataError, load_hh, load_prompts, load_ranked, load_sft,
-                             split_transcript)
+from rlhfjax.data.hh import ASSISTANT, HUMAN, load_hh, load_prompts, load_ranked, load_sft, split_transcript
 from rlhfjax.data.examples import PreferencePair, RankedList
+from rlhfjax.data.sources import BadDataError
 from rlhfjax.data.toylab.tokenizer import train_tokenizer
 
 REAL_HH = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data", "hh-rlhf",
@@ -35,8 +35,8 @@ BAD = [
     ({"chosen": t(P2, "water"), "rejected": "\n\nHuman: no reply here"}, hh.NO_ASSISTANT_TURN),
     ({"chosen": P2, "rejected": t(P2, "water")}, hh.EMPTY_RESPONSE),
     ({"chosen": t(P2, "water"), "rejected": P2 + "   \n "}, hh.EMPTY_RESPONSE),
-    ({"chosen": None, "rejected": t(P2, "water")}, hh.NOT_STRING),
-    ({"chosen": t(P2, "water"), "rejected": None}, hh.NOT_STRING),
+    ({"chosen": None, "rejected": t(P2, "water")}, sources.NOT_STRING),
+    ({"chosen": t(P2, "water"), "rejected": None}, sources.NOT_STRING),
     ({"chosen": t(P2, "same words"), "rejected": t(P2, "same words")}, hh.IDENTICAL_RESPONSES),
     ({"chosen": t(P2, "same words"), "rejected": t(P2, " same words ")}, hh.IDENTICAL_RESPONSES),
     ({"chosen": t("\n\nHuman: a\n\nAssistant:", "x"), "rejected": t("\n\nHuman: b\n\nAssistant:", "y")},
@@ -46,8 +46,8 @@ LONG_PROMPT = "".join(f"\n\nHuman: turn {i} words words\n\nAssistant: reply {i}"
     "\n\nHuman: final question\n\nAssistant:"
 LONG = {"chosen": t(LONG_PROMPT, "good answer"), "rejected": t(LONG_PROMPT, "bad answer")}
 ROWS = GOOD + [r for r, _ in BAD] + [LONG]
-EXPECTED_SKIPS = {hh.NO_ASSISTANT_TURN: 2, hh.EMPTY_RESPONSE: 2, hh.NOT_STRING: 2, hh.IDENTICAL_RESPONSES: 2,
-                  hh.PROMPT_MISMATCH: 1}
+EXPECTED_SKIPS = {hh.NO_ASSISTANT_TURN: 2, hh.EMPTY_RESPONSE: 2, sources.NOT_STRING: 2,
+                  hh.IDENTICAL_RESPONSES: 2, hh.PROMPT_MISMATCH: 1}
 
 
 def write_formats(tmp_path, rows):
@@ -89,7 +89,7 @@ def test_bad_rows_counted_by_reason_exactly(tmp_path):
 def test_non_mapping_and_non_string_rows_do_not_crash():
     rows = GOOD + [{"chosen": 3, "rejected": t(P2, "x")}, ["not", "a", "dict"], {}]
     pairs, report = load_hh(rows, max_bad_fraction=1.0)
-    assert len(pairs) == 3 and report.skipped == {hh.NOT_STRING: 3}
+    assert len(pairs) == 3 and report.skipped == {sources.NOT_STRING: 3}
 
 
 def test_too_many_bad_rows_raise_with_one_example_per_reason():
@@ -127,7 +127,7 @@ def test_hub_id_passes_through_to_load_dataset(monkeypatch):
         calls.append((path, kwargs))
         return datasets.Dataset.from_list(GOOD)
 
-    monkeypatch.setattr(hh.datasets, "load_dataset", fake_load_dataset)
+    monkeypatch.setattr(sources.datasets, "load_dataset", fake_load_dataset)
     pairs, report = load_hh("Anthropic/hh-rlhf", data_dir="harmless-base", split="test")
     assert calls == [("Anthropic/hh-rlhf", {"data_dir": "harmless-base", "split": "test"})]
     assert len(pairs) == 3 and "harmless-base:test" in report.source
@@ -154,7 +154,7 @@ def test_sft_prompt_and_ranked_loaders():
                 {"prompt": P2, "response": ""}, {"prompt": None, "response": "x"}]
     sft, report = load_sft(sft_rows, max_bad_fraction=1.0)
     assert [(e.prompt, e.response) for e in sft] == [(f"{HUMAN} tell about rivers{ASSISTANT}", "water flow")]
-    assert report.skipped == {hh.EMPTY_RESPONSE: 1, hh.NOT_STRING: 1}
+    assert report.skipped == {hh.EMPTY_RESPONSE: 1, sources.NOT_STRING: 1}
     sft_from_hh, _ = load_sft(GOOD)  # HH transcripts: demonstrations from the chosen side
     assert sft_from_hh[0].prompt == P2 and sft_from_hh[0].response == "bank delta stream"
 

@@ -1,0 +1,210 @@
+"""Generic row sources: any hub id, local file/directory/glob or in-memory rows → parsed examples + a report.
+
+Every source goes through ``datasets.load_dataset``: a hub id (``Anthropic/hh-rlhf`` with any ``data_dir``)
+is passed straight through; a local file, directory or glob becomes the ``json``/``parquet``/``csv`` builder
+with ``data_files`` — the same code path, so local copies of hub files load exactly like the hub.
+
+Bad rows never crash a run: a row parser (e.g. the HH parsers in :mod:`rlhfjax.data.hh`) skips each (or
+fixes it) and counts it by reason in a :class:`LoadReport`; loading fails with :class:`BadDataError` only
+when the skipped fraction exceeds ``max_bad_fraction``, quoting one example per reason.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import glob
+import logging
+import os
+import re
+from typing import Any, Callable, Iterable, Mapping
+
+import datasets
+
+_log = logging.getLogger(__name__)
+
+# Skip reason shared by every parser: the row is not a mapping, or a field has the wrong type.
+NOT_STRING = "not_string"
+
+# File suffix -> `datasets` packaged builder.
+_BUILDERS = {
+    ".jsonl": "json", ".json": "json", ".jsonl.gz": "json", ".json.gz": "json",
+    ".parquet": "parquet", ".csv": "csv",
+}
+_SPLIT_NAMES = ("train", "test", "validation", "valid", "dev")
+
+
+class BadDataError(ValueError):
+    """Too many bad rows; the message holds the report summary and one example per reason."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Load report
+# --------------------------------------------------------------------------------------------------
+
+
+def _short_repr(row: Any, limit: int = 300) -> str:
+    text = repr(dict(row) if isinstance(row, Mapping) else row)
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+@dataclasses.dataclass
+class LoadReport:
+    """What loading did: rows read, rows kept, skipped rows and kept-but-fixed rows by reason."""
+
+    source: str = ""
+    rows: int = 0
+    kept: int = 0
+    skipped: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    fixed: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    examples: dict[str, str] = dataclasses.field(default_factory=dict)  # first offending row per reason
+
+    def skip(self, reason: str, row: Any) -> None:
+        self.skipped[reason] += 1
+        self.examples.setdefault(reason, _short_repr(row))
+
+    def fix(self, reason: str, row: Any) -> None:
+        self.fixed[reason] += 1
+        self.examples.setdefault(reason, _short_repr(row))
+
+    @property
+    def bad(self) -> int:
+        return sum(self.skipped.values())
+
+    @property
+    def bad_fraction(self) -> float:
+        return self.bad / self.rows if self.rows else 0.0
+
+    def summary(self) -> str:
+        """One line per reason, e.g. for logs at the end of loading."""
+        lines = [f"{self.source}: {self.rows} rows, kept {self.kept}, skipped {self.bad} "
+                 f"({100 * self.bad_fraction:.2f}%)"]
+        lines += [f"  skipped {r}: {n}" for r, n in sorted(self.skipped.items())]
+        lines += [f"  fixed {r}: {n}" for r, n in sorted(self.fixed.items())]
+        return "\n".join(lines)
+
+    def check(self, max_bad_fraction: float) -> None:
+        """Raise :class:`BadDataError` (quoting one example per skip reason) if too many rows are bad."""
+        if self.bad_fraction > max_bad_fraction:
+            quoted = "\n".join(f"  e.g. {r}: {self.examples[r]}" for r in sorted(self.skipped))
+            raise BadDataError(f"bad fraction {self.bad_fraction:.3f} > max_bad_fraction "
+                               f"{max_bad_fraction}\n{self.summary()}\n{quoted}")
+
+    def to_dict(self) -> dict:
+        return {"source": self.source, "rows": self.rows, "kept": self.kept,
+                "skipped": dict(self.skipped), "fixed": dict(self.fixed)}
+
+
+# --------------------------------------------------------------------------------------------------
+# Sources → datasets.Dataset
+# --------------------------------------------------------------------------------------------------
+
+
+def _builder_for(path: str) -> str | None:
+    name = path.lower()
+    for suffix in sorted(_BUILDERS, key=len, reverse=True):
+        if name.endswith(suffix):
+            return _BUILDERS[suffix]
+    return None
+
+
+def _split_of(path: str) -> str:
+    """``train.jsonl.gz`` / ``test-00000-of-00001.parquet`` → ``train`` / ``test``."""
+    return re.split(r"[.\-_]", os.path.basename(path).lower(), maxsplit=1)[0]
+
+
+def resolve_local_files(source: str, *, data_dir: str | None = None,
+                        split: str = "train") -> tuple[str, list[str]] | None:
+    """Local file/dir/glob → ``(builder, files)``; ``None`` if ``source`` is not local (a hub id).
+
+    In a directory laid out like a hub dataset (``train.jsonl.gz``, ``test.jsonl.gz``, or any
+    ``<split>.jsonl``) only the files named after ``split`` are used; a directory without split names is
+    used whole.
+    """
+    path = os.path.join(source, data_dir) if data_dir else source
+    path = os.path.expanduser(path)
+    if os.path.isdir(path):
+        files = sorted(f for f in glob.glob(os.path.join(path, "**", "*"), recursive=True)
+                       if os.path.isfile(f) and _builder_for(f))
+        if any(_split_of(f) in (*_SPLIT_NAMES, split) for f in files):
+            files = [f for f in files if _split_of(f) == split]
+    elif glob.has_magic(path):
+        files = sorted(f for f in glob.glob(path, recursive=True) if os.path.isfile(f))
+    elif os.path.isfile(path):
+        files = [path]
+    elif source.startswith((".", "/", "~")) or _builder_for(source):
+        raise FileNotFoundError(f"no such local data: {path}")
+    else:
+        return None
+    if not files:
+        raise FileNotFoundError(f"no data files for split {split!r} under {path}")
+    builders = {_builder_for(f) for f in files}
+    if len(builders) != 1 or None in builders:
+        raise ValueError(f"cannot mix or infer file formats {sorted(map(str, builders))} in {path}")
+    return builders.pop(), files
+
+
+def load_rows(source: str, *, data_dir: str | None = None, split: str = "train",
+              **load_kwargs) -> datasets.Dataset:
+    """Any source → ``datasets.Dataset`` via ``datasets.load_dataset`` (hub id or local files)."""
+    name = split.split("[", 1)[0]  # "train[:1000]" slices the "train" split, locally as on the hub
+    local = resolve_local_files(source, data_dir=data_dir, split=name)
+    if local is None:
+        return datasets.load_dataset(source, data_dir=data_dir, split=split, **load_kwargs)
+    builder, files = local
+    return datasets.load_dataset(builder, data_files={name: files}, split=split, **load_kwargs)
+
+
+# --------------------------------------------------------------------------------------------------
+# Rows → examples
+# --------------------------------------------------------------------------------------------------
+
+
+def parse_rows(rows: Iterable[Mapping], parse: Callable[..., Any], *, source: str = "<rows>",
+               max_bad_fraction: float = 0.05, limit: int | None = None, **parse_kwargs):
+    """Apply a row parser to every row → ``(examples, LoadReport)``; raise if too many rows are bad."""
+    report = LoadReport(source=source)
+    examples = []
+    for row in rows:
+        if limit is not None and report.rows >= limit:
+            break
+        report.rows += 1
+        if not isinstance(row, Mapping):
+            report.skip(NOT_STRING, row)
+            continue
+        ex = parse(row, report, **parse_kwargs)
+        if ex is not None:
+            examples.append(ex)
+    report.kept = len(examples)
+    _log.info("%s", report.summary())
+    report.check(max_bad_fraction)
+    return examples, report
+
+
+def shard_rows(rows, process_index: int, process_count: int):
+    """This process's contiguous slice of the raw rows, taken before any parsing.
+
+    For multi-host runs that should each read only their part of a large dataset; each process
+    then shuffles its own slice (`BatchIterator(..., process_count=1)`). `BatchIterator`'s own
+    sharding instead shuffles globally and strides, which needs every process to parse all rows.
+    """
+    if not 0 <= process_index < process_count:
+        raise ValueError(f"process_index {process_index} out of range for process_count {process_count}")
+    if isinstance(rows, datasets.Dataset):
+        return rows.shard(num_shards=process_count, index=process_index, contiguous=True)
+    per, extra = divmod(len(rows), process_count)
+    start = process_index * per + min(process_index, extra)
+    return rows[start:start + per + (process_index < extra)]
+
+
+def _load(parse, source, data_dir, split, max_bad_fraction, limit, load_kwargs, parse_kwargs):
+    process_shard = load_kwargs.pop("process_shard", None)
+    rows = source if isinstance(source, (datasets.Dataset, list)) else load_rows(
+        source, data_dir=data_dir, split=split, **load_kwargs)
+    name = source if isinstance(source, str) else f"<{type(source).__name__}>"
+    name = f"{name}[{data_dir + ':' if data_dir else ''}{split}]"
+    if process_shard is not None:  # (process_index, process_count)
+        rows = shard_rows(rows, *process_shard)
+        name += f"[shard {process_shard[0]}/{process_shard[1]}]"
+    return parse_rows(rows, parse, source=name, max_bad_fraction=max_bad_fraction, limit=limit,
+                      **parse_kwargs)
