@@ -1,6 +1,7 @@
 """Pairwise (and ranked-list) preference losses (Askell et al. 2021; Bai et al. 2022) as pure functions.
 
-Shared by every objective that learns from comparisons (the reward model, DPO-style objectives).
+Kept apart from `objectives/rm.py` so that every objective that learns from comparisons (the reward
+model today, DPO-style objectives later) uses the same losses.
 Per-comparison losses return one value per row; the RM `loss_fn` (in `objectives/rm.py`) sums
 them with the batch's row mask and divides by the number of real rows, so padded rows of a last
 partial batch never count.
