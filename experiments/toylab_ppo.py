@@ -7,8 +7,8 @@
 Needs the SFT policy (`rlhfjax sft ... --workdir runs/toylab/sft`) and the reward model
 (`rlhfjax rm ... --workdir runs/toylab/rm --config.model.init_from=runs/toylab/sft/model`).
 The reference policy is `policy.init_from` itself; the value model starts from the reward model.
-Defaults cite /work/shared/PAPERS.md (Ziegler et al. 2019 / lm-human-preferences, "LHP" below);
-sizes are scaled down for the toy lab (2 CPU cores).
+Defaults cite Ziegler et al. 2019 and its code, lm-human-preferences ("LHP" below); sizes are
+scaled down for the toy lab (2 CPU cores).
 """
 
 import ml_collections
@@ -16,6 +16,15 @@ import ml_collections
 from rlhfjax.config_blocks import data_config, train_config
 from rlhfjax.parallel import default_mesh_config
 from rlhfjax.train import default_optim_config
+
+
+def online_train_config(iterations: int, batch_size: int, eval_every: int) -> ml_collections.ConfigDict:
+    """`train` of an online method: iterations (not optimizer steps), logged every iteration."""
+    t = train_config(steps=0, batch_size=batch_size, eval_every=eval_every)
+    del t["steps"]
+    t.iterations = iterations  # sample → score → update rounds
+    t.log_every = 1
+    return t
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
@@ -68,13 +77,12 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.mesh = default_mesh_config()  # dp over all devices; fsdp / tp / custom for models that need it
     c.optim = default_optim_config()
     c.optim.learning_rate = 1e-4  # LHP: 1e-5 for GPT-2 124M; the 64-wide toy policy needs a larger step
-    c.optim.total_steps = 0  # 0 = train.steps × ppo.epochs × ppo.num_minibatches
+    c.optim.total_steps = 0  # 0 = train.iterations × ppo.epochs × ppo.num_minibatches
 
-    # train.steps = PPO iterations; train.batch_size = prompts (episodes) per iteration (LHP: 512).
+    # train.iterations = PPO iterations; train.batch_size = prompts (episodes) per iteration (LHP: 512).
     # Every train.eval_every iterations (and before the first): the policy on held-out prompts
     # (data.eval_split, up to data.eval_limit), logged as eval/reward/{proxy,gold}, eval/kl/seq_mean.
-    c.train = train_config(steps=100, batch_size=64, eval_every=20)
-    c.train.log_every = 1
+    c.train = online_train_config(iterations=100, batch_size=64, eval_every=20)
 
     if arg == "smoke":
         c.data.limit = 64
@@ -83,8 +91,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
         c.ppo.epochs = 2
         c.ppo.num_minibatches = 2
         c.data.eval_limit = 16
-        c.train = train_config(steps=3, batch_size=8, eval_every=2)
-        c.train.log_every = 1
+        c.train = online_train_config(iterations=3, batch_size=8, eval_every=2)
     elif arg:
         raise ValueError(f"unknown config variant {arg!r}; known: smoke")
     return c

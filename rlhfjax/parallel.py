@@ -165,6 +165,19 @@ def shard_batch(batch, mesh: Mesh, rules=LOGICAL_RULES):
     return jax.tree.map(lambda x: jax.device_put(x, batch_sharding(mesh, np.ndim(x), rules)), batch)
 
 
+def replicate_rest(tree, mesh: Mesh):
+    """Every leaf not already laid out on `mesh` → replicated on it. Jitted steps return their
+    scalars (step, rng, counters) that way, so a state placed like this from the start hits the
+    same compiled executable on its first and every later call (no second compile)."""
+    def put(x):
+        s = getattr(x, "sharding", None)
+        if isinstance(s, NamedSharding) and s.mesh == mesh:
+            return x
+        return jax.device_put(x, replicated(mesh))
+
+    return jax.tree.map(put, tree)
+
+
 def shard_like(tree, shardings):
     return jax.tree.map(jax.device_put, tree, shardings)
 

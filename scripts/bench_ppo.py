@@ -4,8 +4,8 @@
     python scripts/bench_ppo.py --shape gpt2-124m --batch 8 --prompt-len 32 --response-len 16   # CPU
     python scripts/bench_ppo.py --shape gpt2-124m --batch 64 --prompt-len 64 --response-len 24 --dtype bfloat16  # GPU
 
-Phases are those of `rlhfjax.rollout.collect` (generate, policy log-probs, reference log-probs,
-RM score, values, rewards + GAE) plus the jitted `ppo_update` (epochs × minibatches in one call),
+Phases are those of `rlhfjax.recipes.ppo.collect` (generate, RM score, policy log-probs, values,
+reference log-probs, rewards + GAE) plus the jitted `ppo_update` (epochs × minibatches in one call),
 each timed with `block_until_ready`. Policy, reference, reward and value models all have the
 chosen shape (the value model is separate, as in the toy-lab default). No EOS, so every response
 is `--response-len` tokens. The first iteration compiles and is reported separately; the table is
@@ -23,11 +23,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rlhfjax import rollout as rollout_lib
-from rlhfjax.models import init_params, init_scalar_params, preset
+import ml_collections
+
+from rlhfjax import parallel
+from rlhfjax.models import api, init_params, init_scalar_params, preset
 from rlhfjax.objectives import kl_control
+from rlhfjax.objectives import ppo as ppo_objective
+from rlhfjax.online import runner
+from rlhfjax.online.roles import Role, Roles
 from rlhfjax.recipes import ppo as ppo_recipe
-from rlhfjax.train import TrainState, default_optim_config, make_optimizer
+from rlhfjax.sampling import SamplingConfig
+from rlhfjax.train import default_optim_config
 
 SHAPES = {
     # = experiments/toylab_sft.py's model (rlhfjax.config_blocks.toy_model_config) on the toy vocabulary
@@ -40,39 +46,47 @@ PHASES = ("generate", "policy_logp", "reference", "score", "values", "advantages
 
 
 def build(args):
+    """(setup, state, advantage config, loss config, prompt batch): random models of the chosen shape
+    as the recipe's roles on one device."""
     shape = dict(SHAPES[args.shape])
     cfg = preset(shape.pop("family"), dtype=args.dtype, **shape)
     policy = init_params(cfg, jax.random.PRNGKey(0))
     reward = init_scalar_params(cfg, jax.random.PRNGKey(1))
     reward["head"]["kernel"] = 0.02 * jax.random.normal(jax.random.PRNGKey(2), reward["head"]["kernel"].shape)
-    copy = lambda t: jax.tree.map(lambda x: jnp.array(x, copy=True), t)  # noqa: E731
-    B, M = args.batch, args.minibatches
-    ecfg = rollout_lib.ExperienceConfig(policy_model=cfg, reward_model=cfg, value_model=cfg, temperature=0.7,
-                                        eos_id=None, chunk_size=B // M)
-    lcfg = ppo_recipe.PPOLossConfig(policy_model=cfg, value_model=cfg, num_response=args.response_len,
-                                    temperature=0.7, remat=not args.no_remat)
+    mesh = parallel.single_device_mesh()
+
+    def role(name, kind, params):
+        shardings = api.param_shardings(cfg, mesh, kind)
+        return Role(name, kind, cfg, api.place(params, shardings), shardings, "random init")
+
+    roles = Roles(policy=role("policy", "lm", policy), reference=role("reference", "lm", policy),
+                  reward=role("reward", "scalar", reward), value=role("value", "scalar", reward))
     optim = default_optim_config()
     optim.learning_rate = 1e-5
-    state = TrainState.create({"policy": copy(policy), "value": copy(reward)}, make_optimizer(optim),
-                              jax.random.PRNGKey(3))
+    config = ml_collections.ConfigDict({"seed": 0, "optim": optim, "train": {"batch_size": args.batch},
+                                        "ppo": {"num_minibatches": args.minibatches}})
+    sampling = SamplingConfig(max_new_tokens=args.response_len, temperature=0.7, eos_id=None)
+    setup = runner.OnlineSetup(config, mesh, roles, None, None, sampling, None)
+    lcfg = ppo_objective.PPOLossConfig(policy_model=cfg, value_model=cfg, num_response=args.response_len,
+                                       temperature=0.7, remat=not args.no_remat)
+    state = runner.create_state(setup, {"policy": roles.policy.params, "value": roles.value.params},
+                                {"policy": roles.policy.shardings, "value": roles.value.shardings},
+                                total_steps=1000, method_state=kl_control.AdaptiveKL.create())
     rng = np.random.default_rng(0)
-    prompt = jnp.asarray(rng.integers(4, cfg.vocab_size, (B, args.prompt_len)), jnp.int32)
-    mask = jnp.ones_like(prompt)
-    return cfg, ecfg, lcfg, state, copy(policy), copy(reward), prompt, mask
+    prompt = jnp.asarray(rng.integers(4, cfg.vocab_size, (args.batch, args.prompt_len)), jnp.int32)
+    prompts = {"prompt_tokens_BxP": prompt, "prompt_mask_BxP": jnp.ones_like(prompt)}
+    return setup, state, ppo_objective.AdvantageConfig(), lcfg, prompts
 
 
-def iteration(state, reference, reward, prompt, mask, kl_state, ecfg, lcfg, args, it):
-    exp = rollout_lib.collect(state.params["policy"], state.params["value"], reference_params=reference,
-                              reward_params=reward, prompt_BxP=prompt, prompt_mask_BxP=mask,
-                              rng=jax.random.PRNGKey(100 + it), kl_state=kl_state, gain=jnp.float32(1.0),
-                              bias=jnp.float32(0.0), cfg=ecfg, num_response=args.response_len)
+def iteration(setup, state, adv, lcfg, prompts, args, it):
+    exp = ppo_recipe.collect(state, setup, prompts, jax.random.PRNGKey(100 + it), adv_cfg=adv)
     t = time.perf_counter()
-    state, metrics = ppo_recipe.ppo_update(state, exp["batch"], jax.random.PRNGKey(200 + it), loss_config=lcfg,
-                                           epochs=args.epochs, num_minibatches=args.minibatches)
-    jax.block_until_ready((state, metrics))
+    train, metrics = ppo_objective.ppo_update(state.train, exp["batch"], jax.random.PRNGKey(200 + it),
+                                              loss_config=lcfg, epochs=args.epochs, num_minibatches=args.minibatches)
+    jax.block_until_ready((train, metrics))
     times = {k[len("time/"):]: v for k, v in exp["metrics"].items() if k.startswith("time/")}
     times["update"] = time.perf_counter() - t
-    return state, exp["kl_state"], times
+    return state.replace(train=train, method=exp["kl_state"]), times
 
 
 def main():
@@ -89,14 +103,14 @@ def main():
     ap.add_argument("--json", default="", help="also write the results here")
     args = ap.parse_args()
 
-    cfg, ecfg, lcfg, state, reference, reward, prompt, mask = build(args)
-    kl_state = kl_control.AdaptiveKL.create()
+    setup, state, adv, lcfg, prompts = build(args)
+    reference = setup.roles.reference.params
     t0 = time.perf_counter()
-    state, kl_state, first = iteration(state, reference, reward, prompt, mask, kl_state, ecfg, lcfg, args, 0)
+    state, first = iteration(setup, state, adv, lcfg, prompts, args, 0)
     compile_s = time.perf_counter() - t0
     runs = []
     for it in range(1, args.iters + 1):
-        state, kl_state, times = iteration(state, reference, reward, prompt, mask, kl_state, ecfg, lcfg, args, it)
+        state, times = iteration(setup, state, adv, lcfg, prompts, args, it)
         runs.append(times)
     med = {p: statistics.median(r[p] for r in runs) for p in PHASES}
     total = sum(med.values())

@@ -23,7 +23,7 @@ fi
 if stage ppo; then
   rlhfjax ppo --config experiments/toylab_ppo.py --workdir "$RUN/ppo" $LAB \
     --config.policy.init_from="$RUN/sft/model" --config.reward.init_from="$RUN/rm/model" \
-    --config.train.steps=300  # long enough to watch gold reward turn over while proxy keeps rising
+    --config.train.iterations=300  # long enough to watch gold reward turn over while proxy keeps rising
 fi
 
 echo

@@ -31,8 +31,8 @@ def trained(tmp_path_factory):
         f"--config.model.init_from={root / 'sft' / 'model'}"]), str(root / "rm"))
     config = load_config(os.path.join(EXP, "toylab_ppo.py"), [
         lab, f"--config.policy.init_from={root / 'sft' / 'model'}", f"--config.reward.init_from={root / 'rm' / 'model'}",
-        f"--config.train.steps={PPO_ITERS}", "--config.train.save_every=0"])
-    summary = ppo._run(config, str(root / "ppo"), parallel.single_device_mesh())
+        f"--config.train.iterations={PPO_ITERS}", "--config.train.save_every=0"])
+    summary = ppo.run(config, str(root / "ppo"), parallel.single_device_mesh())
     return summary, read_jsonl(str(root / "ppo" / "metrics.jsonl"))
 
 

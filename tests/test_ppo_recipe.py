@@ -8,11 +8,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rlhfjax import rollout as rollout_lib
+from rlhfjax import parallel
 from rlhfjax.config import load_config
 from rlhfjax.models import init_params, init_scalar_params, preset
 from rlhfjax.objectives import kl_control
 from rlhfjax.objectives import ppo as ppo_math
+from rlhfjax.online import runner
 from rlhfjax.recipes import ppo as ppo_recipe
 from rlhfjax.train import TrainState
 from rlhfjax.train.metrics import read_jsonl
@@ -56,22 +57,17 @@ def lab(tmp_path_factory):
 def smoke_config(root, steps, *extra):
     return load_config(CONFIG + ":smoke", [*extra,
         f"--config.data.toylab_dir={root / 'toylab'}", f"--config.policy.init_from={root / 'sft'}",
-        f"--config.reward.init_from={root / 'rm'}", f"--config.train.steps={steps}",
+        f"--config.reward.init_from={root / 'rm'}", f"--config.train.iterations={steps}",
         "--config.reward.penalise_no_eos=true", "--config.kl.estimator=k3",
         "--config.train.save_every=0"])  # checkpoint only at the last iteration of each run
 
 
 def make_setup(lab, *extra):
-    """The recipe's own wiring (configs, models, optimizer) from the smoke config, so the unit tests
+    """The recipe's own wiring (roles, configs, optimizer) from the smoke config, so the unit tests
     and the end-to-end test share compiled phases."""
-    from rlhfjax.models.hf import load_tokenizer
-
     config = smoke_config(lab, 3, *extra)
-    tok = load_tokenizer(str(lab / "toylab" / "tokenizer"))
-    pcfg, policy, rcfg, rm, vcfg, value = ppo_recipe.load_models(config, len(tok))
-    ecfg = ppo_recipe.experience_config(config, pcfg, rcfg, vcfg, tok.eos_token_id, tok.pad_token_id)
-    lcfg = ppo_recipe.loss_config_from(config, pcfg, vcfg)
-    tx, schedule = ppo_recipe.optimizer(ppo_recipe.optim_config(config))
+    setup, state, _ = ppo_recipe.build(config, parallel.single_device_mesh())
+    tok = setup.tokenizer
     B, P = config.train.batch_size, config.data.max_prompt_len
     rng = np.random.default_rng(0)
     tokens = rng.integers(4, len(tok), (B, P)).astype(np.int32)
@@ -79,8 +75,10 @@ def make_setup(lab, *extra):
     for b in range(B):  # left padding of varying length
         mask[b, :b % 3] = 0
         tokens[b, :b % 3] = tok.pad_token_id
-    return dict(config=config, ecfg=ecfg, lcfg=lcfg, tx=tx, schedule=schedule, policy=policy, rm=rm, value=value,
-                prompt=(jnp.asarray(tokens), jnp.asarray(mask)))
+    return dict(config=config, setup=setup, adv=ppo_recipe.advantage_config(config, tok.eos_token_id),
+                lcfg=ppo_recipe.loss_config(config, setup), tx=state.train.tx, schedule=state.train.schedule,
+                policy=copy(state.train.params["policy"]), value=copy(state.train.params["value"]),
+                rm=copy(setup.roles.reward.params), prompt=(jnp.asarray(tokens), jnp.asarray(mask)))
 
 
 @pytest.fixture(scope="module")
@@ -88,22 +86,27 @@ def setup(lab):
     return make_setup(lab)
 
 
-def experience(s, reference, ecfg=None):
-    ecfg = ecfg or s["ecfg"]
+def experience(s, reference, adv=None):
+    """`ppo_recipe.collect` with the given reference params (and advantage config)."""
+    roles = s["setup"].roles
+    roles = dataclasses.replace(roles, reference=dataclasses.replace(roles.reference, params=reference),
+                                reward=dataclasses.replace(roles.reward, params=copy(s["rm"])))
+    setup = dataclasses.replace(s["setup"], roles=roles)
+    train = TrainState.create({"policy": copy(s["policy"]), "value": copy(s["value"])}, s["tx"],
+                              jax.random.PRNGKey(0), schedule=s["schedule"])
+    state = runner.OnlineState(train=train, method=kl_control.AdaptiveKL.create(), reward_gain=jnp.float32(1.0),
+                               reward_bias=jnp.float32(0.0), iteration=jnp.int32(0))
     tok, mask = s["prompt"]
-    return rollout_lib.collect(copy(s["policy"]), copy(s["value"]), reference_params=reference,
-                               reward_params=copy(s["rm"]), prompt_BxP=tok, prompt_mask_BxP=mask,
-                               rng=jax.random.PRNGKey(3), kl_state=kl_control.AdaptiveKL.create(),
-                               gain=jnp.float32(1.0), bias=jnp.float32(0.0), cfg=ecfg,
-                               num_response=s["lcfg"].num_response)
+    return ppo_recipe.collect(state, setup, {"prompt_tokens_BxP": tok, "prompt_mask_BxP": mask},
+                              jax.random.PRNGKey(3), adv_cfg=adv or s["adv"])
 
 
 def first_update(s, exp):
     c = s["config"]
     state = TrainState.create({"policy": copy(s["policy"]), "value": copy(s["value"])}, s["tx"],
                               jax.random.PRNGKey(0), schedule=s["schedule"])
-    state, m = ppo_recipe.ppo_update(state, exp["batch"], jax.random.PRNGKey(5), loss_config=s["lcfg"],
-                                     epochs=c.ppo.epochs, num_minibatches=c.ppo.num_minibatches)
+    state, m = ppo_math.ppo_update(state, exp["batch"], jax.random.PRNGKey(5), loss_config=s["lcfg"],
+                                   epochs=c.ppo.epochs, num_minibatches=c.ppo.num_minibatches)
     assert m["loss"].shape == (c.ppo.epochs * c.ppo.num_minibatches,)
     assert int(state.step) == c.ppo.epochs * c.ppo.num_minibatches
     return state, m
@@ -111,7 +114,7 @@ def first_update(s, exp):
 
 def test_first_minibatch_ratio_one_and_zero_kl_at_reference(setup):
     s = setup
-    assert s["ecfg"].temperature == 0.7 and s["ecfg"].kl_estimator == "k3"
+    assert s["setup"].sampling.temperature == 0.7 and s["adv"].kl_estimator == "k3"
     exp = experience(s, copy(s["policy"]))
     shaped, batch, ro = exp["shaped"], exp["batch"], exp["rollout"]
     # Policy == reference: the KL that enters the rewards is exactly 0, per token and per sequence.
@@ -143,7 +146,7 @@ def test_value_head_on_policy(lab):
     exp = experience(s, copy(s["policy"]))
     batch = exp["batch"]
     seq, smask = batch["sequence_BxL"], batch["sequence_mask_BxL"]
-    hidden = Transformer(s["ecfg"].policy_model).apply({"params": s["policy"]}, seq, positions_from_mask(smask),
+    hidden = Transformer(s["setup"].roles.policy.cfg).apply({"params": s["policy"]}, seq, positions_from_mask(smask),
                                                         smask).hidden
     N = batch["response_mask_BxN"].shape[1]
     want = np.asarray(hidden)[:, -N - 1:-1] @ np.asarray(s["value"]["kernel"])[:, 0] + 0.3
@@ -164,7 +167,7 @@ def test_logged_kl_is_the_kl_in_the_rewards(setup):
     s = setup
     reference = jax.tree.map(lambda x: x + 0.05 * jax.random.normal(jax.random.PRNGKey(9), x.shape), s["policy"])
     for kind in ("k1", "k3"):
-        exp = experience(s, reference, dataclasses.replace(s["ecfg"], kl_estimator=kind, no_eos_penalty=None))
+        exp = experience(s, reference, dataclasses.replace(s["adv"], kl_estimator=kind, no_eos_penalty=None))
         shaped, batch, metrics = exp["shaped"], exp["batch"], exp["metrics"]
         mask = np.asarray(batch["response_mask_BxN"]).astype(bool)
         # Independent recomputation of the per-token KL from the two log-prob tensors.
@@ -193,8 +196,10 @@ NAMED = ("reward/proxy", "reward/gold", "kl/seq_mean", "kl/sqrt", "kl/beta", "po
          "time/score", "time/reference", "time/update", "perf/tokens_per_s")
 
 
-def _deterministic(rows, steps=None):
-    return [{k: v for k, v in r.items() if not k.startswith(("time/", "perf/"))} for r in rows
+def _deterministic(rows, steps=None, evals=True):
+    """Rows without timings (and without eval keys: an interrupted run also evaluates at its end)."""
+    drop = ("time/", "perf/") if evals else ("time/", "perf/", "eval/")
+    return [{k: v for k, v in r.items() if not k.startswith(drop)} for r in rows
             if steps is None or r["step"] in steps]
 
 
@@ -219,13 +224,13 @@ def test_smoke_run_logs_metrics_and_resumes_exactly(lab):
     assert rows[0]["kl/seq_mean"] == 0.0 and rows[0]["ppo/approx_kl_first"] == 0.0
     assert all(r["ppo/ratio_first_min"] == r["ppo/ratio_first_max"] == 1.0 for r in rows)
     assert rows[1]["kl/seq_mean"] != 0.0  # the policy moved
-    assert len(summary["table"]) == 3 and set(summary["table"][0]) == {"iteration", *ppo_recipe.TABLE_KEYS}
+    assert len(summary["table"]) == 3 and set(summary["table"][0]) == {"iteration", *runner.TABLE_KEYS}
     assert os.path.exists(straight / "model" / "config.json") and os.path.exists(straight / "summary.json")
 
     ppo_recipe.run(smoke_config(lab, 1), str(split))  # "killed" after iteration 1 ...
     ppo_recipe.run(smoke_config(lab, 3), str(split))  # ... resumed to 3
     split_rows, split_evals = _split(read_jsonl(str(split / "metrics.jsonl")))
-    assert _deterministic(split_rows) == _deterministic(rows)
+    assert _deterministic(split_rows, evals=False) == _deterministic(rows, evals=False)
     # (the interrupted run also evaluated at its last iteration, 1)
     assert [r["step"] for r in split_evals] == [0, 1, 2, 3]
     assert _deterministic(split_evals, {0, 2, 3}) == _deterministic(evals)
@@ -240,12 +245,11 @@ def test_fsdp_mesh_matches_single_device(lab):
     device (up to float reassociation in the sharded matmuls), and the params really are sharded."""
     from jax.sharding import NamedSharding, PartitionSpec as PS
 
-    from rlhfjax import parallel
 
     cfg = smoke_config(lab, 2)
-    single = ppo_recipe._run(cfg, str(lab / "single"), parallel.single_device_mesh())
+    single = ppo_recipe.run(cfg, str(lab / "single"), parallel.single_device_mesh())
     fsdp_cfg = smoke_config(lab, 2, "--config.mesh.strategy=fsdp")
-    _, state = ppo_recipe._run(fsdp_cfg, str(lab / "fsdp"), parallel.make_mesh(fsdp_cfg.mesh), return_state=True)
+    _, state = ppo_recipe.run_with_state(fsdp_cfg, str(lab / "fsdp"), parallel.make_mesh(fsdp_cfg.mesh))
     mesh = parallel.make_mesh(fsdp_cfg.mesh)
     q = state.train.params["policy"]["layer_0"]["attn"]["q"]["kernel"]  # (embed, heads·head_dim)
     assert q.sharding.is_equivalent_to(NamedSharding(mesh, PS("fsdp", None)), q.ndim)

@@ -1,15 +1,18 @@
-"""PPO-RLHF math (Ziegler et al. 2019; lm-human-preferences; Bai et al. 2022) as pure jnp functions.
+"""PPO-RLHF (Ziegler et al. 2019; lm-human-preferences; Bai et al. 2022): math, loss and update.
 
-One PPO iteration uses them in this order (the recipe does the wiring):
+One PPO iteration uses them in this order (`recipes/ppo.py` does the wiring):
 
     score_B ─normalise─▶ shaped_rewards(score, logp, ref_logp, mask, kl_coef) ─▶ rewards_BxT, kl_BxT
     [whiten(rewards, shift_mean=False)] ─▶ gae(rewards, values, mask) ─▶ advantages, returns
     whiten(advantages) ─▶ ppo_policy_loss + value_coef · value_loss [− ent_coef · entropy]
 
+`experience_batch` is that first half as one jit; `loss_fn` the second, and `ppo_update` runs all
+epochs × minibatches of it in one jit.
+
 Conventions. Token tensors are BxT and travel with a 0/1 mask; the response occupies one contiguous
 run of mask-1 positions per row, at any offset (left-padded prompt before it, padding after it).
-`logp_BxT` is the log-prob of the sampled token at its own position (as `lm.token_logp` and the
-sampler's `policy_logp_BxN` give it). Values at masked positions may be garbage (even NaN): they are
+`logp_BxT` is the log-prob of the sampled token at its own position (as `models.api.token_logp`
+gives it, at the rollout temperature: the distribution the tokens were sampled from). Values at masked positions may be garbage (even NaN): they are
 removed with `jnp.where`, never multiplied by the mask. Losses return (masked sum, count) so the
 mean is exact under padding and gradient accumulation (DESIGN convention 10); metrics are means
 over this batch's mask.
@@ -17,9 +20,16 @@ over this batch's mask.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+
 import flax.struct
 import jax
 import jax.numpy as jnp
+
+from rlhfjax.models import ModelConfig, api
+from rlhfjax.objectives import kl_control
+from rlhfjax.train.update import apply_update
 
 EPS = 1e-8
 
@@ -264,3 +274,178 @@ def explained_variance(values_BxT, returns_BxT, mask_BxT):
     mask = _bool(mask_BxT)
     v, ret = _f32(values_BxT), _f32(returns_BxT)
     return 1.0 - masked_var(ret - v, mask) / jnp.maximum(masked_var(ret, mask), EPS)
+
+
+# --------------------------------------------------------------------------------------------
+# Experience: normalised score → KL-shaped rewards → GAE → whitening (one jit)
+
+EXPERIENCE_KEYS = ("sequence_BxL", "sequence_mask_BxL", "response_mask_BxN", "old_logp_BxN",
+                   "old_values_BxN", "advantages_BxN", "returns_BxN")
+
+
+@dataclasses.dataclass(frozen=True)
+class AdvantageConfig:
+    """Static settings of `experience_batch` (hashable: a jit static argument)."""
+
+    kl_estimator: str = "k1"  # k1 | k2 | k3 (`kl_per_token`)
+    gamma: float = 1.0
+    lam: float = 0.95
+    whiten_rewards: bool = False  # rescale (not shift) token rewards before GAE (lm-human-preferences)
+    whiten_advantages: bool = True
+    score_clip: float | None = None  # clip the normalised RM score to ±score_clip
+    no_eos_penalty: float | None = None  # replace the score of responses without EOS by this
+    eos_id: int | None = None
+
+
+def has_eos(tokens_BxN, response_mask_BxN, eos_id):
+    if eos_id is None:
+        return jnp.zeros(tokens_BxN.shape[:1], bool)
+    return jnp.any((tokens_BxN == eos_id) & response_mask_BxN.astype(bool), axis=-1)
+
+
+@functools.partial(jax.jit, static_argnames=("cfg",))
+def experience_batch(raw_score_B, logp_BxN, ref_logp_BxN, values_BxN, rollout, kl_state, gain, bias, *,
+                     cfg: AdvantageConfig):
+    """→ (experience dict `EXPERIENCE_KEYS`, ShapedRewards, metrics, next KL controller state).
+
+    `rollout` is a `sampling.Rollout`. The score is normalised (gain·s + bias), shaped with −β·KL
+    per token (β = `kl_state.coef`, the coefficient *before* this iteration's controller update),
+    optionally whitened, then fed to GAE. The controller observes `mean(kl_seq_B)` of the very
+    tensor in the rewards, which is also what `kl/seq_mean` logs.
+    """
+    mask = rollout.response_mask_BxN
+    score = normalise(raw_score_B, gain, bias)
+    eos_B = has_eos(rollout.tokens_BxN, mask, cfg.eos_id)
+    shaped = shaped_rewards(score, logp_BxN, ref_logp_BxN, mask, kl_coef=kl_state.coef, kl_kind=cfg.kl_estimator,
+                            no_eos_penalty=cfg.no_eos_penalty, has_eos_B=eos_B, score_clip=cfg.score_clip)
+    rewards = shaped.rewards_BxT
+    if cfg.whiten_rewards:
+        rewards = whiten(rewards, mask, shift_mean=False)
+    advantages, returns = gae(rewards, values_BxN, mask, gamma=cfg.gamma, lam=cfg.lam)
+    if cfg.whiten_advantages:
+        advantages = whiten(advantages, mask)
+    batch = {"sequence_BxL": rollout.sequence_BxL, "sequence_mask_BxL": rollout.sequence_mask_BxL,
+             "response_mask_BxN": mask, "old_logp_BxN": logp_BxN, "old_values_BxN": values_BxN,
+             "advantages_BxN": advantages, "returns_BxN": returns}
+    metrics = shaped.metrics(kl_state.coef)
+    metrics.pop("kl/coef")
+    lengths = mask.sum(-1).astype(jnp.float32)
+    fmask = mask.astype(bool)
+    metrics.update({
+        "kl/beta": kl_state.coef,
+        "kl/token_mean": masked_mean(shaped.kl_BxT, mask),
+        "reward/proxy": jnp.mean(score),  # normalised RM score, before clipping / no-EOS penalty
+        "reward/proxy_raw": jnp.mean(raw_score_B),
+        "reward/proxy_std": jnp.std(score),
+        "response/length": jnp.mean(lengths),
+        "response/eos_frac": jnp.mean(eos_B.astype(jnp.float32)),
+        "value/mean": masked_mean(values_BxN, mask),
+        "value/explained_variance": explained_variance(values_BxN, returns, mask),
+        "advantage/mean": masked_mean(advantages, mask),
+        "return/mean": masked_mean(returns, mask),
+        "rollout/logp_mismatch": jnp.max(jnp.where(fmask, jnp.abs(rollout.logp_BxN - logp_BxN), 0.0)),
+    })
+    next_kl = kl_control.update(kl_state, metrics["kl/seq_mean"], mask.shape[0])
+    return batch, shaped, metrics, next_kl
+
+
+# --------------------------------------------------------------------------------------------
+# Loss and the jitted epochs × minibatches update
+
+
+@dataclasses.dataclass(frozen=True)
+class PPOLossConfig:
+    policy_model: ModelConfig
+    value_model: ModelConfig | None  # None: params["value"] is a value head on the policy's hidden states
+    num_response: int
+    temperature: float = 1.0
+    clip: float = 0.2  # ε of the clipped surrogate
+    value_clip: float = 0.2  # ε of the clipped value loss
+    value_coef: float = 0.1
+    entropy_coef: float = 0.0
+    # Rematerialise the policy/value forwards in the backward pass. Besides saving activation memory,
+    # it makes the loss's forward the same XLA computation as the rollout's forward-only log-prob
+    # phase: without it, fusing the forward with the backward perturbs logits by ~1 ulp, and the first
+    # minibatch's ratio is 1 only to ~5e-7 instead of exactly. Costs about one extra forward per step.
+    remat: bool = True
+
+
+def policy_forward(policy_params, value_head, seq_BxL, mask_BxL, *, model_cfg: ModelConfig, num_response: int,
+                   temperature: float):
+    """`api.policy_outputs` for the last `num_response` slots: the forward the rollout's log-prob
+    phase and the loss share (the same function on both sides keeps the first ratio exactly 1)."""
+    return api.policy_outputs(policy_params, model_cfg, seq_BxL, mask_BxL, start=seq_BxL.shape[1] - num_response,
+                              temperature=temperature, value_head=value_head)
+
+
+def loss_fn(params, batch, *, frozen, config: PPOLossConfig, rng):
+    """Clipped surrogate + value_coef · clipped value loss − entropy_coef · entropy, summed over
+    response tokens → (total, tokens, metrics).
+
+    `params = {"policy", "value"}`; `batch` is an experience minibatch (`EXPERIENCE_KEYS`).
+    `frozen` and `rng` are unused (the KL to the reference is already in the rewards).
+    """
+    del frozen, rng
+    seq, smask, mask = batch["sequence_BxL"], batch["sequence_mask_BxL"], batch["response_mask_BxN"]
+    head_on_policy = config.value_model is None
+    N = config.num_response
+
+    def policy_fwd(policy, head, seq, smask):
+        return policy_forward(policy, head, seq, smask, model_cfg=config.policy_model, num_response=N,
+                              temperature=config.temperature)
+
+    def value_fwd(value, seq, smask):
+        return api.values(value, config.value_model, seq, smask, start=seq.shape[1] - N)
+
+    if config.remat:
+        policy_fwd, value_fwd = jax.checkpoint(policy_fwd), jax.checkpoint(value_fwd)
+    out = policy_fwd(params["policy"], params["value"] if head_on_policy else None, seq, smask)
+    logp, logits = out["logp_BxN"], out["logits_BxNxV"]
+    values = out["values_BxN"] if head_on_policy else value_fwd(params["value"], seq, smask)
+    pg_sum, count, pg_metrics = ppo_policy_loss(logp, batch["old_logp_BxN"], batch["advantages_BxN"], mask,
+                                                clip=config.clip)
+    vf_sum, _, vf_metrics = value_loss(values, batch["old_values_BxN"], batch["returns_BxN"], mask,
+                                       clip=config.value_clip)
+    if config.entropy_coef == 0:
+        logits = jax.lax.stop_gradient(logits)  # entropy is then only a metric
+    ent_sum, ent_count = entropy_from_logits(logits, mask, shift=False)
+    denom = jnp.maximum(count, 1.0)
+    total = pg_sum + config.value_coef * vf_sum - config.entropy_coef * ent_sum
+    metrics = {**pg_metrics, **vf_metrics, "ppo/policy_loss": pg_sum / denom, "value/loss": vf_sum / denom,
+               "policy/entropy": ent_sum / jnp.maximum(ent_count, 1.0)}
+    return total, count, metrics
+
+
+def minibatch_indices(rng, batch_size: int, epochs: int, num_minibatches: int):
+    """(epochs·num_minibatches, batch_size // num_minibatches) row indices: a fresh permutation per epoch."""
+    perms = jax.vmap(lambda k: jax.random.permutation(k, batch_size))(jax.random.split(rng, epochs))
+    return perms.reshape(epochs * num_minibatches, batch_size // num_minibatches)
+
+
+@functools.partial(jax.jit, static_argnames=("loss_config", "epochs", "num_minibatches"),
+                   donate_argnames=("state",))
+def ppo_update(state, batch, rng, *, loss_config: PPOLossConfig, epochs: int, num_minibatches: int):
+    """All PPO epochs × minibatches in one jit (`lax.scan` of the shared `train.update` step)
+    → (state, metrics stacked over the E·M steps)."""
+    B = batch["response_mask_BxN"].shape[0]
+    if B % num_minibatches:
+        raise ValueError(f"rollout batch {B} is not divisible by num_minibatches={num_minibatches}")
+    idx = minibatch_indices(rng, B, epochs, num_minibatches)
+
+    def step(state, idx_M):
+        minibatch = jax.tree.map(lambda x: x[idx_M], batch)
+        return apply_update(state, minibatch, None, loss_fn, loss_config)
+
+    return jax.lax.scan(step, state, idx)
+
+
+def summarise_update(metrics) -> dict:
+    """Per-iteration view of the stacked (E·M) update metrics: means, plus first-minibatch and extremes."""
+    out = {k: jnp.mean(v) for k, v in metrics.items() if k not in ("ppo/ratio_max", "ppo/ratio_min")}
+    out["ppo/ratio_max"] = jnp.max(metrics["ppo/ratio_max"])
+    out["ppo/ratio_min"] = jnp.min(metrics["ppo/ratio_min"])
+    out["ppo/ratio_first_max"] = metrics["ppo/ratio_max"][0]
+    out["ppo/ratio_first_min"] = metrics["ppo/ratio_min"][0]
+    out["ppo/approx_kl_first"] = metrics["ppo/approx_kl"][0]
+    out["ppo/approx_kl_last"] = metrics["ppo/approx_kl"][-1]
+    return out

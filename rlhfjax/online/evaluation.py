@@ -1,0 +1,118 @@
+"""Prompts, the reward normaliser and held-out evaluation, shared by every online method.
+
+The reward normaliser (lm-human-preferences): (gain, bias) such that the *initial* policy's RM
+scores have mean 0 and std 1, fitted once before training and kept fixed.
+
+Held-out evaluation samples the current policy on fixed prompt batches with fixed keys (so evals at
+different iterations differ only by the policy) and reports:
+  eval/reward/proxy     normalised RM score            eval/reward/gold   toy lab only
+  eval/kl/seq_mean      Σ_t (log π_T − log π_ref,T) on the samples (k1: unbiased for KL(π‖π_ref))
+  eval/response/length  tokens incl. EOS               eval/num_prompts
+and appends a few samples per eval to `<workdir>/samples.jsonl`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rlhfjax import parallel
+from rlhfjax.data.batching import collate_prompts
+from rlhfjax.data.hh import load_prompts
+from rlhfjax.objectives import ppo as ppo_math
+from rlhfjax.online import experience
+from rlhfjax.online.roles import Roles
+from rlhfjax.sampling import SamplingConfig
+
+NUM_SAMPLES_SAVED = 8  # per eval, in samples.jsonl
+
+
+def collate(examples, encoder) -> dict:
+    """A prompt batch (left-padded tokens + mask) that also carries the prompt texts (for gold)."""
+    batch = collate_prompts(examples, encoder)
+    batch["prompts"] = [ex.prompt for ex in examples]
+    return batch
+
+
+def device_prompts(host: dict, mesh) -> dict:
+    """The token arrays of a host prompt batch, sharded over the mesh's data axes."""
+    return parallel.shard_batch({k: host[k] for k in ("prompt_tokens_BxP", "prompt_mask_BxP")}, mesh)
+
+
+def decode(tokenizer, tokens_BxN, mask_BxN) -> list[str]:
+    tokens, mask = np.asarray(tokens_BxN), np.asarray(mask_BxN).astype(bool)
+    return [tokenizer.decode(t[m], skip_special_tokens=True).strip() for t, m in zip(tokens, mask)]
+
+
+def eval_batches(source: str, data_dir: str | None, split: str, limit: int, encoder, batch_size: int,
+                 name: str = "eval") -> list[dict]:
+    """Held-out prompts as fixed host batches; the tail that does not fill a batch is dropped (and
+    reported), so shapes stay static. A source without that split turns evaluation off (reported)."""
+    try:
+        examples, report = load_prompts(source, data_dir=data_dir, split=split, limit=limit or None)
+    except (ValueError, KeyError, FileNotFoundError) as e:  # e.g. a dataset without that split
+        print(f"{name}: no held-out prompts ({e}); evaluation off", flush=True)
+        return []
+    print(f"{name} prompts: {report.summary()}", flush=True)
+    n = len(examples) // batch_size * batch_size
+    if n < len(examples):
+        print(f"{name}: using {n} of {len(examples)} prompts (whole batches of {batch_size})", flush=True)
+    return [collate(examples[i:i + batch_size], encoder) for i in range(0, n, batch_size)]
+
+
+def fit_normaliser(policy_params, roles: Roles, prompt_iter, mesh, *, sampling: SamplingConfig, num_batches: int,
+                   rng, chunk_size: int | None = None):
+    """(gain, bias) making the policy's RM scores mean 0, std 1 on `num_batches` prompt batches."""
+    scores = []
+    for i in range(num_batches):
+        prompts = device_prompts(next(prompt_iter), mesh)
+        _, score = experience.sample_and_score(
+            policy_params, roles.reward.params, prompts["prompt_tokens_BxP"], prompts["prompt_mask_BxP"],
+            jax.random.fold_in(rng, i), policy_cfg=roles.policy.cfg, reward_cfg=roles.reward.cfg, sampling=sampling,
+            chunk_size=chunk_size)
+        scores.append(score)
+    return ppo_math.fit_reward_normalisation(jnp.concatenate(scores))
+
+
+def evaluate(policy_params, roles: Roles, gain, bias, batches: list[dict], mesh, *, sampling: SamplingConfig, rng,
+             tokenizer, gold_fn=None, chunk_size: int | None = None, samples_path: str | None = None,
+             step: int = 0) -> dict:
+    """The policy on held-out prompt batches (module docstring). `gold_fn(prompts, responses)` →
+    gold rewards (the toy lab's), or None."""
+    N = sampling.max_new_tokens
+    kw = dict(model_cfg=roles.policy.cfg, num_response=N, temperature=sampling.temperature, chunk_size=chunk_size)
+    proxy, kl, length, gold, saved = [], [], [], [], []
+    for i, host in enumerate(batches):
+        prompts = device_prompts(host, mesh)
+        ro, score = experience.sample_and_score(
+            policy_params, roles.reward.params, prompts["prompt_tokens_BxP"], prompts["prompt_mask_BxP"],
+            jax.random.fold_in(rng, i), policy_cfg=roles.policy.cfg, reward_cfg=roles.reward.cfg, sampling=sampling,
+            chunk_size=chunk_size)
+        seq, smask = ro.sequence_BxL, ro.sequence_mask_BxL
+        logp = experience.logp_phase(policy_params, seq, smask, **kw)
+        ref = experience.logp_phase(roles.reference.params, seq, smask, **kw)
+        proxy.append(np.asarray(ppo_math.normalise(score, gain, bias)))
+        kl.append(np.asarray(jnp.sum(logp - ref, axis=-1)))
+        length.append(np.asarray(ro.response_mask_BxN).sum(-1))
+        responses = decode(tokenizer, ro.tokens_BxN, ro.response_mask_BxN)
+        if gold_fn is not None:
+            gold.append(np.asarray(gold_fn(host["prompts"], responses)))
+        for j in range(min(NUM_SAMPLES_SAVED - len(saved), len(responses))):
+            saved.append({"step": step, "prompt": host["prompts"][j], "response": responses[j],
+                          "proxy": float(proxy[-1][j]), **({"gold": float(gold[-1][j])} if gold else {})})
+    if not proxy:
+        return {}
+    out = {"eval/reward/proxy": float(np.mean(np.concatenate(proxy))),
+           "eval/kl/seq_mean": float(np.mean(np.concatenate(kl))),
+           "eval/response/length": float(np.mean(np.concatenate(length))),
+           "eval/num_prompts": float(sum(len(p) for p in proxy))}
+    if gold:
+        out["eval/reward/gold"] = float(np.mean(np.concatenate(gold)))
+    if samples_path:
+        with open(samples_path, "a") as f:
+            f.writelines(json.dumps(r) + "\n" for r in saved)
+    return out

@@ -1,0 +1,114 @@
+"""Experience phases of online methods, each one `jax.jit`, timed one by one by `Phases`.
+
+    sample_phase   rlhfjax.sampling.sample(policy), N completions per prompt → Rollout
+    logp_phase     teacher-forced log π_T of the response tokens   → logp_BxN
+    logp_value_phase  the same forward + a value head on the policy  → (logp_BxN, values_BxN)
+    value_phase    a separate value model's V(prefix)               → values_BxN
+    score_phase    reward-model score at the last real token        → score_B
+
+Alignment: the prompt occupies slots [0, P) (left-padded), response token j sits at slot P + j and
+N = L − P. `logp_BxN[:, j]` is log π_T(token_j | prefix) from the logits at slot P + j − 1, and
+`values_BxN[:, j]` is V(prefix) read at the same slot (the state in which token j was chosen), as
+in lm-human-preferences. Log-probs are of the *temperature-scaled* policy (logits / T), the
+distribution the rollout samples from, so KL estimates on rollout tokens are unbiased.
+
+Log-probs are recomputed by teacher forcing (not taken from the sampler) with
+`objectives.ppo.policy_forward`, the function the PPO loss also calls, so the first minibatch's
+ratio is 1 bit for bit. That needs the same XLA computation on both sides: the teacher-forced
+phases run in chunks of `chunk_size` rows (`lax.map`; PPO: its minibatch), because the matmul
+kernels' summation order depends on the batch dimension. Chunking also bounds activation memory.
+Frozen models (reference, reward) are arguments, never closed over.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+
+import jax
+
+from rlhfjax.models import ModelConfig, api
+from rlhfjax.objectives.ppo import policy_forward
+from rlhfjax.sampling import Rollout, SamplingConfig, sample
+
+sample_phase = sample
+
+
+def in_chunks(fn, chunk_size: int | None):
+    """`fn(params, sequence_BxL, mask_BxL)` evaluated `chunk_size` rows at a time (`lax.map`)."""
+
+    def chunked(params, sequence_BxL, mask_BxL, **kw):
+        B = sequence_BxL.shape[0]
+        if not chunk_size or chunk_size >= B:
+            return fn(params, sequence_BxL, mask_BxL, **kw)
+        if B % chunk_size:
+            raise ValueError(f"batch {B} is not divisible by chunk_size={chunk_size}")
+        n = B // chunk_size
+        out = jax.lax.map(lambda a: fn(params, a[0], a[1], **kw),
+                          (sequence_BxL.reshape(n, chunk_size, -1), mask_BxL.reshape(n, chunk_size, -1)))
+        return jax.tree.map(lambda x: x.reshape(B, *x.shape[2:]), out)
+
+    return chunked
+
+
+def _phase(fn, *static):
+    @functools.partial(jax.jit, static_argnames=(*static, "chunk_size"))
+    def phase(params, sequence_BxL, mask_BxL, chunk_size=None, **kw):
+        return in_chunks(fn, chunk_size)(params, sequence_BxL, mask_BxL, **kw)
+
+    phase.__doc__ = f"Jitted, optionally chunked `{fn.__name__}`."
+    return phase
+
+
+def _logp(params, seq, mask, *, model_cfg, num_response, temperature):
+    return policy_forward(params, None, seq, mask, model_cfg=model_cfg, num_response=num_response,
+                          temperature=temperature)["logp_BxN"]
+
+
+def _logp_values(params, seq, mask, *, model_cfg, num_response, temperature):
+    """`params = (policy, value head)`: one forward gives both."""
+    out = policy_forward(params[0], params[1], seq, mask, model_cfg=model_cfg, num_response=num_response,
+                         temperature=temperature)
+    return out["logp_BxN"], out["values_BxN"]
+
+
+def _values(params, seq, mask, *, model_cfg, num_response):
+    return api.values(params, model_cfg, seq, mask, start=seq.shape[1] - num_response)
+
+
+def _scores(params, seq, mask, *, model_cfg):
+    return api.scores(params, model_cfg, seq, mask)
+
+
+logp_phase = _phase(_logp, "model_cfg", "num_response", "temperature")
+logp_value_phase = _phase(_logp_values, "model_cfg", "num_response", "temperature")
+value_phase = _phase(_values, "model_cfg", "num_response")
+score_phase = _phase(_scores, "model_cfg")
+
+
+class Phases:
+    """Runs phases and records `time/<name>` for each (blocking on its output when `timed`)."""
+
+    def __init__(self, timed: bool = True):
+        self.timed, self.times, self._t = timed, {}, time.perf_counter()
+
+    def __call__(self, name: str, out):
+        if self.timed:
+            jax.block_until_ready(out)
+            now = time.perf_counter()
+            self.times[f"time/{name}"] = now - self._t
+            self._t = now
+        return out
+
+
+def sample_and_score(policy_params, reward_params, prompt_BxP, prompt_mask_BxP, rng, *, policy_cfg: ModelConfig,
+                     reward_cfg: ModelConfig, sampling: SamplingConfig, num_samples: int = 1,
+                     chunk_size: int | None = None, phases: Phases | None = None) -> tuple[Rollout, jax.Array]:
+    """N completions per prompt from the policy, scored by the reward model → (Rollout, raw score_B·N).
+    Rows [i·N, (i+1)·N) belong to prompt i."""
+    phases = phases or Phases(timed=False)
+    ro = phases("generate", sample_phase(policy_params, prompt_BxP, prompt_mask_BxP, rng, model_cfg=policy_cfg,
+                                         cfg=sampling, num_samples=num_samples))
+    score = phases("score", score_phase(reward_params, ro.sequence_BxL, ro.sequence_mask_BxL, model_cfg=reward_cfg,
+                                        chunk_size=chunk_size))
+    return ro, score

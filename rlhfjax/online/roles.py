@@ -1,0 +1,79 @@
+"""Models by role for online methods: policy, frozen reference, frozen reward model, optional value.
+
+Each `Role` holds what a method needs to call or train that model: its `ModelConfig`, its params
+placed on the mesh (fresh buffers per role, so a frozen copy never aliases the donated train
+state), their shardings, its kind (`models.api.MODEL_KINDS`) and where it came from.
+
+Config sections read (experiments/toylab_ppo.py documents them):
+  policy.init_from, policy.dtype      initial policy, and the frozen reference (same weights)
+  reward.init_from                    frozen reward model (an HF *ForSequenceClassification dir)
+  value.model, value.init_from        only when the method asks for a value model:
+                                      "separate" (a scalar model, default init: the reward model)
+                                      or "policy_head" (a zero-initialised head on the policy)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from rlhfjax.models import ModelConfig, api, init_value_head
+from rlhfjax.models.hf import load_pretrained, load_pretrained_scalar
+
+VALUE_MODELS = ("separate", "policy_head")
+
+
+@dataclasses.dataclass
+class Role:
+    name: str
+    kind: str  # models.api.MODEL_KINDS
+    cfg: ModelConfig  # for a value head: the policy's config (the head reads its hidden states)
+    params: Any  # placed on the mesh
+    shardings: Any
+    init_from: str
+
+
+@dataclasses.dataclass
+class Roles:
+    policy: Role  # initial params; the trained ones live in the method's TrainState
+    reference: Role
+    reward: Role
+    value: Role | None = None  # None: the method has no value function
+
+    @property
+    def value_on_policy(self) -> bool:
+        return self.value is not None and self.value.kind == "value_head"
+
+
+def load_roles(config, mesh, vocab_size: int, *, with_value: bool) -> Roles:
+    """Load every role from `config` and place it on `mesh` by its logical axes."""
+    if not config.policy.init_from or not config.reward.init_from:
+        raise ValueError("set policy.init_from (e.g. runs/toylab/sft/model) and reward.init_from "
+                         "(e.g. runs/toylab/rm/model)")
+    dtype = config.policy.dtype
+    policy_cfg, policy_host = load_pretrained(config.policy.init_from, dtype=dtype)
+    reward_cfg, reward_host = load_pretrained_scalar(config.reward.init_from, dtype=dtype)
+
+    def role(name, kind, cfg, host, init_from):
+        shardings = api.param_shardings(cfg, mesh, kind)
+        return Role(name, kind, cfg, api.place(host, shardings), shardings, init_from)
+
+    roles = Roles(policy=role("policy", "lm", policy_cfg, policy_host, config.policy.init_from),
+                  reference=role("reference", "lm", policy_cfg, policy_host, config.policy.init_from),
+                  reward=role("reward", "scalar", reward_cfg, reward_host, config.reward.init_from))
+    if with_value:
+        if config.value.model == "policy_head":
+            if config.value.init_from:
+                raise ValueError("value.init_from is for value.model='separate'; a policy value head starts at zero")
+            roles.value = role("value", "value_head", policy_cfg, init_value_head(policy_cfg), "")
+        elif config.value.model == "separate":
+            init_from = config.value.init_from or config.reward.init_from
+            cfg, host = ((reward_cfg, reward_host) if init_from == config.reward.init_from
+                         else load_pretrained_scalar(init_from, dtype=dtype))
+            roles.value = role("value", "scalar", cfg, host, init_from)
+        else:
+            raise ValueError(f"value.model must be one of {VALUE_MODELS}, got {config.value.model!r}")
+    for r in (roles.policy, roles.reward, roles.value):
+        if r is not None and r.cfg.vocab_size < vocab_size:
+            raise ValueError(f"{r.name} model has vocab_size {r.cfg.vocab_size} < tokenizer size {vocab_size}")
+    return roles

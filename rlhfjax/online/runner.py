@@ -1,0 +1,210 @@
+"""The one online loop: prompts → a method's iteration → metrics → held-out evals → checkpoints
+(exact resume) → HF export of the policy → summary. PPO, and every sample-N method (SuperHF,
+best-of-n, RLOO/GRPO), differ only in the iteration function they pass.
+
+    setup = prepare(config, mesh, with_value=...)          # tokenizer, roles on the mesh, sampling
+    state = create_state(setup, {"policy": ..., ...}, shardings, method_state=...)
+    summary, state = run_online(setup, workdir, state, iterate, name="ppo")
+
+`iterate(state, prompts, rng) -> (state, metrics, rollout)` gets an `OnlineState`, one prompt batch
+on the mesh (`prompt_tokens_BxP`, `prompt_mask_BxP`) and this iteration's key; it returns the new
+state, its metrics (jnp scalars) and the rollout it trained on (B·N rows when it sampled N per
+prompt, grouped by prompt), on which the runner computes the toy lab's gold reward.
+
+Config read here: data.* (prompts: train split for training, eval split for evals), tokenizer.path,
+policy/reward/value (roles), rollout.temperature, reward.normalise / norm_batches, train.iterations
+/ batch_size (prompts per iteration) / log_every / eval_every / save_every / keep_checkpoints,
+optim.*, seed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from typing import Any, Callable
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from rlhfjax import parallel
+from rlhfjax.data.batching import BatchIterator, Encoder, TokenizeConfig
+from rlhfjax.data.hh import load_prompts
+from rlhfjax.models.hf import load_tokenizer, save_pretrained
+from rlhfjax.online import evaluation
+from rlhfjax.online.roles import Roles, load_roles
+from rlhfjax.recipes import common
+from rlhfjax.sampling import SamplingConfig
+from rlhfjax.train import TrainState, make_optimizer, make_schedule
+from rlhfjax.train.checkpoint import Checkpointer
+from rlhfjax.train.loop import run_loop
+from rlhfjax.train.metrics import read_jsonl
+
+TABLE_KEYS = ("kl/seq_mean", "kl/sqrt", "reward/proxy", "reward/gold")
+
+
+@flax.struct.dataclass
+class OnlineState:
+    """Everything a resumed run needs besides the prompt-iterator position (one checkpointed pytree)."""
+
+    train: TrainState  # params {"policy": ..., and e.g. "value"}
+    method: Any  # the method's own state (PPO: its KL controller); () when it has none
+    reward_gain: jax.Array  # RM normaliser: score = gain · raw + bias
+    reward_bias: jax.Array
+    iteration: jax.Array  # int32: iterations completed
+
+
+@dataclasses.dataclass
+class OnlineSetup:
+    config: ml_collections.ConfigDict
+    mesh: Any
+    roles: Roles
+    tokenizer: Any
+    encoder: Encoder
+    sampling: SamplingConfig  # how rollouts (and evals) sample: temperature, EOS, fixed length
+    gold_fn: Callable | None  # toy lab: gold_rewards(prompts, responses); else None
+
+    @property
+    def num_response(self) -> int:
+        return self.sampling.max_new_tokens
+
+
+def _tokenizer(config):
+    if config.tokenizer.path:
+        return load_tokenizer(config.tokenizer.path)
+    if common.is_toylab(config.data):
+        common.ensure_toylab(config.data.toylab_dir, config.data.toylab_seed)
+        return load_tokenizer(os.path.join(config.data.toylab_dir, "tokenizer"))
+    return load_tokenizer(config.policy.init_from)
+
+
+def prepare(config, mesh, *, with_value: bool) -> OnlineSetup:
+    """Tokenizer, encoder, roles placed on `mesh` and the rollout sampling config."""
+    tokenizer = _tokenizer(config)
+    encoder = Encoder(tokenizer, TokenizeConfig(max_prompt_len=config.data.max_prompt_len,
+                                                max_response_len=config.data.max_response_len,
+                                                template=config.data.template))
+    roles = load_roles(config, mesh, len(tokenizer), with_value=with_value)
+    sampling = SamplingConfig(max_new_tokens=config.data.max_response_len, temperature=float(config.rollout.temperature),
+                              top_p=float(config.rollout.get("top_p", 1.0)), eos_id=tokenizer.eos_token_id,
+                              pad_id=encoder.pad_id)
+    gold_fn = None
+    if common.is_toylab(config.data):
+        from rlhfjax.data.toylab import gold_rewards as gold_fn
+    return OnlineSetup(config, mesh, roles, tokenizer, encoder, sampling, gold_fn)
+
+
+def create_state(setup: OnlineSetup, params: dict, shardings: dict, *, total_steps: int, method_state: Any = ()):
+    """A fresh `OnlineState` with trainable `params` (placed, sharded like `shardings`): the optimizer
+    (built once for the run, its schedule over `total_steps` optimizer steps when `optim.total_steps`
+    is 0), its state sharded like the params, RM normaliser at identity, iteration 0."""
+    config = setup.config
+    optim = ml_collections.ConfigDict(config.optim.to_dict())
+    optim.total_steps = optim.total_steps or total_steps
+    tx = make_optimizer(optim)
+    train = TrainState.create(params, tx, jax.random.fold_in(jax.random.PRNGKey(config.seed), 1),
+                              schedule=make_schedule(optim), accum_steps=optim.grad_accum_steps)
+    opt_sh = parallel.opt_state_shardings(tx, params, shardings, setup.mesh)
+    train = train.replace(opt_state=parallel.shard_like(train.opt_state, opt_sh))
+    state = OnlineState(train=train, method=method_state, reward_gain=jnp.ones((), jnp.float32),
+                        reward_bias=jnp.zeros((), jnp.float32), iteration=jnp.zeros((), jnp.int32))
+    return parallel.replicate_rest(state, setup.mesh)
+
+
+def summary_table(rows: list[dict], max_rows: int = 21) -> list[dict]:
+    if len(rows) > max_rows:
+        keep = sorted(set(np.linspace(0, len(rows) - 1, max_rows).round().astype(int).tolist()))
+        rows = [rows[i] for i in keep]
+    return [{"iteration": r["step"], **{k: r[k] for k in TABLE_KEYS if k in r}} for r in rows]
+
+
+Iterate = Callable[[OnlineState, dict, jax.Array], tuple[OnlineState, dict, Any]]
+
+
+def run_online(setup: OnlineSetup, workdir: str, state: OnlineState, iterate: Iterate, *, name: str,
+               chunk_size: int | None = None, log_keys=("reward/proxy", "reward/gold", "kl/seq_mean"),
+               summary_extra: Callable[[OnlineState], dict] | None = None) -> tuple[dict, OnlineState]:
+    """Train `config.train.iterations` iterations of `iterate` (module docstring) and export."""
+    t0 = time.time()
+    config, mesh, roles = setup.config, setup.mesh, setup.roles
+    os.makedirs(workdir, exist_ok=True)
+    source, data_dir = common.resolve_source(config.data, "prompts")
+    examples, report = load_prompts(source, data_dir=data_dir, split=config.data.train_split,
+                                    limit=config.data.limit or None)
+    common.report_loading(f"{name} prompts", report)
+    B = config.train.batch_size
+
+    def collate(examples):
+        return evaluation.collate(examples, setup.encoder)
+
+    prompt_iter = BatchIterator(examples, B, collate, seed=config.seed, num_epochs=None)
+    base_rng = jax.random.PRNGKey(config.seed)
+    checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=config.train.keep_checkpoints)
+    eval_rng = jax.random.fold_in(base_rng, 3)
+    with parallel.activate(mesh):  # the models' logical constraints resolve against this mesh
+        if checkpointer.latest_step() is None and config.reward.normalise:
+            norm_iter = BatchIterator(examples, B, collate, seed=config.seed + 1, num_epochs=None)
+            gain, bias = evaluation.fit_normaliser(
+                state.train.params["policy"], roles, norm_iter, mesh, sampling=setup.sampling,
+                num_batches=config.reward.norm_batches, rng=jax.random.fold_in(base_rng, 2), chunk_size=chunk_size)
+            state = parallel.replicate_rest(state.replace(reward_gain=gain, reward_bias=bias), mesh)
+            print(f"reward normaliser: gain {float(gain):.4g} bias {float(bias):.4g}", flush=True)
+        evals = []
+        if config.train.eval_every:
+            evals = evaluation.eval_batches(source, data_dir, config.data.eval_split, config.data.eval_limit,
+                                            setup.encoder, B, name=f"{name} eval")
+
+        def step_fn(state: OnlineState, it: int):
+            t_iter = time.perf_counter()
+            host = next(prompt_iter)
+            state, metrics, rollout = iterate(state, evaluation.device_prompts(host, mesh),
+                                              jax.random.fold_in(base_rng, 1000 + it))
+            state = state.replace(iteration=jnp.asarray(it, jnp.int32))
+            metrics = dict(metrics)
+            if setup.gold_fn is not None:
+                t = time.perf_counter()
+                per_prompt = rollout.tokens_BxN.shape[0] // len(host["prompts"])
+                prompts = [p for p in host["prompts"] for _ in range(per_prompt)]  # rows are grouped by prompt
+                responses = evaluation.decode(setup.tokenizer, rollout.tokens_BxN, rollout.response_mask_BxN)
+                metrics["reward/gold"] = float(np.mean(setup.gold_fn(prompts, responses)))
+                metrics["time/gold"] = time.perf_counter() - t
+            elapsed = time.perf_counter() - t_iter
+            metrics["time/iteration"] = elapsed
+            metrics["perf/tokens_per_s"] = float(jnp.sum(rollout.response_mask_BxN)) / elapsed
+            return state, metrics
+
+        def eval_fn(state: OnlineState) -> dict:
+            return evaluation.evaluate(
+                state.train.params["policy"], roles, state.reward_gain, state.reward_bias, evals, mesh,
+                sampling=setup.sampling, rng=eval_rng, tokenizer=setup.tokenizer, gold_fn=setup.gold_fn,
+                chunk_size=chunk_size, samples_path=os.path.join(workdir, "samples.jsonl"),
+                step=int(state.iteration))
+
+        iterations = config.train.iterations
+        try:
+            state, _ = run_loop(
+                state, step_fn, num_steps=iterations, run_dir=workdir, data_iter=prompt_iter,
+                checkpointer=checkpointer, config_dict=config.to_dict(), save_every=config.train.save_every,
+                log_every=config.train.log_every, eval_fn=eval_fn if evals else None,
+                eval_every=config.train.eval_every, eval_at_start=True, step_of=lambda s: s.iteration,
+                train_state_of=lambda s: s.train, max_consecutive_nonfinite=config.optim.max_consecutive_nonfinite,
+                progress=False, log_keys=log_keys, name=name)
+        finally:
+            checkpointer.close()
+
+    model_dir = os.path.join(workdir, "model")
+    export_cfg = roles.policy.cfg.replace(bos_token_id=setup.tokenizer.bos_token_id,
+                                          eos_token_id=setup.tokenizer.eos_token_id, pad_token_id=setup.encoder.pad_id)
+    save_pretrained(export_cfg, state.train.params["policy"], model_dir, tokenizer=setup.tokenizer)
+    rows = read_jsonl(os.path.join(workdir, "metrics.jsonl"))
+    train_rows = [r for r in rows if "reward/proxy" in r]
+    summary = {"iterations": iterations, "final": train_rows[-1] if train_rows else {},
+               "table": summary_table(train_rows), "evals": [r for r in rows if "eval/reward/proxy" in r],
+               "reward_normaliser": {"gain": float(state.reward_gain), "bias": float(state.reward_bias)},
+               "seconds": round(time.time() - t0, 1), "model_dir": model_dir,
+               **(summary_extra(state) if summary_extra else {})}
+    common.write_json(os.path.join(workdir, "summary.json"), summary)
+    return summary, state
