@@ -7,10 +7,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers_online import make_lab
 
 from rlhfjax import parallel
 from rlhfjax.config import load_config
-from rlhfjax.models import init_params, init_scalar_params, preset
 from rlhfjax.objectives import kl_control
 from rlhfjax.objectives import ppo as ppo_math
 from rlhfjax.online import runner
@@ -21,37 +21,13 @@ from rlhfjax.train.metrics import read_jsonl
 CONFIG = os.path.join(os.path.dirname(__file__), "..", "experiments", "toylab_ppo.py")
 
 
-def tiny_cfg(vocab):
-    return preset("llama", vocab_size=vocab, hidden_size=32, num_layers=2, num_heads=4, num_kv_heads=2,
-                  intermediate_size=64, max_position_embeddings=64)
-
-
-def scalar_params(cfg, seed):
-    p = init_scalar_params(cfg, jax.random.PRNGKey(seed))
-    # The head is zero-initialised (every score 0); give it a random direction so scores vary.
-    p["head"]["kernel"] = jax.random.normal(jax.random.PRNGKey(seed + 100), p["head"]["kernel"].shape)
-    return p
-
-
 def copy(tree):
     return jax.tree.map(lambda x: jnp.array(x, copy=True), tree)
 
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    """Toy lab data + tiny random policy and reward model on disk (as SFT and RM stages write them)."""
-    from rlhfjax.models.hf import load_tokenizer, save_pretrained, save_pretrained_scalar
-    from rlhfjax.recipes import common
-
-    root = tmp_path_factory.mktemp("ppo")
-    data = str(root / "toylab")
-    common.ensure_toylab(data, 0)
-    tok = load_tokenizer(os.path.join(data, "tokenizer"))
-    cfg = tiny_cfg(len(tok)).replace(eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
-                                     bos_token_id=tok.bos_token_id)
-    save_pretrained(cfg, init_params(cfg, jax.random.PRNGKey(0)), str(root / "sft"), tokenizer=tok)
-    save_pretrained_scalar(cfg, scalar_params(cfg, 1), str(root / "rm"), tokenizer=tok, drop_bias=True)
-    return root
+    return make_lab(tmp_path_factory.mktemp("ppo"))
 
 
 def smoke_config(root, steps, *extra):
