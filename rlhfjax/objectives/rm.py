@@ -9,10 +9,14 @@ One name, "rm", for the preference/reward model: this module, the `rm` config se
 - "imitation": LM loss on the preferred response; responses are scored by mean token
   log-likelihood (Transformer LM params).
 `config.lm_coef > 0` adds the LM loss on the chosen response to "ranked"/"binary" (the PM then
-keeps an LM head: `ScalarModel(cfg, lm_head=True)`).
+keeps an LM head: `ScalarModel(cfg, lm_head=True)`, model kind "scalar_lm").
 
-Every per-row quantity is weighted by `row_mask_B`, so the padding rows of a last partial batch
-contribute nothing; means are (sum, count) pairs divided once.
+`loss_fn` returns `(total, count, metrics)` (the `train.update` contract; the loss is total / count):
+- ranked / binary: count = real rows (`row_mask_B`), total = Σ per-row preference loss
+  (+ lm_coef · chosen-response token-mean NLL · rows). The LM term is a token mean *per batch*
+  (per micro-batch under gradient accumulation), weighted by that batch's rows;
+- imitation: total = NLL summed over the chosen responses' tokens, count = those tokens.
+Padding rows of a last partial batch contribute nothing (their row mask is 0).
 """
 
 from __future__ import annotations
@@ -22,10 +26,8 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from rlhfjax.models import (ModelConfig, ScalarModel, Transformer, last_token_index, positions_from_mask,
-                            read_at)
+from rlhfjax.models import ModelConfig, api
 from rlhfjax.objectives import pairwise as P
-from rlhfjax.objectives.lm import masked_nll, token_logp
 
 OBJECTIVES = ("ranked", "binary", "imitation")
 
@@ -44,6 +46,13 @@ class RMLossConfig:
     def uses_lm_head(self) -> bool:
         return self.objective == "imitation" or self.lm_coef > 0
 
+    @property
+    def model_kind(self) -> str:
+        """The `models.api` kind of the trained params (for shardings and sharded init)."""
+        if self.objective == "imitation":
+            return "lm"
+        return "scalar_lm" if self.lm_coef > 0 else "scalar"
+
 
 def _stack_pairs(batch):
     """Chosen and rejected rows as one 2B batch (one forward pass)."""
@@ -51,32 +60,27 @@ def _stack_pairs(batch):
     return cat("tokens_BxT"), cat("mask_BxT"), cat("response_mask_BxT")
 
 
-def _scalar_scores(params, tokens, mask, config: RMLossConfig):
-    model = ScalarModel(config.model, lm_head=config.lm_coef > 0)
-    pos = positions_from_mask(mask)
-    if config.lm_coef > 0:
-        scalars, logits = model.apply({"params": params}, tokens, pos, mask, return_logits=True)
+def _pair_forward(params, batch, config: RMLossConfig):
+    """(r_chosen_B, r_rejected_B, chosen response (logp sum_B, count_B) or None) in one 2B forward."""
+    tokens, mask, response_mask = _stack_pairs(batch)
+    B = batch["chosen_tokens_BxT"].shape[0]
+    lm = None
+    if config.objective == "imitation":
+        s, c = api.response_logp(params, config.model, tokens, mask, response_mask)
+        scores = s / jnp.maximum(c, 1.0)  # mean token log-likelihood: longer responses are not penalised
+        lm = (s[:B], c[:B])
+    elif config.lm_coef > 0:
+        scores, s, c = api.scores_and_response_logp(params, config.model, tokens, mask, response_mask)
+        lm = (s[:B], c[:B])
     else:
-        scalars, logits = model.apply({"params": params}, tokens, pos, mask), None
-    return read_at(scalars, last_token_index(mask)), logits
-
-
-def _loglik_scores(params, tokens, mask, response_mask, model_cfg: ModelConfig):
-    """Mean log-likelihood of each row's response tokens, and the logits."""
-    logits = Transformer(model_cfg).apply({"params": params}, tokens, positions_from_mask(mask), mask).logits
-    lp = token_logp(logits, tokens) * response_mask
-    return lp.sum(1) / jnp.maximum(response_mask.sum(1), 1), logits
+        scores = api.scores(params, config.model, tokens, mask)
+    return scores[:B], scores[B:], lm
 
 
 def pair_scores(params, batch, config: RMLossConfig):
-    """(r_chosen_B, r_rejected_B, logits of the 2B rows or None) for a pairs batch."""
-    tokens, mask, response_mask = _stack_pairs(batch)
-    if config.objective == "imitation":
-        scores, logits = _loglik_scores(params, tokens, mask, response_mask, config.model)
-    else:
-        scores, logits = _scalar_scores(params, tokens, mask, config)
-    B = batch["chosen_tokens_BxT"].shape[0]
-    return scores[:B], scores[B:], logits
+    """(r_chosen_B, r_rejected_B) for a pairs batch (imitation: mean response log-likelihood)."""
+    r_c, r_r, _ = _pair_forward(params, batch, config)
+    return r_c, r_r
 
 
 def loss_fn(params, batch, *, frozen, config: RMLossConfig, rng):
@@ -84,25 +88,21 @@ def loss_fn(params, batch, *, frozen, config: RMLossConfig, rng):
     if "tokens_BxKxT" in batch:
         return _ranked_list_loss(params, batch, config)
     rows = batch["row_mask_B"].astype(jnp.float32)
-    n_rows = jnp.maximum(rows.sum(), 1.0)
-    r_c, r_r, logits = pair_scores(params, batch, config)
-    B = r_c.shape[0]
-    metrics = {"rm/accuracy": jnp.sum(P.pair_accuracy(r_c, r_r) * rows) / n_rows,
-               "rm/margin": jnp.sum((r_c - r_r) * rows) / n_rows, "rm/rows": rows.sum()}
-    chosen_lm = jnp.zeros(())
-    if logits is not None:
-        total, count = masked_nll(logits[:B], batch["chosen_tokens_BxT"],
-                                  batch["chosen_response_mask_BxT"] * rows[:, None])
-        chosen_lm = total / jnp.maximum(count, 1.0)
-        metrics["rm/chosen_nll"] = chosen_lm
+    n_rows = rows.sum()
+    mean = lambda x: jnp.sum(x * rows) / jnp.maximum(n_rows, 1.0)  # noqa: E731
+    r_c, r_r, lm = _pair_forward(params, batch, config)
+    metrics = {"rm/accuracy": mean(P.pair_accuracy(r_c, r_r)), "rm/margin": mean(r_c - r_r)}
+    if lm is not None:
+        nll_total, tokens = -jnp.sum(lm[0] * rows), jnp.sum(lm[1] * rows)
+        metrics["rm/chosen_nll"] = nll_total / jnp.maximum(tokens, 1.0)
     if config.objective == "imitation":
-        loss = chosen_lm
-    else:
-        per_row = P.bradley_terry(r_c, r_r) if config.objective == "ranked" else P.binary_discrimination(r_c, r_r)
-        pref = jnp.sum(per_row * rows) / n_rows
-        metrics["rm/preference_loss"] = pref
-        loss = pref + config.lm_coef * chosen_lm
-    return loss, metrics
+        return nll_total, tokens, metrics
+    per_row = P.bradley_terry(r_c, r_r) if config.objective == "ranked" else P.binary_discrimination(r_c, r_r)
+    metrics["rm/preference_loss"] = mean(per_row)
+    total = jnp.sum(per_row * rows)
+    if lm is not None:
+        total = total + config.lm_coef * metrics["rm/chosen_nll"] * n_rows
+    return total, n_rows, metrics
 
 
 def _ranked_list_loss(params, batch, config: RMLossConfig):
@@ -110,24 +110,24 @@ def _ranked_list_loss(params, batch, config: RMLossConfig):
         raise ValueError("ranked lists train the 'ranked' objective without an LM term; use pairs otherwise")
     B, K, T = batch["tokens_BxKxT"].shape
     flat = lambda k: batch[k].reshape(B * K, T)  # noqa: E731
-    scores, _ = _scalar_scores(params, flat("tokens_BxKxT"), flat("mask_BxKxT"), config)
-    scores = scores.reshape(B, K)
+    scores = api.scores(params, config.model, flat("tokens_BxKxT"), flat("mask_BxKxT")).reshape(B, K)
     rows = batch["row_mask_B"].astype(jnp.float32)
-    n_rows = jnp.maximum(rows.sum(), 1.0)
-    loss = jnp.sum(P.plackett_luce(scores, batch["rank_mask_BxK"]) * rows) / n_rows
+    n_rows = rows.sum()
+    total = jnp.sum(P.plackett_luce(scores, batch["rank_mask_BxK"]) * rows)
     top_first = jnp.where(batch["rank_mask_BxK"].astype(bool), scores, -jnp.inf).argmax(1) == 0
-    return loss, {"rm/preference_loss": loss, "rm/top1_accuracy": jnp.sum(top_first * rows) / n_rows,
-                  "rm/rows": rows.sum()}
+    denom = jnp.maximum(n_rows, 1.0)
+    return total, n_rows, {"rm/preference_loss": total / denom, "rm/top1_accuracy": jnp.sum(top_first * rows) / denom}
 
 
 def init_rm_params(config: RMLossConfig, rng: jax.Array, lm_params=None):
-    """Fresh PM params for the objective, optionally starting from a pretrained LM's params."""
-    from rlhfjax.models import init_params, init_scalar_params
+    """PM params for the objective: from a pretrained LM's params (its backbone, a fresh zero head;
+    arrays are reused as they are, sharded or not), else a random init."""
+    from rlhfjax.models import init_params, init_scalar_params, init_value_head
     from rlhfjax.models.heads import scalar_params_from_lm
 
     if config.objective == "imitation":
         return lm_params if lm_params is not None else init_params(config.model, rng)
-    fresh = init_scalar_params(config.model, rng, lm_head=config.lm_coef > 0)
     if lm_params is None:
-        return fresh
-    return scalar_params_from_lm(lm_params, fresh["head"], keep_lm_head=config.lm_coef > 0)
+        return init_scalar_params(config.model, rng, lm_head=config.lm_coef > 0)
+    # `ScalarModel`'s head is a zero-initialised ValueHead: no backbone is initialised only to be dropped.
+    return scalar_params_from_lm(lm_params, init_value_head(config.model), keep_lm_head=config.lm_coef > 0)
