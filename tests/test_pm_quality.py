@@ -141,7 +141,7 @@ def test_pmp_rerun_skips_finished_stages_and_refuses_a_changed_one(pmp_run, lab,
     os.remove(os.path.join(workdir, "finetune", "summary.json"))  # as if stopped before the end
     calls = []
     real_run = rm.run
-    monkeypatch.setattr(rm, "run", lambda cfg, d: calls.append(d) or real_run(cfg, d))
+    monkeypatch.setattr(rm, "run", lambda cfg, d, **kw: calls.append(d) or real_run(cfg, d, **kw))
     resumed = pmp.run(_pmp_config(lab), workdir)
     assert resumed["skipped"] == ["pretrain"] and calls == [os.path.join(workdir, "finetune")]
     assert resumed["finetune"]["final"]["eval/accuracy"] == first["finetune"]["final"]["eval/accuracy"]

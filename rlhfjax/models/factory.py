@@ -11,16 +11,22 @@ from rlhfjax.models.transformer import init_params
 _NON_ARCH_KEYS = ("init_from", "family")
 
 
+def preset_from_config(section, vocab_size: int) -> ModelConfig:
+    """`preset(section.family, **architecture fields, vocab_size)`; no params (a mesh run creates
+    them already sharded with `api.init_sharded`)."""
+    fields = {k: v for k, v in section.items() if k not in _NON_ARCH_KEYS}
+    try:
+        return preset(section.family, vocab_size=vocab_size, **fields)
+    except TypeError as e:  # an unknown keyword: name it
+        raise ValueError(f"config.model: {e}") from None
+
+
 def model_from_config(section, vocab_size: int, rng: jax.Array) -> tuple[ModelConfig, dict]:
     """`section.init_from` set: load that HF checkpoint (architecture fields ignored, `dtype` kept).
-    Otherwise: `preset(section.family, **architecture fields, vocab_size)` with random params."""
-    fields = {k: v for k, v in section.items() if k not in _NON_ARCH_KEYS}
+    Otherwise: `preset_from_config` with random params."""
     if section.get("init_from"):
         from rlhfjax.models.hf import load_pretrained
 
-        return load_pretrained(section.init_from, dtype=fields.get("dtype", "float32"))
-    try:
-        cfg = preset(section.family, vocab_size=vocab_size, **fields)
-    except TypeError as e:  # an unknown keyword: name it
-        raise ValueError(f"config.model: {e}") from None
+        return load_pretrained(section.init_from, dtype=section.get("dtype", "float32"))
+    cfg = preset_from_config(section, vocab_size)
     return cfg, init_params(cfg, rng)

@@ -2,26 +2,30 @@
 
 Config sections used here (see experiments/toylab_sft.py for a documented example):
 `data` (source, data_dir, splits, toylab_dir/toylab_seed, lengths, limit), `tokenizer.path`,
-`model` (init_from or a preset architecture), `optim`, `train`.
+`model` (init_from or a preset architecture), `optim`, `train`, `mesh` (parallel.default_mesh_config).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
 
 import datasets
 import jax
-import jax.numpy as jnp
 import ml_collections
+from jax.sharding import Mesh
 
+from rlhfjax import parallel
 from rlhfjax.data.batching import Encoder, TokenizeConfig
+from rlhfjax.models import ModelConfig, api
+from rlhfjax.models.factory import model_from_config, preset_from_config
 from rlhfjax.models.hf import load_tokenizer
 from rlhfjax.train import TrainState, make_optimizer, make_schedule
 from rlhfjax.train.checkpoint import Checkpointer
-from rlhfjax.train.loop import restore_or_init, train
+from rlhfjax.train.loop import offline_step, run_loop
 
 TOYLAB = "toylab"
 
@@ -94,26 +98,85 @@ def optim_config(config) -> ml_collections.ConfigDict:
     return optim
 
 
-def create_state(params, config, rng) -> TrainState:
+# --------------------------------------------------------------------------------------------
+# The mesh: every offline recipe runs on `config.mesh` (data parallel over all local devices by default)
+
+
+def mesh_for(config, mesh: Mesh | None = None) -> Mesh:
+    """`mesh` if given (tests pass one), else `parallel.make_mesh(config.mesh)`."""
+    return mesh if mesh is not None else parallel.make_mesh(config.mesh)
+
+
+def data_parallel_size(mesh: Mesh) -> int:
+    """Devices a batch's leading dim is split over (the mesh axes the `batch` rule maps to)."""
+    lead = parallel.batch_sharding(mesh, 1).spec[0]
+    axes = () if lead is None else (lead,) if isinstance(lead, str) else tuple(lead)
+    return math.prod(mesh.shape[a] for a in axes)
+
+
+def check_batch_size(batch_size: int, mesh: Mesh, accum_steps: int = 1, what: str = "train.batch_size") -> None:
+    """Every batch is split evenly over the data-parallel devices (and into `accum_steps` micro-batches)."""
+    dp = data_parallel_size(mesh)
+    if batch_size % dp:
+        raise ValueError(f"{what}={batch_size} is not divisible by the {dp} data-parallel devices of the mesh "
+                         f"{dict(mesh.shape)}; use a multiple of {dp} (or another --config.mesh.strategy)")
+    if batch_size % accum_steps:
+        raise ValueError(f"{what}={batch_size} is not divisible by optim.grad_accum_steps={accum_steps}")
+
+
+def shard(batch, mesh: Mesh):
+    """A host batch onto the mesh, leading dim over the data-parallel axes."""
+    return parallel.shard_batch(batch, mesh)
+
+
+def model_params(section, vocab_size: int, rng, mesh: Mesh, kind: str = "lm") -> tuple[ModelConfig, dict, dict]:
+    """(ModelConfig, params on `mesh`, their shardings) for a `config.model` section: the HF checkpoint
+    `section.init_from` placed onto the shardings of its logical axes, or a fresh preset created already
+    sharded (no full copy on one device)."""
+    if section.get("init_from"):
+        cfg, host = model_from_config(section, vocab_size, rng)
+        shardings = api.param_shardings(cfg, mesh, kind)
+        return cfg, api.place(host, shardings), shardings
+    cfg = preset_from_config(section, vocab_size)
+    params, shardings = api.init_sharded(cfg, rng, mesh, kind)
+    return cfg, params, shardings
+
+
+def create_state(params, param_shardings, config, rng, mesh: Mesh) -> TrainState:
+    """The run's TrainState, every leaf on `mesh`: params as given (donated: don't reuse the argument),
+    Adam moments sharded like their params, counters and key replicated; it splits each batch into
+    `optim.grad_accum_steps` micro-batches (exact weighted accumulation, `train.update`)."""
     optim = optim_config(config)
-    return TrainState.create(jax.tree.map(jnp.asarray, params), make_optimizer(optim), rng,
-                             schedule=make_schedule(optim))
+    tx, schedule = make_optimizer(optim), make_schedule(optim)
+    accum = int(config.optim.grad_accum_steps)
+    rep = parallel.replicated(mesh)
+    shardings = TrainState(params=param_shardings,
+                           opt_state=parallel.opt_state_shardings(tx, params, param_shardings, mesh),
+                           step=rep, rng=rep, nonfinite_count=rep, tx=tx, schedule=schedule, accum_steps=accum)
+    create = lambda p, r: TrainState.create(p, tx, r, schedule=schedule, accum_steps=accum)  # noqa: E731
+    # One jit with out_shardings: the optimizer state is born sharded; donating params avoids a second copy.
+    with parallel.activate(mesh):
+        return jax.jit(create, out_shardings=shardings, donate_argnums=0)(params, rng)
 
 
-def fit(config, workdir: str, state: TrainState, train_iter, loss_fn, loss_config, *, eval_fn=None,
+def fit(config, workdir: str, state: TrainState, train_iter, loss_fn, loss_config, *, mesh: Mesh, eval_fn=None,
         frozen=None) -> tuple[TrainState, list[dict]]:
-    """Resume from `<workdir>/checkpoints` if a checkpoint is there, then train to `train.steps`
-    with the shared loop (checkpoints, metrics.jsonl + TensorBoard, evals)."""
+    """Train to `train.steps` with the shared loop (`run_loop` + `offline_step`): resumes from
+    `<workdir>/checkpoints` if a checkpoint is there (onto the state's own shardings), shards every
+    batch over `mesh`, and writes checkpoints, metrics.jsonl + TensorBoard and evals. `eval_fn` runs
+    under the mesh too (shard its batches with `shard`)."""
+    check_batch_size(config.train.batch_size, mesh, state.accum_steps)
     checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=config.train.keep_checkpoints)
-    state, resumed = restore_or_init(checkpointer, state, train_iter)
-    if resumed:
-        print(f"resumed from the checkpoint at step {resumed}", flush=True)
+    step_fn = offline_step(train_iter, loss_fn, frozen=frozen, loss_config=loss_config,
+                           prepare_batch=lambda batch: shard(batch, mesh))
     try:
-        return train(state, train_iter, loss_fn, num_steps=config.train.steps, run_dir=workdir, frozen=frozen,
-                     loss_config=loss_config, config_dict=config.to_dict(), checkpointer=checkpointer,
-                     save_every=config.train.save_every, log_every=config.train.log_every,
-                     max_consecutive_nonfinite=config.optim.max_consecutive_nonfinite, resumed_from=resumed,
-                     eval_fn=eval_fn, eval_every=config.train.eval_every, progress=config.train.progress)
+        with parallel.activate(mesh):  # the models' logical constraints resolve against this mesh
+            return run_loop(state, step_fn, num_steps=config.train.steps, run_dir=workdir, data_iter=train_iter,
+                            checkpointer=checkpointer, config_dict=config.to_dict(),
+                            save_every=config.train.save_every, log_every=config.train.log_every, eval_fn=eval_fn,
+                            eval_every=config.train.eval_every,
+                            max_consecutive_nonfinite=config.optim.max_consecutive_nonfinite,
+                            progress=config.train.progress)
     finally:
         checkpointer.close()
 

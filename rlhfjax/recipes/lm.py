@@ -2,6 +2,7 @@
 
 The run directory gets `config.json` (resolved config), `metrics.jsonl`, `tokenizer/` and
 `model/` (an HF checkpoint that transformers and `rlhfjax.models.hf.load_pretrained` read).
+Runs on `config.mesh` (params, optimizer state and batches sharded).
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rlhfjax import parallel
 from rlhfjax.data.batching import BatchIterator
-from rlhfjax.models.factory import model_from_config
 from rlhfjax.models.hf import load_tokenizer, save_pretrained
 from rlhfjax.objectives import lm as lm_objective
 from rlhfjax.recipes import common
@@ -78,9 +79,12 @@ def _batch(rows: np.ndarray, size: int | None = None) -> dict[str, np.ndarray]:
     return {"tokens_BxT": tokens, "mask_BxT": mask, "loss_mask_BxT": mask}
 
 
-def run(config, workdir: str) -> dict:
+def run(config, workdir: str, mesh=None) -> dict:
+    """Train on `mesh` (default: `parallel.make_mesh(config.mesh)`)."""
     t0 = time.time()
     os.makedirs(workdir, exist_ok=True)
+    mesh = common.mesh_for(config, mesh)
+    common.check_batch_size(config.train.batch_size, mesh, config.optim.grad_accum_steps)
     rng = jax.random.PRNGKey(config.seed)
     texts = read_corpus(config.data.text_path) if config.data.text_path else synthetic_corpus(
         config.data.num_synthetic, config.seed)
@@ -103,31 +107,32 @@ def run(config, workdir: str) -> dict:
                                num_epochs=None)
 
     init_rng, state_rng = jax.random.split(rng)
-    model_cfg, params = model_from_config(config.model, len(tokenizer), init_rng)
-    state = common.create_state(params, config, state_rng)
+    model_cfg, params, shardings = common.model_params(config.model, len(tokenizer), init_rng, mesh)
+    state = common.create_state(params, shardings, config, state_rng, mesh)
     loss_config = lm_objective.LMLossConfig(model=model_cfg)
     eval_loss = jax.jit(lambda p, b: lm_objective.loss_fn(p, b, frozen=None, config=loss_config, rng=None)[:2])
 
-    def evaluate(state) -> dict:
+    def evaluate(state) -> dict:  # under the mesh (run by the loop inside `fit`)
         total = count = 0.0
         for i in range(0, len(eval_rows), B):
-            s, c = eval_loss(state.params, _batch(eval_rows[i:i + B], size=B))
+            s, c = eval_loss(state.params, common.shard(_batch(eval_rows[i:i + B], size=B), mesh))
             total, count = total + float(s), count + float(c)
         nll = total / max(count, 1.0)
         return {"eval/nll": nll, "eval/perplexity": float(np.exp(nll))}
 
     state, history = common.fit(config, workdir, state, train_iter, lm_objective.loss_fn, loss_config,
-                                eval_fn=evaluate)
+                                mesh=mesh, eval_fn=evaluate)
 
     # Greedy continuations of document openings show what the model learned.
     P = config.sample.prompt_tokens
     bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
     prompts = np.asarray([([bos] + tokenizer.encode(t, add_special_tokens=False))[:P]
                           for t in texts[-config.sample.num_prompts:]], np.int32)
-    rollout = sample(state.params, jnp.asarray(prompts), jnp.ones_like(jnp.asarray(prompts)),
-                     jax.random.PRNGKey(config.seed), model_cfg=model_cfg,
-                     cfg=SamplingConfig(max_new_tokens=config.sample.max_new_tokens, greedy=True,
-                                        eos_id=tokenizer.eos_token_id, pad_id=tokenizer.pad_token_id))
+    with parallel.activate(mesh):  # a few prompts: left unsharded (replicated), the params stay on the mesh
+        rollout = sample(state.params, jnp.asarray(prompts), jnp.ones_like(jnp.asarray(prompts)),
+                         jax.random.PRNGKey(config.seed), model_cfg=model_cfg,
+                         cfg=SamplingConfig(max_new_tokens=config.sample.max_new_tokens, greedy=True,
+                                            eos_id=tokenizer.eos_token_id, pad_id=tokenizer.pad_token_id))
     samples = []
     for prompt, gen, m in zip(prompts, np.asarray(rollout.tokens_BxN), np.asarray(rollout.response_mask_BxN)):
         samples.append({"prompt": tokenizer.decode(prompt, skip_special_tokens=True),

@@ -8,6 +8,7 @@
 The config is a stage-2 `rm` config plus a `pretrain` block (experiments/toylab_pmp.py). A stage whose
 `summary.json` exists was finished and is skipped on a re-run; an interrupted stage resumes from its
 checkpoints. A stage directory written with a different config is an error, never silently reused.
+Both stages run on `config.mesh` like any `rm` run.
 """
 
 from __future__ import annotations
@@ -72,8 +73,9 @@ def _differences(a: dict, b: dict, prefix: str = "") -> list[str]:
     return out
 
 
-def run_stage(name: str, config, stage_dir: str) -> tuple[dict, bool]:
-    """One `rm` run into `stage_dir` → (its summary, whether it was skipped as already finished)."""
+def run_stage(name: str, config, stage_dir: str, mesh=None) -> tuple[dict, bool]:
+    """One `rm` run into `stage_dir` (on `mesh`, default `config.mesh`) → (its summary, whether it was
+    skipped as already finished)."""
     wanted = json.loads(json.dumps(config.to_dict(), default=str))  # as config.json stores it
     saved = _saved_config(stage_dir)
     if saved is not None and saved != wanted:
@@ -87,14 +89,15 @@ def run_stage(name: str, config, stage_dir: str) -> tuple[dict, bool]:
             return json.load(f), True
     save_config(config, stage_dir)
     print(f"pmp {name}: run directory {stage_dir}", flush=True)
-    return rm.run(config, stage_dir), False
+    return rm.run(config, stage_dir, mesh=mesh), False
 
 
-def run(config, workdir: str) -> dict:
+def run(config, workdir: str, mesh=None) -> dict:
+    """Both stages on `mesh` (default: `parallel.make_mesh(config.mesh)`)."""
     stage1, stage2 = stage_configs(config, workdir)
     summaries, skipped = {}, []
     for name, cfg in (("pretrain", stage1), ("finetune", stage2)):
-        summaries[name], was_skipped = run_stage(name, cfg, os.path.join(workdir, name))
+        summaries[name], was_skipped = run_stage(name, cfg, os.path.join(workdir, name), mesh=mesh)
         if was_skipped:
             skipped.append(name)
     ft = summaries["finetune"]

@@ -8,7 +8,8 @@ the gold reward's preference; the same metrics for the initial params go to `sum
 end: a reliability diagram (`calibration.png`), the model as an HF sequence classifier in
 `<workdir>/model` (ranked/binary; an LM for imitation), the final r_chosen − r_rejected of every
 eval pair (`eval_margins.npy`), and `summary.json`. Imitation scores a response by its mean
-per-token log-likelihood.
+per-token log-likelihood. Runs on `config.mesh` (params, optimizer state, train and eval batches
+sharded).
 
 Preference-model pre-training (PMP) is a first `rm` run on generic comparisons whose `model/` is
 the `model.init_from` of a second run on the target comparisons: `rlhfjax pmp` (recipes/pmp.py,
@@ -24,28 +25,32 @@ import time
 import jax
 import numpy as np
 
+from rlhfjax import parallel
 from rlhfjax.analysis.calibration import pairwise_predictions, plot_reliability, reliability
 from rlhfjax.data.batching import BatchIterator, collate_pairs, collate_ranked
 from rlhfjax.data.hh import load_hh, load_ranked
-from rlhfjax.models.factory import model_from_config
+from rlhfjax.models import api
 from rlhfjax.models.hf import load_pretrained_scalar, save_pretrained, save_pretrained_scalar
 from rlhfjax.objectives import rm as rm_objective
 from rlhfjax.recipes import common
 
 
-def _init_params(config, tokenizer, rng):
-    """(ModelConfig, PM params): from an HF reward model, an HF/rlhfjax LM, or a fresh preset."""
+def _init_params(config, tokenizer, rng, mesh):
+    """(loss config, PM params on `mesh`, their shardings): from an HF reward model, an HF/rlhfjax LM,
+    or a fresh preset (a random LM's backbone and a zero head, created already sharded)."""
     loss_cfg = lambda model_cfg: rm_objective.RMLossConfig(  # noqa: E731
         model_cfg, objective=config.rm.objective, lm_coef=config.rm.lm_coef)
     init_from = config.model.init_from
     if init_from and config.rm.objective != "imitation" and config.rm.lm_coef == 0 and _is_scalar_checkpoint(init_from):
-        model_cfg, params = load_pretrained_scalar(init_from, dtype=config.model.dtype)  # e.g. PMP stage 1
-        return loss_cfg(model_cfg), params
-    model_cfg, lm_params = model_from_config(config.model, len(tokenizer), rng)
+        model_cfg, host = load_pretrained_scalar(init_from, dtype=config.model.dtype)  # e.g. PMP stage 1
+        shardings = api.param_shardings(model_cfg, mesh, "scalar")
+        return loss_cfg(model_cfg), api.place(host, shardings), shardings
+    model_cfg, lm_params, _ = common.model_params(config.model, len(tokenizer), rng, mesh, "lm")
     loss_config = loss_cfg(model_cfg)
-    init_rng = jax.random.fold_in(rng, 1)
-    params = rm_objective.init_rm_params(loss_config, init_rng, lm_params=lm_params)
-    return loss_config, params
+    params = rm_objective.init_rm_params(loss_config, jax.random.fold_in(rng, 1), lm_params=lm_params)
+    shardings = api.param_shardings(model_cfg, mesh, loss_config.model_kind)
+    # The backbone is already laid out like this (same logical axes): only the new head moves.
+    return loss_config, parallel.shard_like(params, shardings), shardings
 
 
 def _is_scalar_checkpoint(path: str) -> bool:
@@ -58,9 +63,17 @@ def _is_scalar_checkpoint(path: str) -> bool:
         return any(a.endswith("ForSequenceClassification") for a in json.load(f).get("architectures") or [])
 
 
-def run(config, workdir: str) -> dict:
+def run(config, workdir: str, mesh=None) -> dict:
+    """Train on `mesh` (default: `parallel.make_mesh(config.mesh)`)."""
+    return run_with_state(config, workdir, mesh)[0]
+
+
+def run_with_state(config, workdir: str, mesh=None):
+    """`run`, also returning the final TrainState (params still on the mesh)."""
     t0 = time.time()
     os.makedirs(workdir, exist_ok=True)
+    mesh = common.mesh_for(config, mesh)
+    common.check_batch_size(config.train.batch_size, mesh, config.optim.grad_accum_steps)
     tokenizer = common.tokenizer_for(config)
     source, data_dir = common.resolve_source(config.data, "comparisons")
     if common.is_toylab(config.data) and not data_dir:
@@ -85,8 +98,8 @@ def run(config, workdir: str) -> dict:
     train_iter = BatchIterator(train_examples, B, collate, seed=config.seed, num_epochs=None)
     rng = jax.random.PRNGKey(config.seed)
     init_rng, state_rng = jax.random.split(rng)
-    loss_config, params = _init_params(config, tokenizer, init_rng)
-    state = common.create_state(params, config, state_rng)
+    loss_config, params, shardings = _init_params(config, tokenizer, init_rng, mesh)
+    state = common.create_state(params, shardings, config, state_rng, mesh)
 
     scores_step = jax.jit(lambda p, b: rm_objective.pair_scores(p, b, loss_config)[:2])
     eval_batches = [collate_pairs(eval_pairs[i:i + B] + [None] * max(0, i + B - len(eval_pairs)), encoder)
@@ -100,10 +113,10 @@ def run(config, workdir: str) -> dict:
                        - gold_rewards(prompts, [ex.rejected for ex in eval_pairs]))
     last_eval: dict = {}
 
-    def evaluate(state) -> dict:
+    def evaluate(state) -> dict:  # under the mesh (the loop runs it inside `fit`'s activation)
         margins = []
         for batch in eval_batches:
-            r_c, r_r = scores_step(state.params, batch)
+            r_c, r_r = scores_step(state.params, common.shard(batch, mesh))
             margins.append(np.asarray(r_c - r_r)[batch["row_mask_B"].astype(bool)])
         margin = np.concatenate(margins)
         rel = reliability(*pairwise_predictions(margin))
@@ -117,12 +130,14 @@ def run(config, workdir: str) -> dict:
         last_eval.update(margin=margin, reliability=rel)
         return metrics
 
-    init_eval = evaluate(state)  # the initial params (e.g. a PMP model's zero-shot transfer), before any resume
+    with parallel.activate(mesh):
+        init_eval = evaluate(state)  # the initial params (e.g. a PMP model's zero-shot transfer), before any resume
     state, history = common.fit(config, workdir, state, train_iter, rm_objective.loss_fn, loss_config,
-                                eval_fn=evaluate)
+                                mesh=mesh, eval_fn=evaluate)
 
     if not history or "eval/accuracy" not in history[-1]:  # nothing left to train (resumed at the end)
-        history.append({"step": int(jax.device_get(state.step)), **evaluate(state)})
+        with parallel.activate(mesh):
+            history.append({"step": int(jax.device_get(state.step)), **evaluate(state)})
     np.save(os.path.join(workdir, "eval_margins.npy"), last_eval["margin"])  # per eval pair, for paired comparisons
     plot_reliability(last_eval["reliability"], os.path.join(workdir, "calibration.png"),
                      title=f"PM calibration ({config.rm.objective})")
@@ -139,4 +154,4 @@ def run(config, workdir: str) -> dict:
                "train_examples": len(train_examples), "eval_pairs": len(eval_pairs),
                "seconds": round(time.time() - t0, 1), "model_dir": model_dir}
     common.write_json(os.path.join(workdir, "summary.json"), summary)
-    return summary
+    return summary, state

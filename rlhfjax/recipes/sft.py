@@ -3,7 +3,8 @@
 Loss: NLL of the response tokens only. Every `train.eval_every` steps: eval NLL/perplexity on the
 eval split and sampled completions of eval prompts (written to `samples.jsonl`; on the toy lab
 with their gold reward). Resumes from the latest checkpoint in `<workdir>/checkpoints`; ends by
-exporting the policy as an HF checkpoint in `<workdir>/model`.
+exporting the policy as an HF checkpoint in `<workdir>/model`. Runs on `config.mesh` (params,
+optimizer state and batches sharded; evals and sampling too).
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ import numpy as np
 
 from rlhfjax.data.batching import BatchIterator, collate_prompts, collate_sft
 from rlhfjax.data.hh import load_sft
-from rlhfjax.models.factory import model_from_config
 from rlhfjax.models.hf import save_pretrained
 from rlhfjax.objectives import sft as sft_objective
 from rlhfjax.recipes import common
@@ -31,8 +31,10 @@ def decode_responses(tokenizer, rollout) -> list[str]:
     return [tokenizer.decode(t[m], skip_special_tokens=True).strip() for t, m in zip(tokens, mask)]
 
 
-def sample_completions(params, model_cfg, prompts: list, encoder, tokenizer, config, rng, batch_size: int):
-    """Sample one completion per prompt text (batched, fixed shapes) -> list of strings."""
+def sample_completions(params, model_cfg, prompts: list, encoder, tokenizer, config, rng, batch_size: int,
+                       mesh=None):
+    """Sample one completion per prompt text (batched, fixed shapes) -> list of strings. Given a
+    `mesh` (the params' mesh; call under `parallel.activate(mesh)`), prompt batches are sharded on it."""
     scfg = SamplingConfig(max_new_tokens=config.sample.max_new_tokens, temperature=config.sample.temperature,
                           top_p=config.sample.top_p, eos_id=tokenizer.eos_token_id, pad_id=encoder.pad_id)
     out = []
@@ -41,15 +43,25 @@ def sample_completions(params, model_cfg, prompts: list, encoder, tokenizer, con
         batch = collate_prompts(chunk + [None] * (batch_size - len(chunk)), encoder)
         # Padding rows need one real token for the sampler; they are dropped below.
         batch["prompt_mask_BxP"][len(chunk):, -1] = 1
-        rollout = sample(params, jnp.asarray(batch["prompt_tokens_BxP"]), jnp.asarray(batch["prompt_mask_BxP"]),
-                         jax.random.fold_in(rng, i), model_cfg=model_cfg, cfg=scfg)
+        batch = {k: batch[k] for k in ("prompt_tokens_BxP", "prompt_mask_BxP")}
+        batch = common.shard(batch, mesh) if mesh is not None else jax.tree.map(jnp.asarray, batch)
+        rollout = sample(params, batch["prompt_tokens_BxP"], batch["prompt_mask_BxP"], jax.random.fold_in(rng, i),
+                         model_cfg=model_cfg, cfg=scfg)
         out += decode_responses(tokenizer, rollout)[:len(chunk)]
     return out
 
 
-def run(config, workdir: str) -> dict:
+def run(config, workdir: str, mesh=None) -> dict:
+    """Train on `mesh` (default: `parallel.make_mesh(config.mesh)`)."""
+    return run_with_state(config, workdir, mesh)[0]
+
+
+def run_with_state(config, workdir: str, mesh=None):
+    """`run`, also returning the final TrainState (params still on the mesh)."""
     t0 = time.time()
     os.makedirs(workdir, exist_ok=True)
+    mesh = common.mesh_for(config, mesh)
+    common.check_batch_size(config.train.batch_size, mesh, config.optim.grad_accum_steps)
     tokenizer = common.tokenizer_for(config)
     source, data_dir = common.resolve_source(config.data, "sft")
     limit = config.data.limit or None
@@ -65,9 +77,9 @@ def run(config, workdir: str) -> dict:
                                seed=config.seed, num_epochs=None)
     rng = jax.random.PRNGKey(config.seed)
     init_rng, state_rng, sample_rng = jax.random.split(rng, 3)
-    model_cfg, params = model_from_config(config.model, len(tokenizer), init_rng)
+    model_cfg, params, shardings = common.model_params(config.model, len(tokenizer), init_rng, mesh)
     loss_config = sft_objective.SFTLossConfig(model_cfg)
-    state = common.create_state(params, config, state_rng)
+    state = common.create_state(params, shardings, config, state_rng, mesh)
 
     eval_step = jax.jit(functools.partial(sft_objective.response_nll, model_cfg=model_cfg))
     eval_batches = [collate_sft(eval_examples[i:i + B] + [None] * max(0, i + B - len(eval_examples)), encoder)
@@ -75,16 +87,16 @@ def run(config, workdir: str) -> dict:
     eval_prompts = [ex.prompt for ex in eval_examples[:config.sample.num_prompts]]
     toylab = common.is_toylab(config.data)
 
-    def evaluate(state) -> dict:
+    def evaluate(state) -> dict:  # called by the loop under the mesh
         total = count = 0.0
         for batch in eval_batches:
-            s, c = eval_step(state.params, batch)
+            s, c = eval_step(state.params, common.shard(batch, mesh))
             total, count = total + float(s), count + float(c)
         metrics = {"eval/nll": total / max(count, 1.0)}
         metrics["eval/perplexity"] = float(np.exp(metrics["eval/nll"]))
         step = int(state.step)
         completions = sample_completions(state.params, model_cfg, eval_prompts, encoder, tokenizer, config,
-                                         jax.random.fold_in(sample_rng, step), B)
+                                         jax.random.fold_in(sample_rng, step), B, mesh=mesh)
         rows = [{"step": step, "prompt": p, "completion": c} for p, c in zip(eval_prompts, completions)]
         if toylab:
             from rlhfjax.data.toylab import gold_rewards
@@ -100,7 +112,7 @@ def run(config, workdir: str) -> dict:
         return metrics
 
     state, history = common.fit(config, workdir, state, train_iter, sft_objective.loss_fn, loss_config,
-                                eval_fn=evaluate)
+                                mesh=mesh, eval_fn=evaluate)
 
     model_cfg = model_cfg.replace(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                                   pad_token_id=encoder.pad_id)
@@ -109,4 +121,4 @@ def run(config, workdir: str) -> dict:
     summary = {"steps": config.train.steps, "final": final, "seconds": round(time.time() - t0, 1),
                "model_dir": os.path.join(workdir, "model")}
     common.write_json(os.path.join(workdir, "summary.json"), summary)
-    return summary
+    return summary, state
