@@ -18,7 +18,7 @@ import time
 import jax
 import jax.numpy as jnp
 
-from rlhfjax.models import Transformer, init_params, positions_from_mask, preset
+from rlhfjax.models import api, init_params, preset
 from rlhfjax.sampling import SamplingConfig, _pick, sample
 
 SHAPES = {
@@ -34,13 +34,12 @@ HBM_GBPS = {"H100 PCIe": 2000, "H100": 3350, "H200": 4800, "A100": 2039}  # firs
 def naive_sample(params, prompt_BxP, prompt_mask_BxP, rng, *, model_cfg, cfg: SamplingConfig):
     B, P = prompt_BxP.shape
     N = cfg.max_new_tokens
-    model = Transformer(model_cfg)
     seq = jnp.concatenate([prompt_BxP, jnp.full((B, N), cfg.pad_id, jnp.int32)], 1)
     mask = jnp.concatenate([prompt_mask_BxP, jnp.zeros((B, N), jnp.int32)], 1)
 
     def body(j, c):
         seq, mask = c
-        logits = model.apply({"params": params}, seq, positions_from_mask(mask), mask).logits
+        logits = api.lm_logits(params, model_cfg, seq, mask)
         row = jax.lax.dynamic_index_in_dim(logits, P + j - 1, axis=1, keepdims=False)
         tok, _, _ = _pick(row, jax.random.fold_in(rng, j), cfg)
         seq = jax.lax.dynamic_update_slice(seq, tok[:, None], (0, P + j))

@@ -57,7 +57,7 @@ def test_prompt_activations_equal_hidden_states_read_by_hand():
     head = {"kernel": jax.random.normal(jax.random.PRNGKey(1), (cfg.hidden_size, 1)), "bias": jnp.ones((1,))}
     sparams = {"backbone": {k: v for k, v in params.items() if k != "lm_head"}, "head": head}
     tokens, mask = _left_padded_batch()
-    lm, rm = Transformer(cfg).apply, ScalarModel(cfg).apply
+    lm, rm = Transformer(cfg).apply, ScalarModel(cfg).apply  # the independent reference: direct Linen applies
 
     @jax.jit  # one compilation for everything (op-by-op dispatch is slow on a shared CPU)
     def compute(params, sparams, tokens, mask):
@@ -65,16 +65,16 @@ def test_prompt_activations_equal_hidden_states_read_by_hand():
         out = lm({"params": params}, tokens, positions, mask)
         x = params["embed"]["embedding"][tokens]
         b0, _ = Block(cfg).apply({"params": params["layer_0"]}, x, positions, mask, None, 0)
-        last = prompt_activations(lm, params, tokens, mask, cfg.num_layers - 1)
+        last = prompt_activations(params, cfg, tokens, mask, cfg.num_layers - 1)
         return {
             "hidden": out.hidden[:, -1], "block0": b0[:, -1],
-            "ours_final": prompt_activations(lm, params, tokens, mask, -1),
-            "ours_block0": prompt_activations(lm, params, tokens, mask, 0),
+            "ours_final": prompt_activations(params, cfg, tokens, mask, -1),
+            "ours_block0": prompt_activations(params, cfg, tokens, mask, 0),
             "ours_last_normed": Norm(cfg).apply({"params": params["final_norm"]}, last),
-            "multi": prompt_activations_multi(lm, params, tokens, mask, (0, 1, -1)),
+            "multi": prompt_activations_multi(params, cfg, tokens, mask, (0, 1, -1)),
             "rewards": rm({"params": sparams}, tokens, positions, mask)[:, -1],
-            "rm_final": prompt_activations(rm, sparams, tokens, mask, -1),
-            "rm_block0": prompt_activations(rm, sparams, tokens, mask, 0),
+            "rm_final": prompt_activations(sparams, cfg, tokens, mask, -1, scalar_model=True),
+            "rm_block0": prompt_activations(sparams, cfg, tokens, mask, 0, scalar_model=True),
         }
 
     r = jax.tree.map(np.asarray, compute(params, sparams, tokens, mask))

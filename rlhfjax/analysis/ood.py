@@ -6,8 +6,9 @@ the diagonal of the same covariance, (x−μ)ᵀΣ⁻¹(x−μ) − (x−μ)ᵀ�
 part of the distance explained by per-dimension scale alone. Higher scores mean more OOD.
 
 `prompt_activations` reads a chosen layer's output of any rlhfjax decoder (policy or PM backbone)
-at each prompt's last token; `collect_activations` runs it over a prompt list in fixed-shape jitted
-batches and `ood_report` fits on in-distribution features and scores held-out vs OOD ones. The
+at each prompt's last token through `models.api.activations`; `collect_activations` runs it over a
+prompt list in fixed-shape jitted batches and `ood_report` fits on in-distribution features and
+scores held-out vs OOD ones. The
 `rlhfjax ood` recipe (rlhfjax/recipes/ood.py) wires these to any model directory.
 
 Layer indices: `0 .. L-1` = output of decoder block i (the residual stream after it), `-1` = the
@@ -22,6 +23,8 @@ from collections.abc import Callable, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from rlhfjax.models.config import ModelConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,7 +80,7 @@ def auroc(scores_in, scores_out) -> float:
     return float((rank_sum_out - b.size * (b.size + 1) / 2.0) / (a.size * b.size))
 
 
-FINAL = -1  # layer index of the final-norm output
+FINAL = -1  # layer index of the final-norm output (= models.api.FINAL_NORM)
 
 
 def resolve_layers(spec, num_layers: int) -> tuple[int, ...]:
@@ -103,70 +106,37 @@ def resolve_layers(spec, num_layers: int) -> tuple[int, ...]:
     return tuple(dict.fromkeys(layers))  # dedupe, keep order
 
 
-def layer_outputs(apply_fn: Callable, params, tokens_BxT, mask_BxT, layers: Sequence[int]) -> dict[int, jax.Array]:
-    """{layer: (B, T, E) fp32} for a Linen `apply` of a `Transformer` or `ScalarModel`.
-
-    Block outputs are captured with `nn.intercept_methods` (no mutable collection is needed, so this
-    works whatever the model sows); -1 is the backbone's `DecoderOutput.hidden`.
-    """
-    import flax.linen as nn
-
-    from rlhfjax.models import positions_from_mask
-    from rlhfjax.models.transformer import Block, Transformer
-
-    wanted = set(layers)
-    captured: dict[int, jax.Array] = {}
-
-    def interceptor(next_fun, args, kwargs, context):
-        out = next_fun(*args, **kwargs)
-        if context.method_name == "__call__":
-            module = context.module
-            if isinstance(module, Block):
-                i = int(module.name.rsplit("_", 1)[-1])
-                if i in wanted:
-                    captured[i] = out[0]  # Block returns (x, layer_cache)
-            elif isinstance(module, Transformer) and FINAL in wanted:
-                captured[FINAL] = out.hidden
-        return out
-
-    positions = positions_from_mask(mask_BxT)
-    with nn.intercept_methods(interceptor):
-        apply_fn({"params": params}, tokens_BxT, positions, mask_BxT)
-    missing = wanted - set(captured)
-    if missing:
-        raise ValueError(f"layers {sorted(missing)} not found in the model (is it an rlhfjax Transformer?)")
-    return {i: captured[i].astype(jnp.float32) for i in layers}
-
-
-def prompt_activations_multi(apply_fn: Callable, params, tokens_BxT, mask_BxT,
-                             layers: Sequence[int]) -> dict[int, jax.Array]:
-    """{layer: (B, E) fp32} read at each row's last real token (the final column when left-padded)."""
-    from rlhfjax.models import last_token_index
+def prompt_activations_multi(params, cfg: ModelConfig, tokens_BxT, mask_BxT, layers: Sequence[int], *,
+                             scalar_model: bool = False) -> dict[int, jax.Array]:
+    """{layer: (B, E) fp32} read at each row's last real token (the final column when left-padded), from
+    `api.activations` of an LM (`scalar_model=False`) or a reward/value `ScalarModel`'s params."""
+    from rlhfjax.models import api, last_token_index
 
     idx = last_token_index(mask_BxT)
-    outs = layer_outputs(apply_fn, params, tokens_BxT, mask_BxT, layers)
+    outs = api.activations(params, cfg, tokens_BxT, mask_BxT, tuple(layers), scalar_model=scalar_model)
     return {i: jnp.take_along_axis(a, idx[:, None, None], axis=1)[:, 0] for i, a in outs.items()}
 
 
-def prompt_activations(apply_fn: Callable, params, tokens_BxT, mask_BxT, layer: int) -> jax.Array:
-    """Output of decoder block `layer` (-1: final norm) at each row's last real token: (B, E) fp32.
-
-    `apply_fn` is a Linen `apply` of a `Transformer` or a `ScalarModel` taking
-    `(variables, tokens, positions, mask)`.
-    """
-    return prompt_activations_multi(apply_fn, params, tokens_BxT, mask_BxT, (layer,))[layer]
+def prompt_activations(params, cfg: ModelConfig, tokens_BxT, mask_BxT, layer: int, *,
+                       scalar_model: bool = False) -> jax.Array:
+    """Output of decoder block `layer` (-1: final norm) at each row's last real token: (B, E) fp32."""
+    return prompt_activations_multi(params, cfg, tokens_BxT, mask_BxT, (layer,), scalar_model=scalar_model)[layer]
 
 
-def make_activation_fn(apply_fn: Callable, layers: Sequence[int]) -> Callable:
+def make_activation_fn(cfg: ModelConfig, layers: Sequence[int], *, scalar_model: bool = False) -> Callable:
     """Jitted `(params, tokens_BxT, mask_BxT) -> {layer: (B, E)}`."""
     layers = tuple(layers)
-    return jax.jit(lambda params, tokens, mask: prompt_activations_multi(apply_fn, params, tokens, mask, layers))
+    return jax.jit(lambda params, tokens, mask: prompt_activations_multi(params, cfg, tokens, mask, layers,
+                                                                        scalar_model=scalar_model))
 
 
-def collect_activations(act_fn: Callable, params, prompts: Sequence, encoder, batch_size: int) -> dict[int, np.ndarray]:
+def collect_activations(act_fn: Callable, params, prompts: Sequence, encoder, batch_size: int,
+                        mesh=None) -> dict[int, np.ndarray]:
     """Run `act_fn` (from `make_activation_fn`) over prompts (`PromptExample`s or strings) in batches
     of exactly `batch_size` rows (the last one padded with empty rows, dropped again), collated by
-    `rlhfjax.data.batching.collate_prompts` (left-padded). Returns {layer: (N, E) float32 numpy}."""
+    `rlhfjax.data.batching.collate_prompts` (left-padded). Given the params' `mesh`, each batch is
+    sharded on it (call under `parallel.activate(mesh)`). Returns {layer: (N, E) float32 numpy}."""
+    from rlhfjax import parallel
     from rlhfjax.data.batching import collate_prompts
 
     chunks: dict[int, list[np.ndarray]] = {}
@@ -174,6 +144,9 @@ def collect_activations(act_fn: Callable, params, prompts: Sequence, encoder, ba
         rows = list(prompts[start:start + batch_size])
         n = len(rows)
         batch = collate_prompts(rows + [None] * (batch_size - n), encoder)
+        batch = {k: batch[k] for k in ("prompt_tokens_BxP", "prompt_mask_BxP")}
+        if mesh is not None:
+            batch = parallel.shard_batch(batch, mesh)
         acts = act_fn(params, batch["prompt_tokens_BxP"], batch["prompt_mask_BxP"])
         for layer, a in acts.items():
             chunks.setdefault(layer, []).append(np.asarray(a)[:n])

@@ -6,7 +6,8 @@ or a reward/preference model (`*ForSequenceClassification`, detected from config
 `ood.layer` ("middle" | "all" | "0,1,-1"; -1 = final-norm output) it reads the activation at each
 prompt's last token (left-padded batches of fixed shape, one jitted function for all layers), fits
 a Gaussian on the in-distribution *fit* prompts and scores held-out in-distribution *test* prompts
-against *OOD* prompts by Mahalanobis and simplified relative Mahalanobis distance.
+against *OOD* prompts by Mahalanobis and simplified relative Mahalanobis distance. Activations come
+from `models.api.activations`, with the params and prompt batches on `config.mesh`.
 
 Writes to the run directory: `summary.json` (AUROC per layer and score, best layer), `scores.npz`
 (every score) and `ood_hist.png` (score histograms at the best layer). Templated prompts can repeat
@@ -26,19 +27,20 @@ import time
 import jax
 import numpy as np
 
+from rlhfjax import parallel
 from rlhfjax.analysis.ood import (auroc, collect_activations, make_activation_fn, ood_report, plot_score_histograms,
                                   resolve_layers)
 from rlhfjax.data.hh import load_prompts
+from rlhfjax.models import api
+from rlhfjax.models.factory import preset_from_config
 from rlhfjax.recipes import common
 
 SCORE_NAMES = ("mahalanobis", "relative_mahalanobis")
 
 
-def load_model(config, vocab_size: int, rng):
-    """(kind, ModelConfig, Linen module, params) for `config.model`: kind is "reward_model",
-    "causal_lm" or "random_init". The LM head is dropped (activations never need it)."""
-    from rlhfjax.models import ScalarModel, Transformer
-    from rlhfjax.models.factory import model_from_config
+def load_model(config, vocab_size: int, rng, mesh):
+    """(kind, ModelConfig, params on `mesh`, scalar_model) for `config.model`: kind is "reward_model",
+    "causal_lm" or "random_init". An LM's head is dropped (activations never need it)."""
     from rlhfjax.models.hf import load_hf_config, load_pretrained, load_pretrained_scalar
 
     init_from = config.model.init_from
@@ -48,14 +50,15 @@ def load_model(config, vocab_size: int, rng):
         archs = list(getattr(hf, "architectures", None) or [])
         if any(a.endswith("ForSequenceClassification") for a in archs):
             cfg, params = load_pretrained_scalar(init_from, dtype=dtype)
-            return "reward_model", cfg, ScalarModel(cfg), params
+            return "reward_model", cfg, api.place(params, api.param_shardings(cfg, mesh, "scalar")), True
         cfg, params = load_pretrained(init_from, dtype=dtype)
-        kind = "causal_lm"
-    else:
-        cfg, params = model_from_config(config.model, vocab_size, rng)
-        kind = "random_init"
+    else:  # smoke tests
+        cfg = preset_from_config(config.model, vocab_size)
+        params, _ = api.init_sharded(cfg, rng, mesh, "lm")
+        return "random_init", cfg, {k: v for k, v in params.items() if k != "lm_head"}, False
     params = {k: v for k, v in params.items() if k != "lm_head"}
-    return kind, cfg, Transformer(cfg, lm_head=False), params
+    shardings = api.param_shardings(cfg, mesh, "lm")
+    return "causal_lm", cfg, api.place(params, {k: shardings[k] for k in params}), False
 
 
 def _sources(config) -> dict[str, tuple[str, str | None, str, int]]:
@@ -79,9 +82,12 @@ def _sources(config) -> dict[str, tuple[str, str | None, str, int]]:
     return out
 
 
-def run(config, workdir: str) -> dict:
+def run(config, workdir: str, mesh=None) -> dict:
+    """Read activations on `mesh` (default: `parallel.make_mesh(config.mesh)`)."""
     t0 = time.time()
     os.makedirs(workdir, exist_ok=True)
+    mesh = common.mesh_for(config, mesh)
+    common.check_batch_size(config.ood.batch_size, mesh, what="ood.batch_size")
     tokenizer = common.tokenizer_for(config)
     encoder = common.encoder_for(config, tokenizer)
 
@@ -95,7 +101,7 @@ def run(config, workdir: str) -> dict:
         raise ValueError(f"need >= 2 fit prompts and some test and OOD prompts, got "
                          f"{ {k: len(v) for k, v in prompts.items()} }")
 
-    kind, model_cfg, module, params = load_model(config, len(tokenizer), jax.random.PRNGKey(config.seed))
+    kind, model_cfg, params, scalar_model = load_model(config, len(tokenizer), jax.random.PRNGKey(config.seed), mesh)
     if model_cfg.vocab_size < len(tokenizer):
         raise ValueError(f"tokenizer has {len(tokenizer)} tokens but the model's vocab_size is "
                          f"{model_cfg.vocab_size}: pass the model's tokenizer via tokenizer.path")
@@ -103,10 +109,10 @@ def run(config, workdir: str) -> dict:
     print(f"ood: {kind} ({model_cfg.family}, {model_cfg.num_layers} layers, hidden {model_cfg.hidden_size}); "
           f"layers {list(layers)}; prompts fit/test/ood = {len(prompts['fit'])}/{len(prompts['test'])}/"
           f"{len(prompts['ood'])}", flush=True)
-    params = jax.device_put(params)
-    act_fn = make_activation_fn(module.apply, layers)
-    feats = {role: collect_activations(act_fn, params, ex, encoder, config.ood.batch_size)
-             for role, ex in prompts.items()}
+    act_fn = make_activation_fn(model_cfg, layers, scalar_model=scalar_model)
+    with parallel.activate(mesh):
+        feats = {role: collect_activations(act_fn, params, ex, encoder, config.ood.batch_size, mesh=mesh)
+                 for role, ex in prompts.items()}
 
     # Templated prompts repeat across splits; also score only the test prompts absent from the fit set.
     fit_set = {ex.prompt for ex in prompts["fit"]}
