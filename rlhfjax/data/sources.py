@@ -14,9 +14,12 @@ from __future__ import annotations
 import collections
 import dataclasses
 import glob
+import json
 import logging
 import os
 import re
+import shutil
+import tempfile
 from typing import Any, Callable, Iterable, Mapping
 
 import datasets
@@ -208,3 +211,49 @@ def _load(parse, source, data_dir, split, max_bad_fraction, limit, load_kwargs, 
         name += f"[shard {process_shard[0]}/{process_shard[1]}]"
     return parse_rows(rows, parse, source=name, max_bad_fraction=max_bad_fraction, limit=limit,
                       **parse_kwargs)
+
+
+# --------------------------------------------------------------------------------------------
+# A config's `data` section → the source a loader reads (the toy lab built on first use)
+
+TOYLAB = "toylab"
+
+def ensure_toylab(directory: str, seed: int) -> dict:
+    """Build the toy lab into `directory` unless a build with this seed is already there.
+
+    Built in a temporary sibling directory and renamed, so concurrent or interrupted runs never
+    see a half-written lab.
+    """
+    manifest_path = os.path.join(directory, "manifest.json")
+    if os.path.exists(manifest_path):
+        with open(manifest_path) as f:
+            manifest = json.load(f)
+        if manifest.get("seed") == seed:
+            return manifest
+        raise ValueError(f"{directory} holds a toy lab built with seed {manifest.get('seed')}, not {seed}; "
+                         "pick another data.toylab_dir or the matching data.toylab_seed")
+    from rlhfjax.data.toylab import build_toylab
+
+    parent = os.path.dirname(os.path.abspath(directory))
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=".toylab-", dir=parent)
+    try:
+        manifest = build_toylab(tmp, seed)
+        os.replace(tmp, directory)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not os.path.exists(manifest_path):  # lost a race to another process: fine if it finished
+            raise
+    return manifest
+
+
+def is_toylab(data_config) -> bool:
+    return data_config.source == TOYLAB
+
+
+def resolve_source(data_config, kind: str) -> tuple[str, str | None]:
+    """(source, data_dir) for a loader: the toy lab's `kind` folder, or the configured source."""
+    if is_toylab(data_config):
+        ensure_toylab(data_config.toylab_dir, data_config.toylab_seed)
+        return os.path.join(data_config.toylab_dir, kind), data_config.data_dir or None
+    return data_config.source, data_config.data_dir or None

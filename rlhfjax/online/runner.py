@@ -33,15 +33,15 @@ import numpy as np
 from rlhfjax import parallel
 from rlhfjax.data.batching import BatchIterator, Encoder, TokenizeConfig
 from rlhfjax.data.hh import load_prompts
+from rlhfjax.data.sources import ensure_toylab, is_toylab, resolve_source
 from rlhfjax.models.hf import load_tokenizer, save_pretrained
 from rlhfjax.online import evaluation
 from rlhfjax.online.roles import Roles, load_roles
-from rlhfjax.recipes import common
 from rlhfjax.sampling import SamplingConfig
 from rlhfjax.train import TrainState, make_optimizer, make_schedule
 from rlhfjax.train.checkpoint import Checkpointer
 from rlhfjax.train.loop import run_loop
-from rlhfjax.train.metrics import read_jsonl
+from rlhfjax.train.metrics import read_jsonl, write_json
 
 TABLE_KEYS = ("kl/seq_mean", "kl/sqrt", "reward/proxy", "reward/gold")
 
@@ -75,8 +75,8 @@ class OnlineSetup:
 def _tokenizer(config):
     if config.tokenizer.path:
         return load_tokenizer(config.tokenizer.path)
-    if common.is_toylab(config.data):
-        common.ensure_toylab(config.data.toylab_dir, config.data.toylab_seed)
+    if is_toylab(config.data):
+        ensure_toylab(config.data.toylab_dir, config.data.toylab_seed)
         return load_tokenizer(os.path.join(config.data.toylab_dir, "tokenizer"))
     return load_tokenizer(config.policy.init_from)
 
@@ -92,7 +92,7 @@ def prepare(config, mesh, *, with_value: bool) -> OnlineSetup:
                               top_p=float(config.rollout.get("top_p", 1.0)), eos_id=tokenizer.eos_token_id,
                               pad_id=encoder.pad_id)
     gold_fn = None
-    if common.is_toylab(config.data):
+    if is_toylab(config.data):
         from rlhfjax.data.toylab import gold_rewards as gold_fn
     return OnlineSetup(config, mesh, roles, tokenizer, encoder, sampling, gold_fn)
 
@@ -131,10 +131,10 @@ def run_online(setup: OnlineSetup, workdir: str, state: OnlineState, iterate: It
     t0 = time.time()
     config, mesh, roles = setup.config, setup.mesh, setup.roles
     os.makedirs(workdir, exist_ok=True)
-    source, data_dir = common.resolve_source(config.data, "prompts")
+    source, data_dir = resolve_source(config.data, "prompts")
     examples, report = load_prompts(source, data_dir=data_dir, split=config.data.train_split,
                                     limit=config.data.limit or None)
-    common.report_loading(f"{name} prompts", report)
+    print(f"{name} prompts: {report.summary()}", flush=True)
     B = config.train.batch_size
 
     def collate(examples):
@@ -206,5 +206,5 @@ def run_online(setup: OnlineSetup, workdir: str, state: OnlineState, iterate: It
                "reward_normaliser": {"gain": float(state.reward_gain), "bias": float(state.reward_bias)},
                "seconds": round(time.time() - t0, 1), "model_dir": model_dir,
                **(summary_extra(state) if summary_extra else {})}
-    common.write_json(os.path.join(workdir, "summary.json"), summary)
+    write_json(os.path.join(workdir, "summary.json"), summary)
     return summary, state

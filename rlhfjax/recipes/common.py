@@ -7,11 +7,8 @@ Config sections used here (see experiments/toylab_sft.py for a documented exampl
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import shutil
-import tempfile
 
 import datasets
 import jax
@@ -20,57 +17,16 @@ from jax.sharding import Mesh
 
 from rlhfjax import parallel
 from rlhfjax.data.batching import Encoder, TokenizeConfig
+from rlhfjax.data.sources import TOYLAB, ensure_toylab, is_toylab, resolve_source  # noqa: F401 (re-exported)
 from rlhfjax.models import ModelConfig, api
 from rlhfjax.models.factory import model_from_config, preset_from_config
 from rlhfjax.models.hf import load_tokenizer
 from rlhfjax.train import TrainState, make_optimizer, make_schedule
 from rlhfjax.train.checkpoint import Checkpointer
+from rlhfjax.train.metrics import write_json  # noqa: F401 (re-exported for recipes)
 from rlhfjax.train.loop import offline_step, run_loop
 
-TOYLAB = "toylab"
-
 datasets.disable_progress_bars()  # per-split progress bars drown the training log
-
-
-def ensure_toylab(directory: str, seed: int) -> dict:
-    """Build the toy lab into `directory` unless a build with this seed is already there.
-
-    Built in a temporary sibling directory and renamed, so concurrent or interrupted runs never
-    see a half-written lab.
-    """
-    manifest_path = os.path.join(directory, "manifest.json")
-    if os.path.exists(manifest_path):
-        with open(manifest_path) as f:
-            manifest = json.load(f)
-        if manifest.get("seed") == seed:
-            return manifest
-        raise ValueError(f"{directory} holds a toy lab built with seed {manifest.get('seed')}, not {seed}; "
-                         "pick another data.toylab_dir or the matching data.toylab_seed")
-    from rlhfjax.data.toylab import build_toylab
-
-    parent = os.path.dirname(os.path.abspath(directory))
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".toylab-", dir=parent)
-    try:
-        manifest = build_toylab(tmp, seed)
-        os.replace(tmp, directory)
-    except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if not os.path.exists(manifest_path):  # lost a race to another process: fine if it finished
-            raise
-    return manifest
-
-
-def is_toylab(data_config) -> bool:
-    return data_config.source == TOYLAB
-
-
-def resolve_source(data_config, kind: str) -> tuple[str, str | None]:
-    """(source, data_dir) for a loader: the toy lab's `kind` folder, or the configured source."""
-    if is_toylab(data_config):
-        ensure_toylab(data_config.toylab_dir, data_config.toylab_seed)
-        return os.path.join(data_config.toylab_dir, kind), data_config.data_dir or None
-    return data_config.source, data_config.data_dir or None
 
 
 def tokenizer_for(config):
@@ -183,10 +139,3 @@ def fit(config, workdir: str, state: TrainState, train_iter, loss_fn, loss_confi
 
 def report_loading(name: str, report) -> None:
     print(f"{name}: {report.summary()}", flush=True)
-
-
-def write_json(path: str, payload) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(payload, f, indent=2, sort_keys=True, default=float)
-    os.replace(tmp, path)

@@ -58,3 +58,11 @@ def write_config(run_dir: str, config: Mapping[str, Any]) -> None:
     os.makedirs(run_dir, exist_ok=True)
     with open(os.path.join(run_dir, "config.json"), "w") as f:
         json.dump(config, f, indent=2, sort_keys=True, default=str)
+
+
+def write_json(path: str, payload) -> None:
+    """Atomic JSON write (a summary is either the old file or the whole new one)."""
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(payload, f, indent=2, sort_keys=True, default=float)
+    os.replace(tmp, path)
