@@ -13,18 +13,9 @@ scaled down for the toy lab (2 CPU cores).
 
 import ml_collections
 
-from rlhfjax.config_blocks import data_config, train_config
+from rlhfjax.config_blocks import data_config, online_train_config
 from rlhfjax.parallel import default_mesh_config
 from rlhfjax.train import default_optim_config
-
-
-def online_train_config(iterations: int, batch_size: int, eval_every: int) -> ml_collections.ConfigDict:
-    """`train` of an online method: iterations (not optimizer steps), logged every iteration."""
-    t = train_config(steps=0, batch_size=batch_size, eval_every=eval_every)
-    del t["steps"]
-    t.iterations = iterations  # sample → score → update rounds
-    t.log_every = 1
-    return t
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:

@@ -47,6 +47,16 @@ def train_config(steps: int, batch_size: int, eval_every: int) -> ml_collections
     return t
 
 
+def online_train_config(iterations: int, batch_size: int, eval_every: int) -> ml_collections.ConfigDict:
+    """`train` of an online method (online.runner): iterations, not optimizer steps, logged every one."""
+    t = train_config(steps=0, batch_size=batch_size, eval_every=eval_every)
+    del t["steps"]
+    t.iterations = iterations  # sample → score → update rounds
+    t.batch_size = batch_size  # prompts per iteration (per process)
+    t.log_every = 1
+    return t
+
+
 def sample_config() -> ml_collections.ConfigDict:
     s = ml_collections.ConfigDict()
     s.num_prompts = 64  # eval prompts sampled at each eval
