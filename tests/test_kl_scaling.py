@@ -54,3 +54,31 @@ def test_report_prints_a_table_relative_to_the_first_iteration(tmp_path):
     last = lines[6].split()
     assert last[0] == "20" and float(last[4]) == pytest.approx(0.2 * 19) and float(last[6]) == pytest.approx(0.05 * 19)
     assert (tmp_path / "reward_vs_sqrt_kl.png").exists()
+
+
+def test_report_without_gold_reports_proxy_alone(tmp_path):
+    """HH runs log no reward/gold: the report falls back to proxy vs √KL instead of failing."""
+    from rlhfjax.analysis.report import report
+
+    recs = [{"step": i, "kl/seq_mean": 0.25 * i * i, "reward/proxy": 0.5 - 0.1 * i} for i in range(1, 5)]
+    recs.insert(2, {"step": 2, "eval/reward/proxy": 9.0, "eval/kl/seq_mean": 9.0})  # eval rows are not curve rows
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    lines = report(str(tmp_path), rows=10).splitlines()
+    assert lines[0].split() == ["iter", "KL", "√KL", "proxy", "Δproxy"]
+    assert [line.split() for line in lines[2:6]] == [
+        ["1", "0.250", "0.500", "0.400", "+0.000"],
+        ["2", "1.000", "1.000", "0.300", "-0.100"],
+        ["3", "2.250", "1.500", "0.200", "-0.200"],
+        ["4", "4.000", "2.000", "0.100", "-0.300"]]
+    # Δproxy = -0.2 (d - 0.5) is not of the form d(α − β log d); only check that one fit line is proxy's.
+    fits = [line for line in lines if "Δreward" in line]
+    assert len(fits) == 1 and fits[0].startswith("reward/proxy:")
+    assert (tmp_path / "reward_vs_sqrt_kl.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_report_without_any_curve_records_names_the_file(tmp_path):
+    from rlhfjax.analysis.report import report
+
+    (tmp_path / "metrics.jsonl").write_text(json.dumps({"step": 1, "loss": 1.0}) + "\n")
+    with pytest.raises(ValueError, match="metrics.jsonl has no records"):
+        report(str(tmp_path))

@@ -1,8 +1,9 @@
 """Print and plot what an RLHF run did to reward as KL grew: `python -m rlhfjax.analysis.report RUN_DIR`.
 
-RUN_DIR is a `ppo` run directory (its metrics.jsonl needs `kl/seq_mean`, `reward/proxy` and,
-on the toy lab, `reward/gold`). Writes `reward_vs_sqrt_kl.png` there and prints a table of about
-`rows` evenly spaced iterations, rewards shown relative to the first iteration (≈ the initial policy).
+RUN_DIR is a `ppo` run directory (its metrics.jsonl needs `kl/seq_mean` and `reward/proxy`; gold is
+reported beside proxy where `reward/gold` is logged, as on the toy lab, and proxy alone elsewhere, e.g. HH).
+Writes `reward_vs_sqrt_kl.png` there and prints a table of about `rows` evenly spaced iterations, rewards
+shown relative to the first iteration (≈ the initial policy).
 """
 
 from __future__ import annotations
@@ -34,9 +35,8 @@ def table(curve: dict[str, np.ndarray], rows: int = 10) -> str:
 
 def report(run_dir: str, rows: int = 10) -> str:
     path = os.path.join(run_dir, "metrics.jsonl")
-    try:
-        curve = read_curve(path)
-    except ValueError:  # no gold reward outside the toy lab
+    curve = read_curve(path)
+    if len(curve["step"]) == 0:  # read_curve keeps only records with every key; no gold outside the toy lab
         curve = read_curve(path, keys=("kl/seq_mean", "reward/proxy"))
     if len(curve["step"]) == 0:
         raise ValueError(f"{path} has no records with kl/seq_mean and reward/proxy")
