@@ -1,7 +1,9 @@
 """Anthropic HH-RLHF format: parse and load comparisons, demonstrations, prompts and ranked lists.
 
 A transcript is ``"\\n\\nHuman: … \\n\\nAssistant: … \\n\\nHuman: … \\n\\nAssistant: <response>"``. Each row is
-split at its *last* Assistant turn into a shared prompt (ending with ``"\\n\\nAssistant:"``) and a response.
+split at its *last* Assistant turn into a shared prompt (ending with ``"\\n\\nAssistant:"``) and a response. A pair
+whose two transcripts split into different prompts (a response that itself contains ``"\\n\\nAssistant:"``) is
+split at the last Assistant turn the two share instead (:func:`split_at_shared_turn`).
 
 Sources (hub ids, local files, in-memory rows), the bad-row :class:`~rlhfjax.data.sources.LoadReport` and
 process sharding are generic and live in :mod:`rlhfjax.data.sources`; this module holds the HH row parsers
@@ -10,6 +12,7 @@ process sharding are generic and live in :mod:`rlhfjax.data.sources`; this modul
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Any, Mapping
 
@@ -31,6 +34,7 @@ PROMPT_TOO_LONG = "prompt_too_long"
 TOO_FEW_RESPONSES = "too_few_responses"
 # Fix reasons (the row is kept, modified; counted but not bad).
 PROMPT_TRUNCATED = "prompt_truncated"
+PROMPT_FROM_COMMON_PREFIX = "prompt_from_common_prefix"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -50,6 +54,21 @@ def split_transcript(text: str) -> tuple[str, str]:
         raise ValueError("transcript has no '\\n\\nAssistant:' turn")
     cut = i + len(ASSISTANT)
     return text[:cut], text[cut:].strip()
+
+
+def split_at_shared_turn(a: str, b: str) -> tuple[str, str, str] | None:
+    """Split two transcripts at the last Assistant turn of their longest common prefix.
+
+    → ``(prompt, response_a, response_b)`` (responses stripped), or ``None`` if the common prefix holds no
+    complete Assistant turn. For HH pairs where one response contains e.g. ``"\\n\\nAssistant: Human: …"``,
+    so that splitting each transcript at its own last turn gives two different prompts.
+    """
+    shared = len(os.path.commonprefix([a, b]))
+    i = a.rfind(ASSISTANT, 0, shared)
+    if i < 0:
+        return None
+    cut = i + len(ASSISTANT)
+    return a[:cut], a[cut:].strip(), b[cut:].strip()
 
 
 def join_transcript(prompt: str, response: str) -> str:
@@ -128,9 +147,15 @@ def parse_pair(row: Mapping, report: LoadReport, *, chosen_key: str = "chosen",
         report.skip(NO_ASSISTANT_TURN, row)
         return None
     (prompt, good), (prompt_b, bad) = split_transcript(chosen), split_transcript(rejected)
-    if prompt != prompt_b:
-        report.skip(PROMPT_MISMATCH, row)
-        return None
+    from_shared_turn = prompt != prompt_b
+    if from_shared_turn:
+        # Only a split leaving two real, different responses is trusted; anything else (e.g. two
+        # unrelated conversations) stays a mismatch rather than becoming a degenerate pair.
+        shared = split_at_shared_turn(chosen, rejected)
+        if shared is None or not shared[1] or not shared[2] or shared[1] == shared[2]:
+            report.skip(PROMPT_MISMATCH, row)
+            return None
+        prompt, good, bad = shared
     if not good or not bad:
         report.skip(EMPTY_RESPONSE, row)
         return None
@@ -138,7 +163,11 @@ def parse_pair(row: Mapping, report: LoadReport, *, chosen_key: str = "chosen",
         report.skip(IDENTICAL_RESPONSES, row)
         return None
     prompt = _check_prompt(prompt, row, report, max_prompt_chars, long_prompt)
-    return None if prompt is None else PreferencePair(prompt, good, bad)
+    if prompt is None:
+        return None
+    if from_shared_turn:  # counted only once the row is kept, so no row is both fixed and skipped
+        report.fix(PROMPT_FROM_COMMON_PREFIX, row)
+    return PreferencePair(prompt, good, bad)
 
 
 def _split_transcript_row(row: Mapping, transcript_key: str, report: LoadReport) -> tuple[str, str] | None:

@@ -86,6 +86,38 @@ def test_bad_rows_counted_by_reason_exactly(tmp_path):
     assert report.skipped[hh.PROMPT_TOO_LONG] == 1 and not report.fixed
 
 
+def test_pairs_whose_prompts_differ_split_at_their_last_shared_assistant_turn():
+    """HH responses sometimes contain '\\n\\nAssistant:' themselves; the shared turn is the real prompt."""
+    q = "\n\nHuman: q\n\nAssistant:"
+    fixed_rows = [  # (row, expected pair)
+        ({"chosen": t(P2, "yes.  Human: why?\n\nAssistant:  because"), "rejected": t(P2, "no")},
+         PreferencePair(P2, "yes.  Human: why?\n\nAssistant:  because", "no")),
+        ({"chosen": t(P2, "a\n\nHuman: b\n\nAssistant: c"), "rejected": t(P2, "a")},
+         PreferencePair(P2, "a\n\nHuman: b\n\nAssistant: c", "a")),
+        # The common prefix ends inside a marker ("\n\nAssist"): only a complete turn is a split point.
+        ({"chosen": q + " a\n\nAssistant: b", "rejected": q + " a\n\nAssist c"},
+         PreferencePair(q, "a\n\nAssistant: b", "a\n\nAssist c")),
+    ]
+    still_bad = [
+        # Nothing after the shared turn on one side.
+        {"chosen": P2, "rejected": t(P2, "x\n\nHuman: more\n\nAssistant: y")},
+        # The responses after the shared turn are the same text.
+        {"chosen": t(P2, "x\n\nAssistant: y"), "rejected": t(P2, " x\n\nAssistant: y")},
+        # No Assistant turn in common at all.
+        {"chosen": t("\n\nHuman: a\n\nAssistant:", "x"), "rejected": t("\n\nHuman: b\n\nAssistant:", "y")},
+    ]
+    same_last_turn = {"chosen": t(P2, "x\n\nAssistant: y"), "rejected": t(P2, "x\n\nAssistant: z")}
+    rows = [r for r, _ in fixed_rows] + still_bad + [same_last_turn]
+    pairs, report = load_hh(rows, max_bad_fraction=1.0)
+    assert pairs == [p for _, p in fixed_rows] + [PreferencePair(P2 + " x" + ASSISTANT, "y", "z")]
+    assert dict(report.skipped) == {hh.PROMPT_MISMATCH: 3}
+    assert dict(report.fixed) == {hh.PROMPT_FROM_COMMON_PREFIX: 3}
+    assert "why?" in report.examples[hh.PROMPT_FROM_COMMON_PREFIX]
+    # A row skipped for its prompt's length is not also counted as fixed.
+    _, report = load_hh(rows[:1], max_prompt_chars=len(P2) - 1, long_prompt="skip", max_bad_fraction=1.0)
+    assert dict(report.skipped) == {hh.PROMPT_TOO_LONG: 1} and not report.fixed
+
+
 def test_non_mapping_and_non_string_rows_do_not_crash():
     rows = GOOD + [{"chosen": 3, "rejected": t(P2, "x")}, ["not", "a", "dict"], {}]
     pairs, report = load_hh(rows, max_bad_fraction=1.0)
@@ -177,8 +209,13 @@ def test_sft_prompt_and_ranked_loaders():
 @pytest.mark.skipif(not os.path.exists(REAL_HH), reason=f"real HH-RLHF subset not present at {REAL_HH}")
 def test_real_hh_rlhf_subset_offline():
     pairs, report = load_hh(REAL_HH)  # json builder + data_files, the hub's code path
-    assert report.rows == 1500 and report.kept == 1495 == len(pairs)
-    assert dict(report.skipped) == {hh.EMPTY_RESPONSE: 4, hh.PROMPT_MISMATCH: 1}
+    assert report.rows == 1500 and report.kept == 1496 == len(pairs)
+    assert dict(report.skipped) == {hh.EMPTY_RESPONSE: 4}
+    # One chosen response goes on with "  Human: …\n\nAssistant: …"; split where the two still agree.
+    assert dict(report.fixed) == {hh.PROMPT_FROM_COMMON_PREFIX: 1}
+    fixed = [p for p in pairs if p.rejected.startswith("A drag king is the opposite of a drag queen")]
+    assert len(fixed) == 1 and fixed[0].prompt.endswith("\n\nHuman: Isn't that drag kings?" + ASSISTANT)
+    assert fixed[0].chosen.startswith("No. Men who impersonate") and fixed[0].chosen.endswith("because")
     raw = datasets.load_dataset("json", data_files=REAL_HH, split="train")
     assert raw.num_rows == 1500
     first = split_transcript(raw[0]["chosen"])
