@@ -6,14 +6,17 @@ with ``data_files`` — the same code path, so local copies of hub files load ex
 
 Bad rows never crash a run: a row parser (e.g. the HH parsers in :mod:`rlhfjax.data.hh`) skips each (or
 fixes it) and counts it by reason in a :class:`LoadReport`; loading fails with :class:`BadDataError` only
-when the skipped fraction exceeds ``max_bad_fraction``, quoting one example per reason.
+when the skipped fraction exceeds ``max_bad_fraction``, quoting one example per reason. A line of a local
+JSON Lines file that is not valid JSON is such a row too (``invalid_json``, quoted as ``file:line``).
 """
 
 from __future__ import annotations
 
+import codecs
 import collections
 import dataclasses
 import glob
+import gzip
 import json
 import logging
 import os
@@ -23,11 +26,14 @@ import tempfile
 from typing import Any, Callable, Iterable, Mapping
 
 import datasets
+from datasets.exceptions import DatasetGenerationError
 
 _log = logging.getLogger(__name__)
 
 # Skip reason shared by every parser: the row is not a mapping, or a field has the wrong type.
 NOT_STRING = "not_string"
+# Skip reason for a line of a local JSON Lines file that does not parse (an :class:`InvalidLine`).
+INVALID_JSON = "invalid_json"
 
 # File suffix -> `datasets` packaged builder.
 _BUILDERS = {
@@ -103,6 +109,19 @@ class LoadReport:
 # --------------------------------------------------------------------------------------------------
 
 
+@dataclasses.dataclass(frozen=True)
+class InvalidLine:
+    """A line of a local JSON Lines file that is not JSON; stands in for its row so ``parse_rows`` counts it."""
+
+    file: str
+    line: int  # 1-based, as editors and `sed -n` count
+    error: str
+    text: str
+
+    def __repr__(self) -> str:  # what the report quotes: where, why, and the start of the line
+        return f"{self.file}:{self.line}: {self.error}: {self.text[:120]!r}"
+
+
 def _builder_for(path: str) -> str | None:
     name = path.lower()
     for suffix in sorted(_BUILDERS, key=len, reverse=True):
@@ -147,15 +166,81 @@ def resolve_local_files(source: str, *, data_dir: str | None = None,
     return builders.pop(), files
 
 
+def _json_values(path: str) -> tuple[list, bool]:
+    """A local JSON file's rows in file order, each the parsed value of its line or an :class:`InvalidLine`,
+    and whether some line is not a JSON object (what makes ``datasets`` fail on JSON Lines).
+
+    A file holding one JSON document (an array of rows, say) is that value; such a file that does not
+    parse raises :class:`BadDataError` naming the line, since no single row of it can be skipped.
+    """
+    with (gzip.open if path.lower().endswith(".gz") else open)(path, "rb") as f:
+        data = f.read()
+    data = data[len(codecs.BOM_UTF8):] if data.startswith(codecs.BOM_UTF8) else data
+    if data.lstrip().startswith(b"["):
+        try:
+            return list(json.loads(data)), False
+        except ValueError as err:  # JSONDecodeError, UnicodeDecodeError
+            where = f"{path}:{err.lineno}" if isinstance(err, json.JSONDecodeError) else path
+            raise BadDataError(f"{where}: invalid JSON in a JSON array file ({err}); fix it, or write one "
+                               "row per line (JSON Lines) so that bad rows can be skipped") from err
+    values = []
+    for number, raw in enumerate(data.split(b"\n"), 1):
+        if not raw.strip():
+            continue  # blank lines are no rows, for datasets' json builder either
+        try:
+            values.append(json.loads(raw.decode("utf-8")))
+        except UnicodeDecodeError:
+            values.append(InvalidLine(path, number, "not UTF-8", raw.decode("utf-8", "replace")))
+        except json.JSONDecodeError as err:
+            values.append(InvalidLine(path, number, f"invalid JSON ({err.msg}, column {err.colno})",
+                                      raw.decode("utf-8").rstrip("\r")))
+    if all(isinstance(v, dict) for v in values):
+        return values, False
+    try:  # a valid document spread over lines (e.g. one pretty-printed object) is not bad lines
+        return [json.loads(data)], False
+    except ValueError:
+        return values, True
+
+
+def _read_json_lines(files: list[str], split: str, name: str) -> list | None:
+    """``files`` read line by line → rows (dicts with every key any row has, as datasets gives them) and
+    :class:`InvalidLine` markers, in file order, sliced like ``split`` (``train[:100]``); ``None`` if every
+    line of every JSON Lines file is a JSON object."""
+    per_file = [_json_values(path) for path in files]
+    if not any(bad_lines for _, bad_lines in per_file):
+        return None
+    values = [v for file_values, _ in per_file for v in file_values]
+    columns = dict.fromkeys(k for v in values if isinstance(v, dict) for k in v)
+    rows = [{k: v.get(k) for k in columns} if isinstance(v, dict) else v for v in values]
+    spans = datasets.ReadInstruction.from_spec(split).to_absolute({name: len(rows)})
+    return [row for span in spans for row in rows[span.from_:span.to]]
+
+
 def load_rows(source: str, *, data_dir: str | None = None, split: str = "train",
-              **load_kwargs) -> datasets.Dataset:
-    """Any source → ``datasets.Dataset`` via ``datasets.load_dataset`` (hub id or local files)."""
+              **load_kwargs) -> datasets.Dataset | list:
+    """Any source → ``datasets.Dataset`` via ``datasets.load_dataset`` (hub id or local files).
+
+    Local JSON Lines files that ``datasets`` cannot read because some line is not a JSON object (pyarrow's
+    error names neither file nor line) are read line by line instead: the result is then a list of rows in
+    file order, each line that does not parse an :class:`InvalidLine` (``load_kwargs`` do not apply there).
+    """
     name = split.split("[", 1)[0]  # "train[:1000]" slices the "train" split, locally as on the hub
     local = resolve_local_files(source, data_dir=data_dir, split=name)
     if local is None:
         return datasets.load_dataset(source, data_dir=data_dir, split=split, **load_kwargs)
     builder, files = local
-    return datasets.load_dataset(builder, data_files={name: files}, split=split, **load_kwargs)
+    try:  # the fast path: files whose every line parses never take the one below
+        return datasets.load_dataset(builder, data_files={name: files}, split=split, **load_kwargs)
+    except (DatasetGenerationError, ValueError):
+        if builder != "json":
+            raise
+        rows = _read_json_lines(files, split, name)
+        if rows is None:
+            raise  # every line is a JSON object, so the lines are not what datasets failed on
+    bad = [row for row in rows if not isinstance(row, Mapping)]
+    _log.warning("%s: %d of %d lines are not JSON objects (first: %r); read line by line to skip and count "
+                 "them", source, len(bad), len(rows), bad[0] if bad else None)
+    return rows
 
 
 # --------------------------------------------------------------------------------------------------
@@ -172,6 +257,9 @@ def parse_rows(rows: Iterable[Mapping], parse: Callable[..., Any], *, source: st
         if limit is not None and report.rows >= limit:
             break
         report.rows += 1
+        if isinstance(row, InvalidLine):
+            report.skip(INVALID_JSON, row)
+            continue
         if not isinstance(row, Mapping):
             report.skip(NOT_STRING, row)
             continue
