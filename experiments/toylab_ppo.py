@@ -6,7 +6,9 @@
 
 Needs the SFT policy (`rlhfjax sft ... --workdir runs/toylab/sft`) and the reward model
 (`rlhfjax rm ... --workdir runs/toylab/rm --config.model.init_from=runs/toylab/sft/model`).
-The reference policy is `policy.init_from` itself; the value model starts from the reward model.
+The reference policy is `policy.init_from` itself; by default the value model is a separate model
+initialised from the reward model (Stiennon et al. 2020, as TRL does); `value.model=policy_head` is
+lm-human-preferences' choice, a scalar head on the policy's own trunk.
 Defaults cite Ziegler et al. 2019 and its code, lm-human-preferences ("LHP" below); sizes are
 scaled down for the toy lab (2 CPU cores).
 """
@@ -39,8 +41,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.reward.no_eos_penalty = -1.0  # ... by this value
 
     c.value = ml_collections.ConfigDict()
-    c.value.model = "separate"  # separate value model (LHP) | policy_head: value head on the policy, shared backbone
-    c.value.init_from = ""  # separate: "" = the reward model (LHP initialises the value function from the RM)
+    c.value.model = "separate"  # separate (Stiennon et al. 2020, TRL) | policy_head: a head on the policy's trunk (LHP)
+    c.value.init_from = ""  # separate: "" = the reward model (Stiennon et al. 2020 initialise the value from the RM)
 
     c.rollout = ml_collections.ConfigDict()
     c.rollout.temperature = 0.7  # LHP; log-probs, KL and the PPO ratio all use the T-scaled policy

@@ -1,7 +1,9 @@
-"""`rlhfjax <command> --config experiments/x.py[:variant] [--config.a.b=value ...] [--workdir DIR]`.
+"""`rlhfjax <command> --config experiments/x.py[:variant] [--config.a.b=value ...] [--workdir DIR] [--debug]`.
 
 Each command is a recipe `run(config, workdir)`; the resolved config is written to
 `<workdir>/config.json` before the run starts, so every run directory says what produced it.
+A mistake the user can fix (`rlhfjax.errors.UserError`: a config, a missing path, bad data) ends the
+run with one line on stderr and exit status 2; `--debug` shows its traceback instead.
 """
 
 from __future__ import annotations
@@ -12,7 +14,11 @@ import os
 import sys
 import time
 
-from rlhfjax.config import ConfigError, load_config, save_config, split_overrides
+# transformers advises at import that PyTorch is missing; rlhfjax never needs torch.
+os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+
+from rlhfjax.config import load_config, save_config, split_overrides  # noqa: E402
+from rlhfjax.errors import UserError  # noqa: E402
 
 # command -> (module with run(config, workdir), one-line description). Grows as objectives land.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -34,22 +40,26 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("command", choices=sorted(COMMANDS), metavar="command")
     p.add_argument("--config", required=True, help="experiment file with get_config(), optionally :variant")
     p.add_argument("--workdir", default=None, help="run directory (default: runs/<command>-<time>)")
+    p.add_argument("--debug", action="store_true", help="show the traceback of a user error too")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
     try:
-        overrides, rest = split_overrides(argv)
-    except ConfigError as e:
+        return _run(argv)
+    except UserError as e:
+        if debug:
+            raise
         print(f"rlhfjax: error: {e}", file=sys.stderr)
         return 2
+
+
+def _run(argv: list[str]) -> int:
+    overrides, rest = split_overrides(argv)
     args = _parser().parse_args(rest)
-    try:
-        config = load_config(args.config, overrides)
-    except ConfigError as e:
-        print(f"rlhfjax: error: {e}", file=sys.stderr)
-        return 2
+    config = load_config(args.config, overrides)
     workdir = args.workdir or os.path.join("runs", f"{args.command}-{time.strftime('%Y%m%d-%H%M%S')}")
     save_config(config, workdir)
     print(f"rlhfjax {args.command}: run directory {workdir}", flush=True)

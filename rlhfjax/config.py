@@ -18,11 +18,9 @@ from typing import Any
 
 import ml_collections
 
+from rlhfjax.errors import ConfigError  # noqa: F401 (a config file or override that cannot be applied)
+
 OVERRIDE_PREFIX = "--config."
-
-
-class ConfigError(ValueError):
-    """A config file or override that cannot be applied."""
 
 
 def _import_config_file(path: str):

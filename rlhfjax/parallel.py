@@ -26,6 +26,8 @@ import numpy as np
 import optax
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as PS
 
+from rlhfjax.errors import ConfigError
+
 MESH_AXES = ("data", "fsdp", "tensor")
 
 # Logical axis -> mesh axes. Flax resolves an array's axes left to right and never reuses a mesh
@@ -60,17 +62,17 @@ def mesh_shape(config, num_devices: int) -> dict[str, int]:
     elif config.strategy == "custom":
         sizes = {a: int(config[a]) for a in MESH_AXES}
     else:
-        raise ValueError(f"mesh strategy must be one of {(*STRATEGIES, 'custom')}, got {config.strategy!r}")
+        raise ConfigError(f"mesh strategy must be one of {(*STRATEGIES, 'custom')}, got {config.strategy!r}")
     fill = [a for a, s in sizes.items() if s == -1]
     if len(fill) > 1:
-        raise ValueError(f"at most one mesh axis may be -1, got {fill}")
+        raise ConfigError(f"at most one mesh axis may be -1, got {fill}")
     fixed = math.prod(s for s in sizes.values() if s != -1)
     if fill:
         if num_devices % fixed:
-            raise ValueError(f"{num_devices} devices are not divisible by the fixed axes {sizes}")
+            raise ConfigError(f"{num_devices} devices are not divisible by the fixed axes {sizes}")
         sizes[fill[0]] = num_devices // fixed
     if math.prod(sizes.values()) != num_devices:
-        raise ValueError(f"mesh {sizes} needs {math.prod(sizes.values())} devices, have {num_devices}")
+        raise ConfigError(f"mesh {sizes} needs {math.prod(sizes.values())} devices, have {num_devices}")
     return sizes
 
 

@@ -71,3 +71,90 @@ def test_lm_command_end_to_end(tmp_path):
     cfg, _ = load_pretrained(str(workdir / "model"))
     assert cfg.vocab_size == len(json.loads((workdir / "tokenizer" / "tokenizer.json").read_text())
                                  ["model"]["vocab"])
+
+
+# --------------------------------------------------------------------------------------------
+# User errors: one line, exit status 2; --debug shows the traceback; bugs still raise
+
+
+def _word_tokenizer(tmp_path):
+    from rlhfjax.recipes.lm import train_word_tokenizer
+
+    path = str(tmp_path / "tok")
+    train_word_tokenizer(["a b c d"]).save_pretrained(path)
+    return path
+
+
+def _one_line_error(capsys, argv, expect):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("rlhfjax: error: ") and "\n" not in err and "Traceback" not in err, err
+    assert expect in err, err
+    return err
+
+
+@pytest.mark.parametrize("case", ["checkpoint", "tokenizer", "text_file", "batch_size"])
+def test_user_errors_print_one_line_with_a_fix(tmp_path, capsys, case):
+    argv = ["lm", "--config", f"{LM_TINY}:smoke", "--workdir", str(tmp_path / "run")]
+    extra, expect = {
+        "checkpoint": ([f"--config.model.init_from={tmp_path}/no/such/model",
+                        f"--config.tokenizer.path={_word_tokenizer(tmp_path)}"], "no such checkpoint directory"),
+        "tokenizer": ([f"--config.tokenizer.path={tmp_path}/no-tokenizer"], "could not load a tokenizer"),
+        "text_file": ([f"--config.data.text_path={tmp_path}/missing.txt"], "no such text file"),
+        "batch_size": (["--config.train.batch_size=3"], "not divisible by the 8 data-parallel devices"),
+    }[case]
+    err = _one_line_error(capsys, argv + extra, expect)
+    assert err.endswith(")")  # "<what> (<how to fix>)"
+
+
+@pytest.mark.parametrize("case", ["data_file", "bad_rows"])
+def test_data_errors_print_one_line(tmp_path, capsys, case):
+    sft_cfg = os.path.join(os.path.dirname(__file__), "..", "experiments", "toylab_sft.py")
+    data = tmp_path / "sft.jsonl"
+    if case == "bad_rows":  # every row lacks an Assistant turn
+        data.write_text("".join(json.dumps({"text": f"\n\nHuman: hi {i}"}) + "\n" for i in range(10)))
+    argv = ["sft", "--config", f"{sft_cfg}:smoke", "--workdir", str(tmp_path / "run"),
+            f"--config.data.source={data}", f"--config.tokenizer.path={_word_tokenizer(tmp_path)}"]
+    expect = "no such local data" if case == "data_file" else "10 of 10 rows are bad"
+    _one_line_error(capsys, argv, expect)
+
+
+def test_debug_shows_the_traceback_and_bugs_still_raise(tmp_path, monkeypatch):
+    from rlhfjax.errors import MissingPathError
+
+    argv = ["lm", "--config", f"{LM_TINY}:smoke", "--workdir", str(tmp_path / "run"),
+            f"--config.data.text_path={tmp_path}/missing.txt"]
+    with pytest.raises(MissingPathError):
+        main(argv + ["--debug"])
+    import rlhfjax.recipes.lm as lm_recipe
+
+    def broken(config, workdir):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(lm_recipe, "run", broken)
+    with pytest.raises(RuntimeError, match="a bug"):
+        main(argv[:5])
+
+
+def test_cli_silences_the_missing_torch_advice():
+    """transformers advises at import that PyTorch is missing; the CLI turns that off (torch is hidden here)."""
+    hide = "import sys; sys.modules['torch'] = None; "
+    env = {k: v for k, v in os.environ.items() if k != "TRANSFORMERS_NO_ADVISORY_WARNINGS"}
+    plain = subprocess.run([sys.executable, "-c", hide + "import transformers"], capture_output=True, text=True,
+                           env=env, timeout=300)
+    assert "PyTorch was not found" in plain.stderr  # the advice exists: this test can see it
+    quiet = subprocess.run([sys.executable, "-c", hide + "import rlhfjax.cli, transformers"], capture_output=True,
+                           text=True, env=env, timeout=300)
+    assert quiet.returncode == 0 and "PyTorch was not found" not in quiet.stderr, quiet.stderr
+
+
+def test_prompt_preview_shows_the_last_human_turn_cut():
+    from rlhfjax.data.examples import preview, prompt_preview
+
+    long_turn = "tell me about rivers " * 30
+    prompt = f"\n\nHuman: first question\n\nAssistant: an answer\n\nHuman: {long_turn}\n\nAssistant:"
+    shown = prompt_preview(prompt, limit=80)
+    assert len(shown) <= 80 + len("[cut]") and shown.endswith("…[cut]") and shown.startswith("tell me about rivers")
+    assert "first question" not in shown and "Assistant" not in shown
+    assert prompt_preview("\n\nHuman: short?\n\nAssistant:") == "short?"
+    assert preview("two\nlines") == "two lines"

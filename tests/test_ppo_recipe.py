@@ -193,6 +193,8 @@ def test_smoke_run_logs_metrics_and_resumes_exactly(lab):
     assert [r["step"] for r in evals] == [0, 2, 3] and evals[0]["eval/kl/seq_mean"] == 0.0
     assert all(np.isfinite(r["eval/reward/gold"]) and r["eval/num_prompts"] == 16 for r in evals)
     assert evals[-1]["eval/kl/seq_mean"] != 0.0 and summary["evals"] == evals
+    # Evals measure KL with the training estimator (k3 here: non-negative, like the training curve).
+    assert summary["kl_estimator"] == "k3" and all(r["eval/kl/seq_mean"] >= 0.0 for r in evals)
     for name in NAMED:
         assert all(np.isfinite(r[name]) for r in rows), name
     for r in rows:  # the logged KL is the one in the rewards: total = score − β·KL (per-sequence means)
@@ -242,3 +244,12 @@ def test_fsdp_mesh_matches_single_device(lab):
         for k in ("eval/reward/proxy", "eval/reward/gold", "eval/kl/seq_mean"):
             assert b[k] == pytest.approx(a[k], rel=1e-3, abs=1e-5), k
     assert single["final"]["step"] == 2
+
+
+def test_no_eos_penalty_without_an_eos_token_is_refused(lab):
+    from rlhfjax.errors import ConfigError
+
+    config = smoke_config(lab, 1)  # penalise_no_eos=true
+    with pytest.raises(ConfigError, match="penalise_no_eos"):
+        ppo_recipe.advantage_config(config, eos_id=None)
+    assert ppo_recipe.advantage_config(config, eos_id=2).no_eos_penalty == config.reward.no_eos_penalty

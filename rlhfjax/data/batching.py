@@ -24,6 +24,7 @@ import numpy as np
 
 from rlhfjax.data.hh import HUMAN, parse_turns
 from rlhfjax.data.examples import PreferencePair, PromptExample, RankedList, SFTExample
+from rlhfjax.errors import ConfigError
 
 TEMPLATES = ("auto", "hh", "chat")
 
@@ -41,12 +42,12 @@ class TokenizeConfig:
 
     def __post_init__(self):
         if self.template not in TEMPLATES:
-            raise ValueError(f"template must be one of {TEMPLATES}, got {self.template!r}")
+            raise ConfigError(f"template must be one of {TEMPLATES}, got {self.template!r}")
         total = self.max_prompt_len + self.max_response_len
         if self.buckets and max(self.buckets) < total:
-            raise ValueError(f"largest bucket {max(self.buckets)} < max_prompt_len + max_response_len {total}")
+            raise ConfigError(f"largest bucket {max(self.buckets)} < max_prompt_len + max_response_len {total}")
         if self.prompt_buckets and max(self.prompt_buckets) < self.max_prompt_len:
-            raise ValueError("largest prompt bucket < max_prompt_len")
+            raise ConfigError("largest prompt bucket < max_prompt_len")
 
     @property
     def seq_buckets(self) -> tuple[int, ...]:
@@ -68,7 +69,7 @@ def bucket_length(n: int, buckets: Sequence[int]) -> int:
     for b in sorted(buckets):
         if b >= n:
             return b
-    raise ValueError(f"length {n} exceeds the largest bucket {max(buckets)}")
+    raise ConfigError(f"length {n} exceeds the largest bucket {max(buckets)}")
 
 
 class Encoder:
@@ -85,7 +86,7 @@ class Encoder:
         has_chat = bool(getattr(tokenizer, "chat_template", None))
         self.template = ("chat" if has_chat else "hh") if config.template == "auto" else config.template
         if self.template == "chat" and not has_chat:
-            raise ValueError("template='chat' but the tokenizer defines no chat_template")
+            raise ConfigError("template='chat' but the tokenizer defines no chat_template")
         self.eos_id = tokenizer.eos_token_id
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_id
         if self.pad_id is None:

@@ -60,3 +60,19 @@ def prompts_of(examples: Sequence[PreferencePair | RankedList | SFTExample]) -> 
     for ex in examples:
         seen.setdefault(ex.prompt, None)
     return [PromptExample(p) for p in seen]
+
+
+def preview(text: str, limit: int = 200) -> str:
+    """`text` on one line, cut to `limit` characters with a visible marker when longer."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[:limit - 1].rstrip() + "…[cut]"
+
+
+def prompt_preview(prompt: str, limit: int = 200) -> str:
+    """The last Human turn of an HH transcript (what the response answers), for logs; see `preview`."""
+    from rlhfjax.data.hh import ASSISTANT, HUMAN
+
+    start = prompt.rfind(HUMAN)
+    turn = prompt[start + len(HUMAN):] if start >= 0 else prompt
+    end = turn.rfind(ASSISTANT)
+    return preview(turn[:end] if end >= 0 else turn, limit)

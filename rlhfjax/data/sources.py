@@ -28,6 +28,8 @@ from typing import Any, Callable, Iterable, Mapping
 import datasets
 from datasets.exceptions import DatasetGenerationError
 
+from rlhfjax.errors import BadInputError, ConfigError, MissingPathError, UserError
+
 _log = logging.getLogger(__name__)
 
 # Skip reason shared by every parser: the row is not a mapping, or a field has the wrong type.
@@ -43,7 +45,7 @@ _BUILDERS = {
 _SPLIT_NAMES = ("train", "test", "validation", "valid", "dev")
 
 
-class BadDataError(ValueError):
+class BadDataError(UserError, ValueError):
     """Too many bad rows; the message holds the report summary and one example per reason."""
 
 
@@ -95,9 +97,12 @@ class LoadReport:
     def check(self, max_bad_fraction: float) -> None:
         """Raise :class:`BadDataError` (quoting one example per skip reason) if too many rows are bad."""
         if self.bad_fraction > max_bad_fraction:
-            quoted = "\n".join(f"  e.g. {r}: {self.examples[r]}" for r in sorted(self.skipped))
-            raise BadDataError(f"bad fraction {self.bad_fraction:.3f} > max_bad_fraction "
-                               f"{max_bad_fraction}\n{self.summary()}\n{quoted}")
+            # One line (the CLI prints it as is): counts, then one flattened example per reason.
+            reasons = "; ".join(f"{n} rows {r}, e.g. {r}: {' '.join(str(self.examples[r]).split())[:300]}"
+                                for r, n in sorted(self.skipped.items()))
+            raise BadDataError(f"{self.source}: {self.bad} of {self.rows} rows are bad "
+                               f"({100 * self.bad_fraction:.1f}% > max_bad_fraction {max_bad_fraction:g}): {reasons}",
+                               "fix or remove those rows; the load report lists every skip reason")
 
     def to_dict(self) -> dict:
         return {"source": self.source, "rows": self.rows, "kept": self.kept,
@@ -155,14 +160,16 @@ def resolve_local_files(source: str, *, data_dir: str | None = None,
     elif os.path.isfile(path):
         files = [path]
     elif source.startswith((".", "/", "~")) or _builder_for(source):
-        raise FileNotFoundError(f"no such local data: {path}")
+        raise MissingPathError(f"no such local data: {path}",
+                               "check data.source (a hub id, or a local json/jsonl/parquet/csv file or directory)")
     else:
         return None
     if not files:
-        raise FileNotFoundError(f"no data files for split {split!r} under {path}")
+        raise MissingPathError(f"no data files for split {split!r} under {path}",
+                               "name files like train.jsonl / test.jsonl, or set data.train_split / data.eval_split")
     builders = {_builder_for(f) for f in files}
     if len(builders) != 1 or None in builders:
-        raise ValueError(f"cannot mix or infer file formats {sorted(map(str, builders))} in {path}")
+        raise BadInputError(f"cannot mix or infer file formats {sorted(map(str, builders))} in {path}")
     return builders.pop(), files
 
 
@@ -318,7 +325,7 @@ def ensure_toylab(directory: str, seed: int) -> dict:
             manifest = json.load(f)
         if manifest.get("seed") == seed:
             return manifest
-        raise ValueError(f"{directory} holds a toy lab built with seed {manifest.get('seed')}, not {seed}; "
+        raise ConfigError(f"{directory} holds a toy lab built with seed {manifest.get('seed')}, not {seed}; "
                          "pick another data.toylab_dir or the matching data.toylab_seed")
     from rlhfjax.data.toylab import build_toylab
 

@@ -12,6 +12,8 @@ from typing import Any
 
 import jax.numpy as jnp
 
+from rlhfjax.errors import ConfigError
+
 SUPPORTED_FAMILIES = ("gpt2", "gpt_neox", "llama", "qwen2")
 ACTIVATIONS = ("gelu_tanh", "gelu_exact", "silu", "relu")
 ROPE_SCALINGS = (None, "linear", "llama3")
@@ -65,21 +67,21 @@ class ModelConfig:
 
     def __post_init__(self):
         if self.family not in SUPPORTED_FAMILIES:
-            raise ValueError(
+            raise ConfigError(
                 f"unsupported model family {self.family!r}; supported: {', '.join(SUPPORTED_FAMILIES)}"
             )
         if self.norm not in ("layernorm", "rmsnorm"):
-            raise ValueError(f"norm must be 'layernorm' or 'rmsnorm', got {self.norm!r}")
+            raise ConfigError(f"norm must be 'layernorm' or 'rmsnorm', got {self.norm!r}")
         if self.mlp not in ("gated", "plain"):
-            raise ValueError(f"mlp must be 'gated' or 'plain', got {self.mlp!r}")
+            raise ConfigError(f"mlp must be 'gated' or 'plain', got {self.mlp!r}")
         if self.activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
+            raise ConfigError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
         if self.position not in ("rope", "learned"):
-            raise ValueError(f"position must be 'rope' or 'learned', got {self.position!r}")
+            raise ConfigError(f"position must be 'rope' or 'learned', got {self.position!r}")
         if self.rope_scaling not in ROPE_SCALINGS:
-            raise ValueError(f"rope_scaling must be one of {ROPE_SCALINGS}, got {self.rope_scaling!r}")
+            raise ConfigError(f"rope_scaling must be one of {ROPE_SCALINGS}, got {self.rope_scaling!r}")
         if self.num_heads % self.kv_heads:
-            raise ValueError(
+            raise ConfigError(
                 f"num_heads={self.num_heads} is not a multiple of num_kv_heads={self.kv_heads}"
             )
         for name in ("dtype", "param_dtype"):
@@ -120,7 +122,7 @@ class ModelConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
-            raise ValueError(f"unknown ModelConfig field(s): {', '.join(unknown)}")
+            raise ConfigError(f"unknown ModelConfig field(s): {', '.join(unknown)}")
         return cls(**d)
 
 
@@ -138,7 +140,7 @@ def preset(family: str, **overrides: Any) -> ModelConfig:
                       qkv_bias=True),
     }
     if family not in base:
-        raise ValueError(
+        raise ConfigError(
             f"unsupported model family {family!r}; supported: {', '.join(SUPPORTED_FAMILIES)}"
         )
     return ModelConfig(family=family, **{**base[family], **overrides})

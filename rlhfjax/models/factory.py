@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import jax
 
+from rlhfjax.errors import ConfigError
 from rlhfjax.models.config import ModelConfig, preset
 from rlhfjax.models.transformer import init_params
 
@@ -18,7 +19,7 @@ def preset_from_config(section, vocab_size: int) -> ModelConfig:
     try:
         return preset(section.family, vocab_size=vocab_size, **fields)
     except TypeError as e:  # an unknown keyword: name it
-        raise ValueError(f"config.model: {e}") from None
+        raise ConfigError(f"config.model: {e}") from None
 
 
 def model_from_config(section, vocab_size: int, rng: jax.Array) -> tuple[ModelConfig, dict]:

@@ -13,6 +13,8 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
+from rlhfjax.errors import ConfigError
+
 
 @flax.struct.dataclass
 class FixedKL:
@@ -42,7 +44,7 @@ class AdaptiveKL:
     @classmethod
     def create(cls, init_coef: float = 0.15, target: float = 6.0, horizon: float = 10_000.0) -> AdaptiveKL:
         if not (target > 0 and horizon > 0):
-            raise ValueError(f"AdaptiveKL needs target > 0 and horizon > 0, got {target}, {horizon}")
+            raise ConfigError(f"AdaptiveKL needs target > 0 and horizon > 0, got {target}, {horizon}")
         return cls(coef=jnp.asarray(init_coef, jnp.float32), target=float(target), horizon=float(horizon))
 
     def update(self, observed_kl, n_steps) -> AdaptiveKL:

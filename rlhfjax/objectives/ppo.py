@@ -27,6 +27,7 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
+from rlhfjax.errors import ConfigError
 from rlhfjax.models import ModelConfig, api
 from rlhfjax.objectives import kl_control
 from rlhfjax.train.update import apply_update
@@ -98,7 +99,7 @@ def kl_per_token(logp_BxT, ref_logp_BxT, kind: str = "k1"):
         return 0.5 * jnp.square(d)
     if kind == "k3":
         return jnp.expm1(-d) + d  # (r − 1) − log r with log r = −d; expm1 keeps it ≥ 0 near d = 0
-    raise ValueError(f"unknown KL estimator {kind!r}; expected 'k1', 'k2' or 'k3'")
+    raise ConfigError(f"unknown KL estimator {kind!r}; expected 'k1', 'k2' or 'k3'")
 
 
 # --------------------------------------------------------------------------------------------

@@ -6,7 +6,8 @@ scores have mean 0 and std 1, fitted once before training and kept fixed.
 Held-out evaluation samples the current policy on fixed prompt batches with fixed keys (so evals at
 different iterations differ only by the policy) and reports:
   eval/reward/proxy     normalised RM score            eval/reward/gold   toy lab only
-  eval/kl/seq_mean      Σ_t (log π_T − log π_ref,T) on the samples (k1: unbiased for KL(π‖π_ref))
+  eval/kl/seq_mean      Σ_t kl_t on the samples, with the estimator the method trains with (k1, k2, k3:
+                        `objectives.ppo.kl_per_token`), so train and eval KL curves are comparable
   eval/response/length  tokens incl. EOS               eval/num_prompts
 and appends a few samples per eval to `<workdir>/samples.jsonl`.
 """
@@ -22,6 +23,7 @@ import numpy as np
 
 from rlhfjax import parallel
 from rlhfjax.data.batching import collate_prompts
+from rlhfjax.data.examples import preview, prompt_preview
 from rlhfjax.data.hh import load_prompts
 from rlhfjax.objectives import ppo as ppo_math
 from rlhfjax.online import experience
@@ -29,6 +31,7 @@ from rlhfjax.online.roles import Roles
 from rlhfjax.sampling import SamplingConfig
 
 NUM_SAMPLES_SAVED = 8  # per eval, in samples.jsonl
+NUM_SAMPLES_PRINTED = 2
 
 
 def collate(examples, encoder) -> dict:
@@ -80,7 +83,7 @@ def fit_normaliser(policy_params, roles: Roles, prompt_iter, mesh, *, sampling: 
 
 def evaluate(policy_params, roles: Roles, gain, bias, batches: list[dict], mesh, *, sampling: SamplingConfig, rng,
              tokenizer, gold_fn=None, chunk_size: int | None = None, samples_path: str | None = None,
-             step: int = 0) -> dict:
+             step: int = 0, kl_estimator: str = "k1") -> dict:
     """The policy on held-out prompt batches (module docstring). `gold_fn(prompts, responses)` →
     gold rewards (the toy lab's), or None."""
     N = sampling.max_new_tokens
@@ -96,7 +99,8 @@ def evaluate(policy_params, roles: Roles, gain, bias, batches: list[dict], mesh,
         logp = experience.logp_phase(policy_params, seq, smask, **kw)
         ref = experience.logp_phase(roles.reference.params, seq, smask, **kw)
         proxy.append(np.asarray(ppo_math.normalise(score, gain, bias)))
-        kl.append(np.asarray(jnp.sum(logp - ref, axis=-1)))
+        per_token = ppo_math.kl_per_token(logp, ref, kl_estimator)
+        kl.append(np.asarray(jnp.sum(jnp.where(ro.response_mask_BxN.astype(bool), per_token, 0.0), axis=-1)))
         length.append(np.asarray(ro.response_mask_BxN).sum(-1))
         responses = decode(tokenizer, ro.tokens_BxN, ro.response_mask_BxN)
         if gold_fn is not None:
@@ -112,7 +116,9 @@ def evaluate(policy_params, roles: Roles, gain, bias, batches: list[dict], mesh,
            "eval/num_prompts": float(sum(len(p) for p in proxy))}
     if gold:
         out["eval/reward/gold"] = float(np.mean(np.concatenate(gold)))
-    if samples_path:
+    if samples_path:  # the full texts; the log gets a short view of a couple
         with open(samples_path, "a") as f:
             f.writelines(json.dumps(r) + "\n" for r in saved)
+    for r in saved[:NUM_SAMPLES_PRINTED]:
+        print(f"  [eval {step}] {prompt_preview(r['prompt'])!r} -> {preview(r['response'])!r}", flush=True)
     return out

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from rlhfjax.errors import ConfigError
 from rlhfjax.models import ModelConfig, api, init_value_head
 from rlhfjax.models.hf import load_pretrained, load_pretrained_scalar
 
@@ -48,7 +49,7 @@ class Roles:
 def load_roles(config, mesh, vocab_size: int, *, with_value: bool) -> Roles:
     """Load every role from `config` and place it on `mesh` by its logical axes."""
     if not config.policy.init_from or not config.reward.init_from:
-        raise ValueError("set policy.init_from (e.g. runs/toylab/sft/model) and reward.init_from "
+        raise ConfigError("set policy.init_from (e.g. runs/toylab/sft/model) and reward.init_from "
                          "(e.g. runs/toylab/rm/model)")
     dtype = config.policy.dtype
     policy_cfg, policy_host = load_pretrained(config.policy.init_from, dtype=dtype)
@@ -64,7 +65,7 @@ def load_roles(config, mesh, vocab_size: int, *, with_value: bool) -> Roles:
     if with_value:
         if config.value.model == "policy_head":
             if config.value.init_from:
-                raise ValueError("value.init_from is for value.model='separate'; a policy value head starts at zero")
+                raise ConfigError("value.init_from is for value.model='separate'; a policy value head starts at zero")
             roles.value = role("value", "value_head", policy_cfg, init_value_head(policy_cfg), "")
         elif config.value.model == "separate":
             init_from = config.value.init_from or config.reward.init_from
@@ -72,8 +73,8 @@ def load_roles(config, mesh, vocab_size: int, *, with_value: bool) -> Roles:
                          else load_pretrained_scalar(init_from, dtype=dtype))
             roles.value = role("value", "scalar", cfg, host, init_from)
         else:
-            raise ValueError(f"value.model must be one of {VALUE_MODELS}, got {config.value.model!r}")
+            raise ConfigError(f"value.model must be one of {VALUE_MODELS}, got {config.value.model!r}")
     for r in (roles.policy, roles.reward, roles.value):
         if r is not None and r.cfg.vocab_size < vocab_size:
-            raise ValueError(f"{r.name} model has vocab_size {r.cfg.vocab_size} < tokenizer size {vocab_size}")
+            raise ConfigError(f"{r.name} model has vocab_size {r.cfg.vocab_size} < tokenizer size {vocab_size}")
     return roles

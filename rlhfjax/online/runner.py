@@ -144,6 +144,7 @@ def run_online(setup: OnlineSetup, workdir: str, state: OnlineState, iterate: It
     base_rng = jax.random.PRNGKey(config.seed)
     checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=config.train.keep_checkpoints)
     eval_rng = jax.random.fold_in(base_rng, 3)
+    kl_estimator = config.kl.estimator if "kl" in config else "k1"  # evals measure KL as training does
     with parallel.activate(mesh):  # the models' logical constraints resolve against this mesh
         if checkpointer.latest_step() is None and config.reward.normalise:
             norm_iter = BatchIterator(examples, B, collate, seed=config.seed + 1, num_epochs=None)
@@ -181,7 +182,7 @@ def run_online(setup: OnlineSetup, workdir: str, state: OnlineState, iterate: It
                 state.train.params["policy"], roles, state.reward_gain, state.reward_bias, evals, mesh,
                 sampling=setup.sampling, rng=eval_rng, tokenizer=setup.tokenizer, gold_fn=setup.gold_fn,
                 chunk_size=chunk_size, samples_path=os.path.join(workdir, "samples.jsonl"),
-                step=int(state.iteration))
+                step=int(state.iteration), kl_estimator=kl_estimator)
 
         iterations = config.train.iterations
         try:
@@ -204,7 +205,7 @@ def run_online(setup: OnlineSetup, workdir: str, state: OnlineState, iterate: It
     summary = {"iterations": iterations, "final": train_rows[-1] if train_rows else {},
                "table": summary_table(train_rows), "evals": [r for r in rows if "eval/reward/proxy" in r],
                "reward_normaliser": {"gain": float(state.reward_gain), "bias": float(state.reward_bias)},
-               "seconds": round(time.time() - t0, 1), "model_dir": model_dir,
+               "seconds": round(time.time() - t0, 1), "model_dir": model_dir, "kl_estimator": kl_estimator,
                **(summary_extra(state) if summary_extra else {})}
     write_json(os.path.join(workdir, "summary.json"), summary)
     return summary, state

@@ -18,6 +18,7 @@ from jax.sharding import Mesh
 from rlhfjax import parallel
 from rlhfjax.data.batching import Encoder, TokenizeConfig
 from rlhfjax.data.sources import TOYLAB, ensure_toylab, is_toylab, resolve_source  # noqa: F401 (re-exported)
+from rlhfjax.errors import ConfigError
 from rlhfjax.models import ModelConfig, api
 from rlhfjax.models.factory import model_from_config, preset_from_config
 from rlhfjax.models.hf import load_tokenizer
@@ -38,7 +39,7 @@ def tokenizer_for(config):
         return load_tokenizer(os.path.join(config.data.toylab_dir, "tokenizer"))
     if config.model.init_from:
         return load_tokenizer(config.model.init_from)
-    raise ValueError("no tokenizer: set tokenizer.path or model.init_from (or use data.source='toylab')")
+    raise ConfigError("no tokenizer: set tokenizer.path or model.init_from (or use data.source='toylab')")
 
 
 def encoder_for(config, tokenizer) -> Encoder:
@@ -74,10 +75,10 @@ def check_batch_size(batch_size: int, mesh: Mesh, accum_steps: int = 1, what: st
     """Every batch is split evenly over the data-parallel devices (and into `accum_steps` micro-batches)."""
     dp = data_parallel_size(mesh)
     if batch_size % dp:
-        raise ValueError(f"{what}={batch_size} is not divisible by the {dp} data-parallel devices of the mesh "
+        raise ConfigError(f"{what}={batch_size} is not divisible by the {dp} data-parallel devices of the mesh "
                          f"{dict(mesh.shape)}; use a multiple of {dp} (or another --config.mesh.strategy)")
     if batch_size % accum_steps:
-        raise ValueError(f"{what}={batch_size} is not divisible by optim.grad_accum_steps={accum_steps}")
+        raise ConfigError(f"{what}={batch_size} is not divisible by optim.grad_accum_steps={accum_steps}")
 
 
 def shard(batch, mesh: Mesh):

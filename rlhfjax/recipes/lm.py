@@ -17,6 +17,7 @@ import numpy as np
 
 from rlhfjax import parallel
 from rlhfjax.data.batching import BatchIterator
+from rlhfjax.errors import ConfigError, MissingPathError
 from rlhfjax.models.hf import load_tokenizer, save_pretrained
 from rlhfjax.objectives import lm as lm_objective
 from rlhfjax.recipes import common
@@ -37,6 +38,9 @@ def synthetic_corpus(n: int, seed: int) -> list[str]:
 
 
 def read_corpus(path: str) -> list[str]:
+    if not os.path.isfile(path):
+        raise MissingPathError(f"no such text file: {path!r}", "set data.text_path to a .txt (one document per "
+                               "line) or .jsonl ({\"text\": ...}) file, or leave it empty for the synthetic corpus")
     with open(path) as f:
         if path.endswith(".jsonl"):
             return [json.loads(line)["text"] for line in f if line.strip()]
@@ -65,7 +69,7 @@ def pack(texts: list[str], tokenizer, seq_len: int) -> np.ndarray:
         ids += [bos] + tokenizer.encode(text, add_special_tokens=False) + [tokenizer.eos_token_id]
     rows = len(ids) // seq_len
     if rows == 0:
-        raise ValueError(f"corpus has {len(ids)} tokens, fewer than one row of seq_len={seq_len}")
+        raise ConfigError(f"corpus has {len(ids)} tokens, fewer than one row of seq_len={seq_len}")
     return np.asarray(ids[: rows * seq_len], np.int32).reshape(rows, seq_len)
 
 
@@ -102,7 +106,7 @@ def run(config, workdir: str, mesh=None) -> dict:
     eval_rows, train_rows = rows[order[:n_eval]], rows[order[n_eval:]]
     B = config.train.batch_size
     if len(train_rows) < B:
-        raise ValueError(f"only {len(train_rows)} training rows for batch_size={B}; add data")
+        raise ConfigError(f"only {len(train_rows)} training rows for batch_size={B}; add data")
     train_iter = BatchIterator(list(train_rows), B, lambda items: _batch(np.stack(items)), seed=config.seed,
                                num_epochs=None)
 

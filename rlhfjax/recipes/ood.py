@@ -31,6 +31,7 @@ from rlhfjax import parallel
 from rlhfjax.analysis.ood import (auroc, collect_activations, make_activation_fn, ood_report, plot_score_histograms,
                                   resolve_layers)
 from rlhfjax.data.hh import load_prompts
+from rlhfjax.errors import ConfigError
 from rlhfjax.models import api
 from rlhfjax.models.factory import preset_from_config
 from rlhfjax.recipes import common
@@ -74,7 +75,7 @@ def _sources(config) -> dict[str, tuple[str, str | None, str, int]]:
             if toylab:
                 source = prompts_dir
             elif role == "ood":
-                raise ValueError("set ood.ood_source (the OOD prompts) when data.source is not the toy lab")
+                raise ConfigError("set ood.ood_source (the OOD prompts) when data.source is not the toy lab")
             else:
                 source = config.data.source
         data_dir = o[f"{role}_data_dir"] or (None if toylab or o[f"{role}_source"] else config.data.data_dir or None)
@@ -98,12 +99,12 @@ def run(config, workdir: str, mesh=None) -> dict:
         prompts[role] = examples
         reports[role] = {"source": source, "data_dir": data_dir, "split": split, "prompts": len(examples)}
     if len(prompts["fit"]) < 2 or not prompts["test"] or not prompts["ood"]:
-        raise ValueError(f"need >= 2 fit prompts and some test and OOD prompts, got "
+        raise ConfigError(f"need >= 2 fit prompts and some test and OOD prompts, got "
                          f"{ {k: len(v) for k, v in prompts.items()} }")
 
     kind, model_cfg, params, scalar_model = load_model(config, len(tokenizer), jax.random.PRNGKey(config.seed), mesh)
     if model_cfg.vocab_size < len(tokenizer):
-        raise ValueError(f"tokenizer has {len(tokenizer)} tokens but the model's vocab_size is "
+        raise ConfigError(f"tokenizer has {len(tokenizer)} tokens but the model's vocab_size is "
                          f"{model_cfg.vocab_size}: pass the model's tokenizer via tokenizer.path")
     layers = resolve_layers(config.ood.layer, model_cfg.num_layers)
     print(f"ood: {kind} ({model_cfg.family}, {model_cfg.num_layers} layers, hidden {model_cfg.hidden_size}); "

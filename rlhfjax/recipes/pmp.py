@@ -19,6 +19,7 @@ import os
 import ml_collections
 
 from rlhfjax.config import save_config
+from rlhfjax.errors import ConfigError
 from rlhfjax.recipes import common, rm
 
 SCALAR_OBJECTIVES = ("ranked", "binary")  # exported as a sequence classifier; "imitation" exports an LM
@@ -28,12 +29,12 @@ def stage_configs(config, workdir: str) -> tuple[ml_collections.ConfigDict, ml_c
     """(stage-1 config, stage-2 config): plain `rm` configs (no `pretrain` block), locked."""
     pre, ft_obj = config.pretrain, config.rm.objective
     if (pre.objective in SCALAR_OBJECTIVES) != (ft_obj in SCALAR_OBJECTIVES):
-        raise ValueError(f"pretrain.objective={pre.objective!r} exports a "
+        raise ConfigError(f"pretrain.objective={pre.objective!r} exports a "
                          f"{'scalar PM' if pre.objective in SCALAR_OBJECTIVES else 'language model'}, which "
                          f"rm.objective={ft_obj!r} cannot start from; pre-train ranked/binary for a ranked/binary "
                          "fine-tune and imitation for imitation")
     if config.rm.lm_coef != 0:
-        raise ValueError("rm.lm_coef must be 0 for PMP: a PM trained with an LM head is not exported")
+        raise ConfigError("rm.lm_coef must be 0 for PMP: a PM trained with an LM head is not exported")
     base = config.to_dict()
     del base["pretrain"]
     stage1 = ml_collections.ConfigDict(base)
@@ -80,7 +81,7 @@ def run_stage(name: str, config, stage_dir: str, mesh=None) -> tuple[dict, bool]
     saved = _saved_config(stage_dir)
     if saved is not None and saved != wanted:
         diff = "; ".join(_differences(saved, wanted))
-        raise ValueError(f"{stage_dir} holds a {name} stage run with another config ({diff}); "
+        raise ConfigError(f"{stage_dir} holds a {name} stage run with another config ({diff}); "
                          "use a fresh --workdir")
     summary_path = os.path.join(stage_dir, "summary.json")
     if saved is not None and os.path.exists(summary_path):

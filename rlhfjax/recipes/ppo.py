@@ -21,6 +21,7 @@ import time
 import jax
 
 from rlhfjax import parallel
+from rlhfjax.errors import ConfigError
 from rlhfjax.objectives import kl_control
 from rlhfjax.objectives import ppo as ppo_objective
 from rlhfjax.online import experience, runner
@@ -33,18 +34,21 @@ def kl_controller(kl_config):
         return kl_control.AdaptiveKL.create(kl_config.init_coef, kl_config.target, kl_config.horizon)
     if kl_config.controller == "fixed":
         return kl_control.FixedKL.create(kl_config.init_coef)
-    raise ValueError(f"kl.controller must be one of {KL_CONTROLLERS}, got {kl_config.controller!r}")
+    raise ConfigError(f"kl.controller must be one of {KL_CONTROLLERS}, got {kl_config.controller!r}")
 
 
 def minibatch_size(config) -> int:
     B, M = config.train.batch_size, config.ppo.num_minibatches
     if M < 1 or B % M:
-        raise ValueError(f"train.batch_size={B} must be a positive multiple of ppo.num_minibatches={M}")
+        raise ConfigError(f"train.batch_size={B} must be a positive multiple of ppo.num_minibatches={M}")
     return B // M
 
 
 def advantage_config(config, eos_id) -> ppo_objective.AdvantageConfig:
     r, p = config.reward, config.ppo
+    if r.penalise_no_eos and eos_id is None:  # every score would become the penalty
+        raise ConfigError("reward.penalise_no_eos=True but the tokenizer has no EOS token",
+                          "set reward.penalise_no_eos=False, or use a tokenizer with an EOS token")
     return ppo_objective.AdvantageConfig(
         kl_estimator=config.kl.estimator, gamma=float(p.gamma), lam=float(p.lam),
         whiten_rewards=bool(p.whiten_rewards), whiten_advantages=bool(p.whiten_advantages),

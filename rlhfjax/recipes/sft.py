@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rlhfjax.data.batching import BatchIterator, collate_prompts, collate_sft
+from rlhfjax.data.examples import preview, prompt_preview
 from rlhfjax.data.hh import load_sft
 from rlhfjax.models.hf import save_pretrained
 from rlhfjax.objectives import sft as sft_objective
@@ -108,7 +109,7 @@ def run_with_state(config, workdir: str, mesh=None):
         with open(os.path.join(workdir, "samples.jsonl"), "a") as f:
             f.writelines(json.dumps(r) + "\n" for r in rows)
         for r in rows[:3]:
-            print(f"  [{step}] {r['prompt'].strip()!r} -> {r['completion']!r}", flush=True)
+            print(f"  [{step}] {prompt_preview(r['prompt'])!r} -> {preview(r['completion'])!r}", flush=True)
         return metrics
 
     state, history = common.fit(config, workdir, state, train_iter, sft_objective.loss_fn, loss_config,

@@ -26,8 +26,10 @@ StepFn = Callable[[Any, int], tuple[Any, dict]]
 
 
 def _log_line(record: dict, keys=None) -> str:
-    """One compact line: step, loss (or the given keys) and every eval/reward metric."""
-    extra = sorted(k for k in record if k.startswith(("eval/", "reward/")) and k not in (keys or ()))
+    """One compact line: step, then the given keys and every eval/ metric (default: loss and every
+    eval/ and reward/ metric)."""
+    prefixes = ("eval/",) if keys else ("eval/", "reward/")
+    extra = sorted(k for k in record if k.startswith(prefixes) and k not in (keys or ()))
     keys = [*(keys or ["loss"]), *extra]
     return f"step {record['step']}: " + " ".join(f"{k}={record[k]:.4g}" for k in keys if k in record)
 

@@ -12,6 +12,8 @@ import jax
 import ml_collections
 import optax
 
+from rlhfjax.errors import ConfigError
+
 SCHEDULES = ("constant", "cosine", "linear")
 
 
@@ -35,7 +37,7 @@ def default_optim_config() -> ml_collections.ConfigDict:
 def make_schedule(config) -> optax.Schedule:
     lr, warm, total = config.learning_rate, int(config.warmup_steps), int(config.total_steps)
     if config.schedule not in SCHEDULES:
-        raise ValueError(f"schedule must be one of {SCHEDULES}, got {config.schedule!r}")
+        raise ConfigError(f"schedule must be one of {SCHEDULES}, got {config.schedule!r}")
     decay_steps = max(total - warm, 1)
     if config.schedule == "constant":
         after = optax.constant_schedule(lr)

@@ -20,6 +20,7 @@ import numpy as np
 from rlhfjax.data.labelling import read_jsonl, write_jsonl
 from rlhfjax.data.toylab.gold import GoldWeights, gold_components
 from rlhfjax.data.toylab.world import SURFACE_WORD
+from rlhfjax.errors import ConfigError
 
 POOL_COMPONENT = {"helpful": "helpful", "harmless": "harmless", "mixed": "gold"}
 
@@ -37,9 +38,9 @@ class AnnotatorPool:
 
     def __post_init__(self):
         if self.pool not in POOL_COMPONENT:
-            raise ValueError(f"pool must be one of {sorted(POOL_COMPONENT)}, got {self.pool!r}")
+            raise ConfigError(f"pool must be one of {sorted(POOL_COMPONENT)}, got {self.pool!r}")
         if self.temperature <= 0 or not 0 <= self.flip_noise <= 0.5:
-            raise ValueError("need temperature > 0 and 0 <= flip_noise <= 0.5")
+            raise ConfigError("need temperature > 0 and 0 <= flip_noise <= 0.5")
 
     def utility(self, prompt: str, response: str) -> float:
         words = response.split()

@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rlhfjax.errors import BadInputError, MissingPathError
 from rlhfjax.models.config import SUPPORTED_FAMILIES, ModelConfig
 from rlhfjax.models.hf import safetensors_io
 from rlhfjax.models.hf.config_map import config_from_hf, config_to_hf
@@ -47,9 +48,9 @@ class _Checkpoint(Mapping):
             self._where = {name: f for name in f}
         else:
             found = sorted(os.listdir(directory))
-            raise FileNotFoundError(
-                f"no {SAFE_SINGLE} or {SAFE_INDEX} in {directory} (found: {found}); rlhfjax reads "
-                "safetensors only — re-save a PyTorch checkpoint with `save_pretrained(..., "
+            raise MissingPathError(
+                f"no {SAFE_SINGLE} or {SAFE_INDEX} in {directory} (found: {found})",
+                "rlhfjax reads safetensors only: re-save a PyTorch checkpoint with `save_pretrained(..., "
                 "safe_serialization=True)`")
 
     def __getitem__(self, name):
@@ -95,7 +96,9 @@ def _resolve(name_or_path: str, revision: str | None) -> str:
     if os.path.isdir(expanded):
         return expanded
     if expanded.startswith((".", "/", "~")) or name_or_path.count("/") > 1:
-        raise FileNotFoundError(f"no such checkpoint directory: {name_or_path!r}")
+        raise MissingPathError(f"no such checkpoint directory: {name_or_path!r}",
+                               "check the path, or run the stage that writes it first, e.g. `rlhfjax sft ... "
+                               "--workdir DIR` writes DIR/model")
     from huggingface_hub import snapshot_download
 
     try:
@@ -103,11 +106,10 @@ def _resolve(name_or_path: str, revision: str | None) -> str:
             repo_id=name_or_path, revision=revision,
             allow_patterns=["config.json", "*.safetensors", SAFE_INDEX, "generation_config.json"])
     except Exception as e:  # noqa: BLE001 — re-raised with what the user can do about it
-        raise OSError(
-            f"could not fetch {name_or_path!r} from the Hugging Face Hub ({type(e).__name__}: {e}). "
-            f"If you have no network, download it elsewhere (e.g. `hf download "
-            f"{name_or_path}`) and pass the local directory path instead of the hub id."
-        ) from e
+        raise MissingPathError(
+            f"could not fetch {name_or_path!r} from the Hugging Face Hub ({type(e).__name__}: {e})",
+            f"without network, download it elsewhere (e.g. `hf download {name_or_path}`) and pass the "
+            "local directory instead of the hub id") from e
 
 
 def load_hf_config(name_or_path: str, revision: str | None = None):
@@ -117,8 +119,8 @@ def load_hf_config(name_or_path: str, revision: str | None = None):
         raw = json.load(f)
     model_type = raw.get("model_type")
     if model_type not in SUPPORTED_FAMILIES:
-        raise ValueError(f"{name_or_path}: unsupported model_type {model_type!r}; "
-                         f"supported: {', '.join(SUPPORTED_FAMILIES)}")
+        raise BadInputError(f"{name_or_path}: unsupported model_type {model_type!r}",
+                            f"supported: {', '.join(SUPPORTED_FAMILIES)}")
     import transformers
 
     return directory, transformers.AutoConfig.from_pretrained(directory)
@@ -129,17 +131,17 @@ def _validate(source: str, cfg: ModelConfig, tensors: _Renamed, want: dict[str, 
     """Fail on missing, unused or wrongly shaped tensors before any is converted."""
     missing = sorted(set(want) - set(tensors))
     if missing:
-        raise ValueError(f"{source}: checkpoint lacks {len(missing)} tensor(s) the config needs: "
+        raise BadInputError(f"{source}: checkpoint lacks {len(missing)} tensor(s) the config needs: "
                          f"{', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''}")
     unexpected = sorted(n for n in set(tensors) - set(want)
                         if not n.endswith(_IGNORED_SUFFIXES) and n not in ignore)
     if unexpected:
-        raise ValueError(f"{source}: checkpoint has {len(unexpected)} tensor(s) a {cfg.family} "
+        raise BadInputError(f"{source}: checkpoint has {len(unexpected)} tensor(s) a {cfg.family} "
                          f"model does not use: {', '.join(unexpected[:8])}")
     for name, shape in want.items():
         got = tuple(tensors.shape(name))
         if got != shape:
-            raise ValueError(f"{source}: tensor {name!r} (rlhfjax param {_params_for(cfg, name)}) "
+            raise BadInputError(f"{source}: tensor {name!r} (rlhfjax param {_params_for(cfg, name)}) "
                              f"has shape {got} in the checkpoint but the config expects {shape}")
 
 
@@ -256,8 +258,9 @@ def load_tokenizer(name_or_path: str, revision: str | None = None):
     try:
         tok = transformers.AutoTokenizer.from_pretrained(os.path.expanduser(name_or_path), revision=revision)
     except OSError as e:
-        raise OSError(f"could not load a tokenizer from {name_or_path!r}: {e}. Pass a local directory "
-                      "holding tokenizer files if you have no network.") from e
+        raise MissingPathError(f"could not load a tokenizer from {name_or_path!r} ({type(e).__name__})",
+                               "pass a local directory holding tokenizer files (tokenizer.json or the "
+                               "model's vocab files), or set tokenizer.path") from e
     if tok.pad_token is None and tok.eos_token is not None:
         tok.pad_token = tok.eos_token
     return tok

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from rlhfjax.errors import BadInputError
 from rlhfjax.models.config import SUPPORTED_FAMILIES, ModelConfig, preset
 
 _ACTIVATIONS_FROM_HF = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu_fast": "gelu_tanh",
@@ -30,7 +31,7 @@ def _rope_from_hf(hf) -> dict[str, Any]:
     if kind == "default":
         return out
     if kind not in ("linear", "llama3"):
-        raise ValueError(f"unsupported rope scaling type {kind!r}; supported: default, linear, llama3")
+        raise BadInputError(f"unsupported rope scaling type {kind!r}; supported: default, linear, llama3")
     out.update(rope_scaling=kind, rope_scaling_factor=float(src["factor"]))
     if kind == "llama3":
         out.update(rope_low_freq_factor=float(src["low_freq_factor"]),
@@ -49,7 +50,7 @@ def _token_ids(hf) -> dict[str, int | None]:
 
 def _activation(name: str) -> str:
     if name not in _ACTIVATIONS_FROM_HF:
-        raise ValueError(f"unsupported activation {name!r}; supported: {sorted(_ACTIVATIONS_FROM_HF)}")
+        raise BadInputError(f"unsupported activation {name!r}; supported: {sorted(_ACTIVATIONS_FROM_HF)}")
     return _ACTIVATIONS_FROM_HF[name]
 
 
@@ -57,11 +58,11 @@ def config_from_hf(hf, **overrides: Any) -> ModelConfig:
     """ModelConfig from a transformers `PretrainedConfig` of a supported family."""
     family = hf.model_type
     if family not in SUPPORTED_FAMILIES:
-        raise ValueError(f"unsupported model_type {family!r}; supported: {', '.join(SUPPORTED_FAMILIES)}")
+        raise BadInputError(f"unsupported model_type {family!r}; supported: {', '.join(SUPPORTED_FAMILIES)}")
     ids = _token_ids(hf)
     if family == "gpt2":
         if getattr(hf, "scale_attn_by_inverse_layer_idx", False) or not getattr(hf, "scale_attn_weights", True):
-            raise ValueError("GPT-2 checkpoints with non-standard attention scaling are not supported")
+            raise BadInputError("GPT-2 checkpoints with non-standard attention scaling are not supported")
         cfg = preset("gpt2", vocab_size=hf.vocab_size, hidden_size=hf.n_embd, num_layers=hf.n_layer,
                      num_heads=hf.n_head, intermediate_size=hf.n_inner or 4 * hf.n_embd,
                      max_position_embeddings=hf.n_positions, norm_eps=hf.layer_norm_epsilon,
@@ -77,7 +78,7 @@ def config_from_hf(hf, **overrides: Any) -> ModelConfig:
                      tie_embeddings=bool(getattr(hf, "tie_word_embeddings", False)), **_rope_from_hf(hf), **ids)
     else:  # llama, qwen2
         if family == "qwen2" and getattr(hf, "use_sliding_window", False):
-            raise ValueError("Qwen2 checkpoints with use_sliding_window=True are not supported")
+            raise BadInputError("Qwen2 checkpoints with use_sliding_window=True are not supported")
         head_dim = getattr(hf, "head_dim", None) or hf.hidden_size // hf.num_attention_heads
         if family == "llama":
             bias = dict(qkv_bias=bool(getattr(hf, "attention_bias", False)),
