@@ -5,7 +5,8 @@
     rlhfjax ppo --config experiments/toylab_ppo.py --config.kl.controller=fixed --config.kl.init_coef=0.05 ...
 
 Needs the SFT policy (`rlhfjax sft ... --workdir runs/toylab/sft`) and the reward model
-(`rlhfjax rm ... --workdir runs/toylab/rm --config.model.init_from=runs/toylab/sft/model`).
+(`rlhfjax rm ... --workdir runs/toylab/rm --config.model.init_from=runs/toylab/sft/model`); the
+`:smoke` variant needs nothing (a random tiny policy and RM, unless init_from is given).
 The reference policy is `policy.init_from` itself; by default the value model is a separate model
 initialised from the reward model (Stiennon et al. 2020, as TRL does); `value.model=policy_head` is
 lm-human-preferences' choice, a scalar head on the policy's own trunk.
@@ -15,7 +16,7 @@ scaled down for the toy lab (2 CPU cores).
 
 import ml_collections
 
-from rlhfjax.config_blocks import data_config, online_train_config
+from rlhfjax.config_blocks import data_config, online_train_config, toy_model_config
 from rlhfjax.parallel import default_mesh_config
 from rlhfjax.train import default_optim_config
 
@@ -67,6 +68,12 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.ppo.whiten_rewards = True  # LHP: whitened rewards (rescaled, mean kept)
     c.ppo.whiten_advantages = True  # LHP
 
+    # Architecture of a random policy / reward model, used only when policy.init_from / reward.init_from
+    # are empty (the smoke variant, which then needs nothing on disk; its rewards mean nothing).
+    c.model = toy_model_config()
+    c.model.hidden_size = 32
+    c.model.intermediate_size = 64
+
     c.mesh = default_mesh_config()  # dp over all devices; fsdp / tp / custom for models that need it
     c.optim = default_optim_config()
     c.optim.learning_rate = 1e-4  # LHP: 1e-5 for GPT-2 124M; the 64-wide toy policy needs a larger step
@@ -77,7 +84,9 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     # (data.eval_split, up to data.eval_limit), logged as eval/reward/{proxy,gold}, eval/kl/seq_mean.
     c.train = online_train_config(iterations=100, batch_size=64, eval_every=20)
 
-    if arg == "smoke":
+    if arg == "smoke":  # stands alone: random tiny policy and RM (pass init_from to use real ones)
+        c.policy.init_from = ""
+        c.reward.init_from = ""
         c.data.limit = 64
         c.data.max_response_len = 8
         c.reward.norm_batches = 1

@@ -17,7 +17,7 @@ import time
 # transformers advises at import that PyTorch is missing; rlhfjax never needs torch.
 os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 
-from rlhfjax.config import load_config, save_config, split_overrides  # noqa: E402
+from rlhfjax.config import load_config, project_root, save_config, split_overrides  # noqa: E402
 from rlhfjax.errors import UserError  # noqa: E402
 
 # command -> (module with run(config, workdir), one-line description). Grows as objectives land.
@@ -39,7 +39,8 @@ def _parser() -> argparse.ArgumentParser:
         epilog=f"commands:\n{lines}\n\nAny config field can be overridden: --config.train.steps=10")
     p.add_argument("command", choices=sorted(COMMANDS), metavar="command")
     p.add_argument("--config", required=True, help="experiment file with get_config(), optionally :variant")
-    p.add_argument("--workdir", default=None, help="run directory (default: runs/<command>-<time>)")
+    p.add_argument("--workdir", default=None,
+                   help="run directory (default: <project root>/runs/<command>-<time>; see rlhfjax.config)")
     p.add_argument("--debug", action="store_true", help="show the traceback of a user error too")
     return p
 
@@ -60,7 +61,8 @@ def _run(argv: list[str]) -> int:
     overrides, rest = split_overrides(argv)
     args = _parser().parse_args(rest)
     config = load_config(args.config, overrides)
-    workdir = args.workdir or os.path.join("runs", f"{args.command}-{time.strftime('%Y%m%d-%H%M%S')}")
+    workdir = args.workdir or os.path.join(project_root(args.config.partition(":")[0]), "runs",
+                                           f"{args.command}-{time.strftime('%Y%m%d-%H%M%S')}")
     save_config(config, workdir)
     print(f"rlhfjax {args.command}: run directory {workdir}", flush=True)
     module = importlib.import_module(COMMANDS[args.command][0])

@@ -3,7 +3,13 @@
 `load_config("experiments/lm_tiny.py:smoke", ["--config.train.steps=5"])` imports the file, calls
 `get_config("smoke")`, applies the overrides and locks the result. An override of a field that does
 not exist, or whose value does not parse as the field's type, is rejected with a message naming
-the field — a typo must never silently start a run with the default.
+the field — a typo must never silently start a run with the default. Fields whose value must be
+one of a few names (`rm.objective`, `kl.controller`, `mesh.strategy`, ...) are checked at load too.
+
+Paths: a default in an experiment file that starts with `runs/` (toy-lab data, the previous
+stage's model, the CLI's default run directory) is relative to the *project root*, not the working
+directory: `$RLHFJAX_HOME` if set, else the folder that holds the file's `experiments/` (or
+`scripts/`) folder, else the working directory. Paths given on the command line are used as typed.
 """
 
 from __future__ import annotations
@@ -35,13 +41,68 @@ def _import_config_file(path: str):
 
 
 def load_config_file(config_string: str) -> ml_collections.ConfigDict:
-    """`path.py` or `path.py:arg` -> ConfigDict from the file's `get_config([arg])`."""
+    """`path.py` or `path.py:arg` -> ConfigDict from the file's `get_config([arg])`, with its `runs/...`
+    defaults resolved against `project_root(path)`."""
     path, _, arg = config_string.partition(":")
     module = _import_config_file(path)
-    cfg = module.get_config(arg) if arg else module.get_config()
+    try:
+        cfg = module.get_config(arg) if arg else module.get_config()
+    except ValueError as e:  # get_config's own refusal, e.g. an unknown variant
+        raise ConfigError(f"{config_string}: {e}") from None
     if not isinstance(cfg, ml_collections.ConfigDict):
         raise ConfigError(f"{path}: get_config() must return an ml_collections.ConfigDict")
+    _resolve_run_paths(cfg, project_root(path))
     return cfg
+
+
+RUNS = "runs"
+
+
+def project_root(path: str | None = None) -> str:
+    """Where `runs/` lives: `$RLHFJAX_HOME`, else the parent of the `experiments/` or `scripts/` folder
+    holding `path`, else the working directory."""
+    home = os.environ.get("RLHFJAX_HOME")
+    if home:
+        return os.path.abspath(os.path.expanduser(home))
+    if path is not None:
+        folder = os.path.dirname(os.path.abspath(path))
+        if os.path.basename(folder) in ("experiments", "scripts"):
+            return os.path.dirname(folder)
+    return os.getcwd()
+
+
+def _resolve_run_paths(cfg: ml_collections.ConfigDict, root: str) -> None:
+    for key, value in cfg.items():
+        if isinstance(value, ml_collections.ConfigDict):
+            _resolve_run_paths(value, root)
+        elif isinstance(value, str) and (value == RUNS or value.startswith(RUNS + "/")):
+            cfg[key] = os.path.join(root, value)
+
+
+def _choice_fields() -> dict[str, tuple[str, ...]]:
+    """Fields whose value must be one of a few names, and those names (from the code that reads them)."""
+    from rlhfjax.data.batching import TEMPLATES
+    from rlhfjax.models.config import SUPPORTED_FAMILIES
+    from rlhfjax.objectives.kl_control import CONTROLLERS
+    from rlhfjax.objectives.ppo import KL_ESTIMATORS
+    from rlhfjax.objectives.rm import OBJECTIVES
+    from rlhfjax.online.roles import VALUE_MODELS
+    from rlhfjax.parallel import STRATEGIES
+    from rlhfjax.train.optim import SCHEDULES
+
+    return {"rm.objective": OBJECTIVES, "pretrain.objective": OBJECTIVES, "kl.controller": CONTROLLERS,
+            "kl.estimator": KL_ESTIMATORS, "mesh.strategy": (*STRATEGIES, "custom"), "optim.schedule": SCHEDULES,
+            "value.model": VALUE_MODELS, "data.template": TEMPLATES, "model.family": SUPPORTED_FAMILIES}
+
+
+def check_choices(cfg: ml_collections.ConfigDict) -> None:
+    """Refuse a value outside its field's choices now, not minutes into the run."""
+    for field, choices in _choice_fields().items():
+        node: Any = cfg
+        for part in field.split("."):
+            node = node.get(part) if isinstance(node, ml_collections.ConfigDict) else None
+        if node is not None and node not in choices:
+            raise ConfigError(f"{field}={node!r} is not one of the choices", f"use one of: {', '.join(choices)}")
 
 
 def _all_fields(cfg: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
@@ -138,6 +199,7 @@ def load_config(config_string: str, overrides: Sequence[str] | Sequence[tuple[st
              else list(overrides))
     cfg = load_config_file(config_string)
     apply_overrides(cfg, pairs)
+    check_choices(cfg)
     cfg.lock()
     return cfg
 

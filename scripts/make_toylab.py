@@ -1,20 +1,25 @@
 """Build the offline toy lab (tokenizer, SFT data, comparisons, ranked lists, prompts, manifest).
 
-Run from the repository root:
-    python scripts/make_toylab.py --out runs/toylab --seed 0
+    python scripts/make_toylab.py                      # -> <project root>/runs/toylab/data, where recipes look
     python scripts/make_toylab.py --out runs/toylab_small --seed 1 --n_sft 500 --n_comparisons 500
+
+The project root is $RLHFJAX_HOME if set, else this repository (see rlhfjax.config.project_root).
+Recipes build the same lab on first use, so this script is only needed for other seeds or sizes.
 """
 
 import argparse
 import json
+import os
 import time
 
+from rlhfjax.config import project_root
 from rlhfjax.data.toylab import build_toylab
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", required=True, help="output directory")
+    default_out = os.path.join(project_root(__file__), "runs", "toylab", "data")  # = data.toylab_dir's default
+    parser.add_argument("--out", default=default_out, help=f"output directory (default {default_out})")
     parser.add_argument("--seed", type=int, default=0)
     for name, default in (("n_sft", 4000), ("n_comparisons", 4000), ("n_ranked", 500), ("n_prompts", 2000),
                           ("n_ood_prompts", 400)):

@@ -350,5 +350,10 @@ def resolve_source(data_config, kind: str) -> tuple[str, str | None]:
     """(source, data_dir) for a loader: the toy lab's `kind` folder, or the configured source."""
     if is_toylab(data_config):
         ensure_toylab(data_config.toylab_dir, data_config.toylab_seed)
-        return os.path.join(data_config.toylab_dir, kind), data_config.data_dir or None
+        folder = os.path.join(data_config.toylab_dir, kind)
+        if data_config.data_dir and not os.path.isdir(os.path.join(folder, data_config.data_dir)):
+            pools = sorted(d for d in os.listdir(folder) if os.path.isdir(os.path.join(folder, d)))
+            raise ConfigError(f"data.data_dir={data_config.data_dir!r}: the toy lab has no {kind} of that name",
+                              f"use one of: {', '.join(pools)}" if pools else f"{kind} has no subsets; leave it empty")
+        return folder, data_config.data_dir or None
     return data_config.source, data_config.data_dir or None

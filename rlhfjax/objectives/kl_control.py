@@ -53,6 +53,7 @@ class AdaptiveKL:
 
 
 KLController = FixedKL | AdaptiveKL
+CONTROLLERS = ("adaptive", "fixed")  # config.kl.controller
 
 
 def update(state: KLController, observed_kl, n_steps) -> KLController:

@@ -33,6 +33,7 @@ from rlhfjax.objectives import kl_control
 from rlhfjax.train.update import apply_update
 
 EPS = 1e-8
+KL_ESTIMATORS = ("k1", "k2", "k3")  # kl_per_token
 
 # --------------------------------------------------------------------------------------------
 # Masked reductions

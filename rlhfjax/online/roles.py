@@ -7,6 +7,8 @@ state), their shardings, its kind (`models.api.MODEL_KINDS`) and where it came f
 Config sections read (experiments/toylab_ppo.py documents them):
   policy.init_from, policy.dtype      initial policy, and the frozen reference (same weights)
   reward.init_from                    frozen reward model (an HF *ForSequenceClassification dir)
+  model                               only when policy.init_from / reward.init_from are empty: the
+                                      preset of a random policy / RM (smoke runs that need nothing else)
   value.model, value.init_from        only when the method asks for a value model:
                                       "separate" (a scalar model, default init: the reward model)
                                       or "policy_head" (a zero-initialised head on the policy)
@@ -17,8 +19,11 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import jax
+
 from rlhfjax.errors import ConfigError
-from rlhfjax.models import ModelConfig, api, init_value_head
+from rlhfjax.models import ModelConfig, api, init_params, init_scalar_params, init_value_head
+from rlhfjax.models.factory import preset_from_config
 from rlhfjax.models.hf import load_pretrained, load_pretrained_scalar
 
 VALUE_MODELS = ("separate", "policy_head")
@@ -46,14 +51,30 @@ class Roles:
         return self.value is not None and self.value.kind == "value_head"
 
 
+def _random(config, vocab_size: int, kind: str, role: str):
+    """(cfg, host params) of a random `config.model` preset: a policy, or an RM whose head is random too
+    (a zero head would score everything 0). For runs that must work with nothing on disk (smoke)."""
+    if "model" not in config:
+        raise ConfigError(f"{role}.init_from is empty",
+                          f"set {role}.init_from (e.g. runs/toylab/sft/model for the policy, runs/toylab/rm/model "
+                          "for the reward model), or a `model` section for a random one")
+    cfg = preset_from_config(config.model, vocab_size)
+    rng = jax.random.fold_in(jax.random.PRNGKey(config.seed), 0 if kind == "lm" else 1)
+    if kind == "lm":
+        return cfg, init_params(cfg, rng)
+    params = init_scalar_params(cfg, rng)
+    kernel = params["head"]["kernel"]
+    params["head"]["kernel"] = jax.random.normal(jax.random.fold_in(rng, 1), kernel.shape) / kernel.shape[0] ** 0.5
+    return cfg, params
+
+
 def load_roles(config, mesh, vocab_size: int, *, with_value: bool) -> Roles:
     """Load every role from `config` and place it on `mesh` by its logical axes."""
-    if not config.policy.init_from or not config.reward.init_from:
-        raise ConfigError("set policy.init_from (e.g. runs/toylab/sft/model) and reward.init_from "
-                         "(e.g. runs/toylab/rm/model)")
     dtype = config.policy.dtype
-    policy_cfg, policy_host = load_pretrained(config.policy.init_from, dtype=dtype)
-    reward_cfg, reward_host = load_pretrained_scalar(config.reward.init_from, dtype=dtype)
+    policy_cfg, policy_host = (load_pretrained(config.policy.init_from, dtype=dtype) if config.policy.init_from
+                               else _random(config, vocab_size, "lm", "policy"))
+    reward_cfg, reward_host = (load_pretrained_scalar(config.reward.init_from, dtype=dtype)
+                               if config.reward.init_from else _random(config, vocab_size, "scalar", "reward"))
 
     def role(name, kind, cfg, host, init_from):
         shardings = api.param_shardings(cfg, mesh, kind)

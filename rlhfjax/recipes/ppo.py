@@ -26,15 +26,12 @@ from rlhfjax.objectives import kl_control
 from rlhfjax.objectives import ppo as ppo_objective
 from rlhfjax.online import experience, runner
 
-KL_CONTROLLERS = ("adaptive", "fixed")
-
-
 def kl_controller(kl_config):
     if kl_config.controller == "adaptive":
         return kl_control.AdaptiveKL.create(kl_config.init_coef, kl_config.target, kl_config.horizon)
     if kl_config.controller == "fixed":
         return kl_control.FixedKL.create(kl_config.init_coef)
-    raise ConfigError(f"kl.controller must be one of {KL_CONTROLLERS}, got {kl_config.controller!r}")
+    raise ConfigError(f"kl.controller must be one of {kl_control.CONTROLLERS}, got {kl_config.controller!r}")
 
 
 def minibatch_size(config) -> int:
