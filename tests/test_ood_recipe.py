@@ -14,6 +14,7 @@ from rlhfjax.cli import main
 from rlhfjax.models import ScalarModel, Transformer, init_params, positions_from_mask, preset
 from rlhfjax.models.transformer import Block, Norm
 from rlhfjax.recipes.common import ensure_toylab
+from rlhfjax.train.metrics import read_jsonl
 
 HERE = os.path.dirname(__file__)
 OOD_CFG = os.path.join(HERE, "..", "experiments", "toylab_ood.py")
@@ -154,11 +155,23 @@ def test_ood_recipe_separates_held_out_topics(lab, tmp_path, scalar):
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
     scores = np.load(tmp_path / "run" / "scores.npz")
     assert scores["layer-1_mahalanobis_ood"].shape == (summary["prompts"]["ood"]["prompts"],)
+    # Logged like every command: one step-0 record holding each AUROC of the summary, and TensorBoard events.
+    (record,) = read_jsonl(str(tmp_path / "run" / "metrics.jsonl"))
+    expected = {f"{key}/{name}/layer{layer}": m[key] for layer, by_name in summary["layers"].items()
+                for name, m in by_name.items() for key in ("auroc", "auroc_novel_test") if key in m}
+    assert len(expected) >= 6 and record == {"step": 0, **expected}
+    assert record["auroc/relative_mahalanobis/layer-1"] == summary["auroc"]["-1"]["relative_mahalanobis"]
+    assert any(f.startswith("events.out.tfevents") for f in os.listdir(tmp_path / "run" / "tb"))
 
 
 def test_ood_recipe_control_in_distribution_prompts_score_near_chance(lab, tmp_path):
     """Negative control: 'OOD' = in-distribution test prompts from another file (the SFT split)."""
     model_dir = _save_random_model(lab, str(tmp_path / "model"), scalar=False)
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "metrics.jsonl").write_text('{"step": 0, "stale": 1.0}\n')  # an earlier run's
     summary = _run(lab, model_dir, str(tmp_path / "run"), "--config.ood.layer=-1",
                    f"--config.ood.ood_source={os.path.join(lab, 'sft')}", "--config.ood.ood_split=test")
     assert abs(summary["auroc"]["-1"]["mahalanobis"] - 0.5) < 0.1, summary["auroc"]
+    # A rerun replaces the earlier record instead of appending a second step 0.
+    (record,) = read_jsonl(str(tmp_path / "run" / "metrics.jsonl"))
+    assert "stale" not in record and record["auroc/mahalanobis/layer-1"] == summary["auroc"]["-1"]["mahalanobis"]

@@ -204,8 +204,12 @@ def test_smoke_run_logs_metrics_and_resumes_exactly(lab):
     assert rows[1]["kl/seq_mean"] != 0.0  # the policy moved
     assert len(summary["table"]) == 3 and set(summary["table"][0]) == {"iteration", *runner.TABLE_KEYS}
     assert os.path.exists(straight / "model" / "config.json") and os.path.exists(straight / "summary.json")
+    # The run writes its reward-vs-√KL plot; one logged iteration is no curve: skipped, the run still ends.
+    assert summary["plot"] == str(straight / "reward_vs_sqrt_kl.png")
+    assert (straight / "reward_vs_sqrt_kl.png").read_bytes()[:4] == b"\x89PNG"
 
-    ppo_recipe.run(smoke_config(lab, 1), str(split))  # "killed" after iteration 1 ...
+    short = ppo_recipe.run(smoke_config(lab, 1), str(split))  # "killed" after iteration 1 ...
+    assert short["plot"] is None and not (split / "reward_vs_sqrt_kl.png").exists()
     ppo_recipe.run(smoke_config(lab, 3), str(split))  # ... resumed to 3
     split_rows, split_evals = _split(read_jsonl(str(split / "metrics.jsonl")))
     assert _deterministic(split_rows, evals=False) == _deterministic(rows, evals=False)

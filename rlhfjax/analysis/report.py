@@ -33,13 +33,37 @@ def table(curve: dict[str, np.ndarray], rows: int = 10) -> str:
     return "\n".join(lines)
 
 
-def report(run_dir: str, rows: int = 10) -> str:
+def load_curve(run_dir: str) -> dict[str, np.ndarray]:
+    """The run's training records with kl/seq_mean and reward/proxy (+ reward/gold where every record
+    has it); no rows when there are none."""
     path = os.path.join(run_dir, "metrics.jsonl")
     curve = read_curve(path)
     if len(curve["step"]) == 0:  # read_curve keeps only records with every key; no gold outside the toy lab
         curve = read_curve(path, keys=("kl/seq_mean", "reward/proxy"))
+    return curve
+
+
+def plot(run_dir: str, curve: dict[str, np.ndarray]) -> str:
+    """`reward_vs_sqrt_kl.png` in `run_dir`: rewards relative to the first iteration against √KL."""
+    baseline = {k: float(curve[k][0]) for k in ("reward/proxy", "reward/gold") if k in curve}
+    return plot_reward_vs_sqrt_kl(curve, os.path.join(run_dir, "reward_vs_sqrt_kl.png"), baseline=baseline)
+
+
+def plot_run(run_dir: str, min_points: int = 2) -> tuple[str | None, str]:
+    """(plot path, "") for a finished online run, or (None, why not) when there is nothing to plot:
+    the end of a run calls this, and too short a run must not fail there."""
+    curve = load_curve(run_dir)
+    n = len(curve["step"])
+    if n < min_points:
+        return None, (f"{n} logged iteration(s) with kl/seq_mean and reward/proxy, need {min_points} "
+                      f"(a longer run or a smaller train.log_every gives one)")
+    return plot(run_dir, curve), ""
+
+
+def report(run_dir: str, rows: int = 10) -> str:
+    curve = load_curve(run_dir)
     if len(curve["step"]) == 0:
-        raise ValueError(f"{path} has no records with kl/seq_mean and reward/proxy")
+        raise ValueError(f"{os.path.join(run_dir, 'metrics.jsonl')} has no records with kl/seq_mean and reward/proxy")
     baseline = {k: float(curve[k][0]) for k in ("reward/proxy", "reward/gold") if k in curve}
     out = [table(curve, rows)]
     d = np.sqrt(np.maximum(curve["kl/seq_mean"], 0))
@@ -48,8 +72,7 @@ def report(run_dir: str, rows: int = 10) -> str:
             fit = fit_scaling(d, curve[key] - baseline[key], "rl")
             out.append(f"{key}: Δreward ≈ d(α − β log d), α={fit.alpha:.3f} β={fit.beta:.3f} "
                        f"(R²={fit.r2:.2f}; fitted peak at √KL={fit.peak_d:.2f})")
-    png = plot_reward_vs_sqrt_kl(curve, os.path.join(run_dir, "reward_vs_sqrt_kl.png"), baseline=baseline)
-    out.append(f"plot: {png}")
+    out.append(f"plot: {plot(run_dir, curve)}")
     return "\n".join(out)
 
 

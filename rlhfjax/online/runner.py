@@ -1,6 +1,6 @@
 """The one online loop: prompts → a method's iteration → metrics → held-out evals → checkpoints
-(exact resume) → HF export of the policy → summary. PPO, and every sample-N method (SuperHF,
-best-of-n, RLOO/GRPO), differ only in the iteration function they pass.
+(exact resume) → HF export of the policy → reward-vs-√KL plot → summary. PPO, and every sample-N
+method (SuperHF, best-of-n, RLOO/GRPO), differ only in the iteration function they pass.
 
     setup = prepare(config, mesh, with_value=...)          # tokenizer, roles on the mesh, sampling
     state = create_state(setup, {"policy": ..., ...}, shardings, method_state=...)
@@ -31,6 +31,7 @@ import ml_collections
 import numpy as np
 
 from rlhfjax import parallel
+from rlhfjax.analysis import report as kl_report
 from rlhfjax.data.batching import BatchIterator, Encoder, TokenizeConfig
 from rlhfjax.data.hh import load_prompts
 from rlhfjax.data.sources import ensure_toylab, is_toylab, resolve_source
@@ -200,12 +201,16 @@ def run_online(setup: OnlineSetup, workdir: str, state: OnlineState, iterate: It
     export_cfg = roles.policy.cfg.replace(bos_token_id=setup.tokenizer.bos_token_id,
                                           eos_token_id=setup.tokenizer.eos_token_id, pad_token_id=setup.encoder.pad_id)
     save_pretrained(export_cfg, state.train.params["policy"], model_dir, tokenizer=setup.tokenizer)
+    # The reward-vs-√KL plot belongs to the run directory, not only to a later report; a run too short to
+    # have a curve still finishes.
+    plot, why_not = kl_report.plot_run(workdir)
+    print(f"{name}: reward vs √KL plot: {plot}" if plot else f"{name}: no reward vs √KL plot: {why_not}", flush=True)
     rows = read_jsonl(os.path.join(workdir, "metrics.jsonl"))
     train_rows = [r for r in rows if "reward/proxy" in r]
     summary = {"iterations": iterations, "final": train_rows[-1] if train_rows else {},
                "table": summary_table(train_rows), "evals": [r for r in rows if "eval/reward/proxy" in r],
                "reward_normaliser": {"gain": float(state.reward_gain), "bias": float(state.reward_bias)},
                "seconds": round(time.time() - t0, 1), "model_dir": model_dir, "kl_estimator": kl_estimator,
-               **(summary_extra(state) if summary_extra else {})}
+               "plot": plot, **(summary_extra(state) if summary_extra else {})}
     write_json(os.path.join(workdir, "summary.json"), summary)
     return summary, state

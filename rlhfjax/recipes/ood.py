@@ -9,9 +9,11 @@ a Gaussian on the in-distribution *fit* prompts and scores held-out in-distribut
 against *OOD* prompts by Mahalanobis and simplified relative Mahalanobis distance. Activations come
 from `models.api.activations`, with the params and prompt batches on `config.mesh`.
 
-Writes to the run directory: `summary.json` (AUROC per layer and score, best layer), `scores.npz`
-(every score) and `ood_hist.png` (score histograms at the best layer). Templated prompts can repeat
-across splits, so each score also gets `auroc_novel_test`: only test prompts absent from the fit set.
+Writes to the run directory: `summary.json` (AUROC per layer and score, best layer), `metrics.jsonl`
+and `tb/` (one record at step 0: `auroc/<score>/layer<L>`, `auroc_novel_test/<score>/layer<L>`),
+`scores.npz` (every score) and `ood_hist.png` (score histograms at the best layer). Templated prompts
+can repeat across splits, so each score also gets `auroc_novel_test`: only test prompts absent from the
+fit set.
 
 Prompt sources: on the toy lab (`data.source="toylab"`) the defaults are prompts/train (fit),
 prompts/test (in-distribution) and prompts/ood (held-out topics). Otherwise set
@@ -35,6 +37,7 @@ from rlhfjax.errors import ConfigError
 from rlhfjax.models import api
 from rlhfjax.models.factory import preset_from_config
 from rlhfjax.recipes import common
+from rlhfjax.train.metrics import MetricsWriter
 
 SCORE_NAMES = ("mahalanobis", "relative_mahalanobis")
 
@@ -129,6 +132,13 @@ def run(config, workdir: str, mesh=None) -> dict:
         all_scores[layer] = scores
         print(f"ood: layer {layer:>3}: AUROC mahalanobis {metrics['mahalanobis']['auroc']:.3f}  "
               f"relative {metrics['relative_mahalanobis']['auroc']:.3f}", flush=True)
+    # Logged like every command's metrics (one record, step 0: there are no training steps). A rerun
+    # recomputes everything, so it replaces the earlier record (resume_step=-1 keeps no line).
+    writer = MetricsWriter(workdir, resume_step=-1)
+    writer.write(0, {f"{key}/{name}/layer{layer}": per_layer[str(layer)][name][key]
+                     for layer in layers for name in SCORE_NAMES for key in ("auroc", "auroc_novel_test")
+                     if key in per_layer[str(layer)][name]})
+    writer.close()
     best_layer, best_score = max(((layer, name) for layer in layers for name in SCORE_NAMES),
                                  key=lambda ls: per_layer[str(ls[0])][ls[1]]["auroc"])
     hist = plot_score_histograms(all_scores[best_layer], os.path.join(workdir, "ood_hist.png"),
