@@ -1,6 +1,8 @@
 """Reward-vs-√KL fits recover known parameters; best-of-n KL formula; plot and metrics reading."""
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -82,3 +84,23 @@ def test_report_without_any_curve_records_names_the_file(tmp_path):
     (tmp_path / "metrics.jsonl").write_text(json.dumps({"step": 1, "loss": 1.0}) + "\n")
     with pytest.raises(ValueError, match="metrics.jsonl has no records"):
         report(str(tmp_path))
+
+
+def test_report_on_a_missing_run_directory_is_one_line_and_status_2(tmp_path):
+    missing = tmp_path / "no_such_run"
+    r = subprocess.run([sys.executable, "-m", "rlhfjax.analysis.report", str(missing)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr == f"rlhfjax: error: no run directory '{missing}' (pass the --workdir of a ppo run)\n"
+
+
+def test_report_main_on_a_directory_without_metrics_or_curve_returns_2(tmp_path, capsys):
+    from rlhfjax.analysis.report import main
+
+    assert main([str(tmp_path)]) == 2  # exists, no metrics.jsonl
+    assert capsys.readouterr().err == (f"rlhfjax: error: '{tmp_path}' has no metrics.jsonl "
+                                       "(pass the --workdir of a ppo run)\n")
+    (tmp_path / "metrics.jsonl").write_text(json.dumps({"step": 1, "loss": 1.0}) + "\n")  # e.g. an sft run
+    assert main([str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("rlhfjax: error: ") and "has no records with kl/seq_mean" in err and err.count("\n") == 1

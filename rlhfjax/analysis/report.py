@@ -3,17 +3,20 @@
 RUN_DIR is a `ppo` run directory (its metrics.jsonl needs `kl/seq_mean` and `reward/proxy`; gold is
 reported beside proxy where `reward/gold` is logged, as on the toy lab, and proxy alone elsewhere, e.g. HH).
 Writes `reward_vs_sqrt_kl.png` there and prints a table of about `rows` evenly spaced iterations, rewards
-shown relative to the first iteration (≈ the initial policy).
+shown relative to the first iteration (≈ the initial policy). A missing run directory or metrics.jsonl,
+or one without those records, ends with one line `rlhfjax: error: ...` and exit status 2.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 import numpy as np
 
 from rlhfjax.analysis.kl_scaling import fit_scaling, plot_reward_vs_sqrt_kl, read_curve
+from rlhfjax.errors import BadInputError, MissingPathError, UserError
 
 
 def table(curve: dict[str, np.ndarray], rows: int = 10) -> str:
@@ -36,7 +39,11 @@ def table(curve: dict[str, np.ndarray], rows: int = 10) -> str:
 def load_curve(run_dir: str) -> dict[str, np.ndarray]:
     """The run's training records with kl/seq_mean and reward/proxy (+ reward/gold where every record
     has it); no rows when there are none."""
+    if not os.path.isdir(run_dir):
+        raise MissingPathError(f"no run directory {run_dir!r}", "pass the --workdir of a ppo run")
     path = os.path.join(run_dir, "metrics.jsonl")
+    if not os.path.isfile(path):
+        raise MissingPathError(f"{run_dir!r} has no metrics.jsonl", "pass the --workdir of a ppo run")
     curve = read_curve(path)
     if len(curve["step"]) == 0:  # read_curve keeps only records with every key; no gold outside the toy lab
         curve = read_curve(path, keys=("kl/seq_mean", "reward/proxy"))
@@ -63,7 +70,8 @@ def plot_run(run_dir: str, min_points: int = 2) -> tuple[str | None, str]:
 def report(run_dir: str, rows: int = 10) -> str:
     curve = load_curve(run_dir)
     if len(curve["step"]) == 0:
-        raise ValueError(f"{os.path.join(run_dir, 'metrics.jsonl')} has no records with kl/seq_mean and reward/proxy")
+        raise BadInputError(f"{os.path.join(run_dir, 'metrics.jsonl')} has no records with kl/seq_mean and "
+                            "reward/proxy", "pass the --workdir of a ppo run")
     baseline = {k: float(curve[k][0]) for k in ("reward/proxy", "reward/gold") if k in curve}
     out = [table(curve, rows)]
     d = np.sqrt(np.maximum(curve["kl/seq_mean"], 0))
@@ -81,8 +89,13 @@ def main(argv=None):
     p.add_argument("run_dir")
     p.add_argument("--rows", type=int, default=10)
     args = p.parse_args(argv)
-    print(report(args.run_dir, args.rows))
+    try:
+        print(report(args.run_dir, args.rows))
+    except UserError as e:  # as the rlhfjax CLI: one line and status 2, no traceback
+        print(f"rlhfjax: error: {e}", file=sys.stderr)
+        return 2
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
