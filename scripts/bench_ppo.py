@@ -1,7 +1,8 @@
 """One PPO-RLHF iteration broken into its phases (fixed batch and lengths, random-init models).
 
     python scripts/bench_ppo.py --shape toy                                   # the toy-lab config
-    python scripts/bench_ppo.py --shape gpt2-124m --batch 8 --prompt-len 32 --response-len 16   # CPU
+    python scripts/bench_ppo.py --shape gpt2-124m --batch 8 --prompt-len 32 --response-len 16 \\
+        --epochs 1 --minibatches 2 --iters 2                                  # CPU (docs/benchmarks.md)
     python scripts/bench_ppo.py --shape gpt2-124m --batch 64 --prompt-len 64 --response-len 24 --dtype bfloat16  # GPU
 
 Phases are those of `rlhfjax.recipes.ppo.collect` (generate, RM score, policy log-probs, values,
