@@ -6,7 +6,8 @@
 
 `model.init_from` may be any causal LM or reward-model directory (e.g. runs/toylab/rm/model). The
 Gaussian is fitted on prompts/train (in-distribution topics); prompts/test (same topics) is scored
-against prompts/ood (held-out topics). Results: `<workdir>/summary.json`, `ood_hist.png`.
+against prompts/ood (held-out topics). Results in `<workdir>`: `summary.json`, `metrics.jsonl` and `tb/`
+(AUROC per layer and score), `scores.npz`, `ood_hist.png`.
 """
 
 import ml_collections

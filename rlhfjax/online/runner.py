@@ -32,10 +32,11 @@ import numpy as np
 
 from rlhfjax import parallel
 from rlhfjax.analysis import report as kl_report
-from rlhfjax.data.batching import BatchIterator, Encoder, TokenizeConfig
+from rlhfjax.data.batching import BatchIterator, Encoder
 from rlhfjax.data.hh import load_prompts
-from rlhfjax.data.sources import ensure_toylab, is_toylab, resolve_source
-from rlhfjax.models.hf import load_tokenizer, save_pretrained
+from rlhfjax.data.sources import is_toylab, resolve_source
+from rlhfjax.data.tokenizing import encoder_for, tokenizer_for
+from rlhfjax.models.hf import save_pretrained
 from rlhfjax.online import evaluation
 from rlhfjax.online.roles import Roles, load_roles
 from rlhfjax.sampling import SamplingConfig
@@ -73,21 +74,10 @@ class OnlineSetup:
         return self.sampling.max_new_tokens
 
 
-def _tokenizer(config):
-    if config.tokenizer.path:
-        return load_tokenizer(config.tokenizer.path)
-    if is_toylab(config.data):
-        ensure_toylab(config.data.toylab_dir, config.data.toylab_seed)
-        return load_tokenizer(os.path.join(config.data.toylab_dir, "tokenizer"))
-    return load_tokenizer(config.policy.init_from)
-
-
 def prepare(config, mesh, *, with_value: bool) -> OnlineSetup:
     """Tokenizer, encoder, roles placed on `mesh` and the rollout sampling config."""
-    tokenizer = _tokenizer(config)
-    encoder = Encoder(tokenizer, TokenizeConfig(max_prompt_len=config.data.max_prompt_len,
-                                                max_response_len=config.data.max_response_len,
-                                                template=config.data.template))
+    tokenizer = tokenizer_for(config, config.policy.init_from)
+    encoder = encoder_for(config, tokenizer)
     roles = load_roles(config, mesh, len(tokenizer), with_value=with_value)
     sampling = SamplingConfig(max_new_tokens=config.data.max_response_len, temperature=float(config.rollout.temperature),
                               top_p=float(config.rollout.get("top_p", 1.0)), eos_id=tokenizer.eos_token_id,

@@ -16,12 +16,12 @@ import ml_collections
 from jax.sharding import Mesh
 
 from rlhfjax import parallel
-from rlhfjax.data.batching import Encoder, TokenizeConfig
+from rlhfjax.data import tokenizing
 from rlhfjax.data.sources import TOYLAB, ensure_toylab, is_toylab, resolve_source  # noqa: F401 (re-exported)
+from rlhfjax.data.tokenizing import encoder_for  # noqa: F401 (re-exported)
 from rlhfjax.errors import ConfigError
 from rlhfjax.models import ModelConfig, api
 from rlhfjax.models.factory import model_from_config, preset_from_config
-from rlhfjax.models.hf import load_tokenizer
 from rlhfjax.train import TrainState, make_optimizer, make_schedule
 from rlhfjax.train.checkpoint import Checkpointer
 from rlhfjax.train.metrics import write_json  # noqa: F401 (re-exported for recipes)
@@ -31,21 +31,8 @@ datasets.disable_progress_bars()  # per-split progress bars drown the training l
 
 
 def tokenizer_for(config):
-    """Tokenizer from `tokenizer.path`, else the toy lab's, else the initial model's."""
-    if config.tokenizer.path:
-        return load_tokenizer(config.tokenizer.path)
-    if is_toylab(config.data):
-        ensure_toylab(config.data.toylab_dir, config.data.toylab_seed)
-        return load_tokenizer(os.path.join(config.data.toylab_dir, "tokenizer"))
-    if config.model.init_from:
-        return load_tokenizer(config.model.init_from)
-    raise ConfigError("no tokenizer: set tokenizer.path or model.init_from (or use data.source='toylab')")
-
-
-def encoder_for(config, tokenizer) -> Encoder:
-    return Encoder(tokenizer, TokenizeConfig(max_prompt_len=config.data.max_prompt_len,
-                                             max_response_len=config.data.max_response_len,
-                                             template=config.data.template))
+    """Tokenizer from `tokenizer.path`, else the toy lab's, else `model.init_from`'s."""
+    return tokenizing.tokenizer_for(config, config.model.init_from)
 
 
 def optim_config(config) -> ml_collections.ConfigDict:
