@@ -1,8 +1,11 @@
-"""A config's tokenizer and encoder: the same rules for every command, offline and online."""
+"""A config's tokenizer and encoder, and sampled responses back to text: the same rules for every
+command, offline and online."""
 
 from __future__ import annotations
 
 import os
+
+import numpy as np
 
 from rlhfjax.data.batching import Encoder, TokenizeConfig
 from rlhfjax.data.sources import ensure_toylab, is_toylab
@@ -28,3 +31,9 @@ def encoder_for(config, tokenizer) -> Encoder:
     return Encoder(tokenizer, TokenizeConfig(max_prompt_len=config.data.max_prompt_len,
                                              max_response_len=config.data.max_response_len,
                                              template=config.data.template))
+
+
+def decode_responses(tokenizer, rollout) -> list[str]:
+    """The text of each sampled response of a `sampling.Rollout` (its masked tokens, special tokens dropped)."""
+    tokens, mask = np.asarray(rollout.tokens_BxN), np.asarray(rollout.response_mask_BxN).astype(bool)
+    return [tokenizer.decode(t[m], skip_special_tokens=True).strip() for t, m in zip(tokens, mask)]

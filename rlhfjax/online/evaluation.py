@@ -15,7 +15,6 @@ and appends a few samples per eval to `<workdir>/samples.jsonl`.
 from __future__ import annotations
 
 import json
-import os
 
 import jax
 import jax.numpy as jnp
@@ -25,6 +24,7 @@ from rlhfjax import parallel
 from rlhfjax.data.batching import collate_prompts
 from rlhfjax.data.examples import preview, prompt_preview
 from rlhfjax.data.hh import load_prompts
+from rlhfjax.data.tokenizing import decode_responses
 from rlhfjax.objectives import ppo as ppo_math
 from rlhfjax.online import experience
 from rlhfjax.online.roles import Roles
@@ -44,11 +44,6 @@ def collate(examples, encoder) -> dict:
 def device_prompts(host: dict, mesh) -> dict:
     """The token arrays of a host prompt batch, sharded over the mesh's data axes."""
     return parallel.shard_batch({k: host[k] for k in ("prompt_tokens_BxP", "prompt_mask_BxP")}, mesh)
-
-
-def decode(tokenizer, tokens_BxN, mask_BxN) -> list[str]:
-    tokens, mask = np.asarray(tokens_BxN), np.asarray(mask_BxN).astype(bool)
-    return [tokenizer.decode(t[m], skip_special_tokens=True).strip() for t, m in zip(tokens, mask)]
 
 
 def eval_batches(source: str, data_dir: str | None, split: str, limit: int, encoder, batch_size: int,
@@ -102,7 +97,7 @@ def evaluate(policy_params, roles: Roles, gain, bias, batches: list[dict], mesh,
         per_token = ppo_math.kl_per_token(logp, ref, kl_estimator)
         kl.append(np.asarray(jnp.sum(jnp.where(ro.response_mask_BxN.astype(bool), per_token, 0.0), axis=-1)))
         length.append(np.asarray(ro.response_mask_BxN).sum(-1))
-        responses = decode(tokenizer, ro.tokens_BxN, ro.response_mask_BxN)
+        responses = decode_responses(tokenizer, ro)
         if gold_fn is not None:
             gold.append(np.asarray(gold_fn(host["prompts"], responses)))
         for j in range(min(NUM_SAMPLES_SAVED - len(saved), len(responses))):

@@ -35,12 +35,14 @@ from rlhfjax.analysis import report as kl_report
 from rlhfjax.data.batching import BatchIterator, Encoder
 from rlhfjax.data.hh import load_prompts
 from rlhfjax.data.sources import is_toylab, resolve_source
-from rlhfjax.data.tokenizing import encoder_for, tokenizer_for
+from rlhfjax.data.tokenizing import decode_responses, encoder_for, tokenizer_for
 from rlhfjax.models.hf import save_pretrained
 from rlhfjax.online import evaluation
 from rlhfjax.online.roles import Roles, load_roles
 from rlhfjax.sampling import SamplingConfig
-from rlhfjax.train import TrainState, make_optimizer, make_schedule
+from rlhfjax.train import TrainState
+from rlhfjax.train.optim import with_total_steps
+from rlhfjax.train.state import create_on_mesh
 from rlhfjax.train.checkpoint import Checkpointer
 from rlhfjax.train.loop import run_loop
 from rlhfjax.train.metrics import read_jsonl, write_json
@@ -89,17 +91,12 @@ def prepare(config, mesh, *, with_value: bool) -> OnlineSetup:
 
 
 def create_state(setup: OnlineSetup, params: dict, shardings: dict, *, total_steps: int, method_state: Any = ()):
-    """A fresh `OnlineState` with trainable `params` (placed, sharded like `shardings`): the optimizer
-    (built once for the run, its schedule over `total_steps` optimizer steps when `optim.total_steps`
-    is 0), its state sharded like the params, RM normaliser at identity, iteration 0."""
+    """A fresh `OnlineState` with trainable `params` (placed, sharded like `shardings`, donated): the
+    TrainState (`train.state.create_on_mesh`, the optimizer built once for the run, its schedule over
+    `total_steps` optimizer steps when `optim.total_steps` is 0), RM normaliser at identity, iteration 0."""
     config = setup.config
-    optim = ml_collections.ConfigDict(config.optim.to_dict())
-    optim.total_steps = optim.total_steps or total_steps
-    tx = make_optimizer(optim)
-    train = TrainState.create(params, tx, jax.random.fold_in(jax.random.PRNGKey(config.seed), 1),
-                              schedule=make_schedule(optim), accum_steps=optim.grad_accum_steps)
-    opt_sh = parallel.opt_state_shardings(tx, params, shardings, setup.mesh)
-    train = train.replace(opt_state=parallel.shard_like(train.opt_state, opt_sh))
+    train = create_on_mesh(params, shardings, with_total_steps(config.optim, total_steps),
+                           jax.random.fold_in(jax.random.PRNGKey(config.seed), 1), setup.mesh)
     state = OnlineState(train=train, method=method_state, reward_gain=jnp.ones((), jnp.float32),
                         reward_bias=jnp.zeros((), jnp.float32), iteration=jnp.zeros((), jnp.int32))
     return parallel.replicate_rest(state, setup.mesh)
@@ -160,7 +157,7 @@ def run_online(setup: OnlineSetup, workdir: str, state: OnlineState, iterate: It
                 t = time.perf_counter()
                 per_prompt = rollout.tokens_BxN.shape[0] // len(host["prompts"])
                 prompts = [p for p in host["prompts"] for _ in range(per_prompt)]  # rows are grouped by prompt
-                responses = evaluation.decode(setup.tokenizer, rollout.tokens_BxN, rollout.response_mask_BxN)
+                responses = decode_responses(setup.tokenizer, rollout)
                 metrics["reward/gold"] = float(np.mean(setup.gold_fn(prompts, responses)))
                 metrics["time/gold"] = time.perf_counter() - t
             elapsed = time.perf_counter() - t_iter

@@ -11,7 +11,6 @@ import math
 import os
 
 import datasets
-import jax
 import ml_collections
 from jax.sharding import Mesh
 
@@ -22,10 +21,12 @@ from rlhfjax.data.tokenizing import encoder_for  # noqa: F401 (re-exported)
 from rlhfjax.errors import ConfigError
 from rlhfjax.models import ModelConfig, api
 from rlhfjax.models.factory import model_from_config, preset_from_config
-from rlhfjax.train import TrainState, make_optimizer, make_schedule
+from rlhfjax.train import TrainState
 from rlhfjax.train.checkpoint import Checkpointer
-from rlhfjax.train.metrics import write_json  # noqa: F401 (re-exported for recipes)
 from rlhfjax.train.loop import offline_step, run_loop
+from rlhfjax.train.metrics import write_json  # noqa: F401 (re-exported for recipes)
+from rlhfjax.train.optim import with_total_steps
+from rlhfjax.train.state import create_on_mesh
 
 datasets.disable_progress_bars()  # per-split progress bars drown the training log
 
@@ -37,9 +38,7 @@ def tokenizer_for(config):
 
 def optim_config(config) -> ml_collections.ConfigDict:
     """`config.optim` with total_steps = train.steps when left at 0."""
-    optim = ml_collections.ConfigDict(config.optim.to_dict())
-    optim.total_steps = optim.total_steps or config.train.steps
-    return optim
+    return with_total_steps(config.optim, config.train.steps)
 
 
 # --------------------------------------------------------------------------------------------
@@ -87,20 +86,10 @@ def model_params(section, vocab_size: int, rng, mesh: Mesh, kind: str = "lm") ->
 
 
 def create_state(params, param_shardings, config, rng, mesh: Mesh) -> TrainState:
-    """The run's TrainState, every leaf on `mesh`: params as given (donated: don't reuse the argument),
-    Adam moments sharded like their params, counters and key replicated; it splits each batch into
-    `optim.grad_accum_steps` micro-batches (exact weighted accumulation, `train.update`)."""
-    optim = optim_config(config)
-    tx, schedule = make_optimizer(optim), make_schedule(optim)
-    accum = int(config.optim.grad_accum_steps)
-    rep = parallel.replicated(mesh)
-    shardings = TrainState(params=param_shardings,
-                           opt_state=parallel.opt_state_shardings(tx, params, param_shardings, mesh),
-                           step=rep, rng=rep, nonfinite_count=rep, tx=tx, schedule=schedule, accum_steps=accum)
-    create = lambda p, r: TrainState.create(p, tx, r, schedule=schedule, accum_steps=accum)  # noqa: E731
-    # One jit with out_shardings: the optimizer state is born sharded; donating params avoids a second copy.
-    with parallel.activate(mesh):
-        return jax.jit(create, out_shardings=shardings, donate_argnums=0)(params, rng)
+    """The run's TrainState on `mesh` (`train.state.create_on_mesh`; params donated), its schedule over
+    `train.steps` unless `optim.total_steps` is set; each batch splits into `optim.grad_accum_steps`
+    micro-batches (exact weighted accumulation, `train.update`)."""
+    return create_on_mesh(params, param_shardings, optim_config(config), rng, mesh)
 
 
 def fit(config, workdir: str, state: TrainState, train_iter, loss_fn, loss_config, *, mesh: Mesh, eval_fn=None,

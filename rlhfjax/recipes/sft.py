@@ -21,15 +21,11 @@ import numpy as np
 from rlhfjax.data.batching import BatchIterator, collate_prompts, collate_sft
 from rlhfjax.data.examples import preview, prompt_preview
 from rlhfjax.data.hh import load_sft
+from rlhfjax.data.tokenizing import decode_responses
 from rlhfjax.models.hf import save_pretrained
 from rlhfjax.objectives import sft as sft_objective
 from rlhfjax.recipes import common
 from rlhfjax.sampling import SamplingConfig, sample
-
-
-def decode_responses(tokenizer, rollout) -> list[str]:
-    tokens, mask = np.asarray(rollout.tokens_BxN), np.asarray(rollout.response_mask_BxN).astype(bool)
-    return [tokenizer.decode(t[m], skip_special_tokens=True).strip() for t, m in zip(tokens, mask)]
 
 
 def sample_completions(params, model_cfg, prompts: list, encoder, tokenizer, config, rng, batch_size: int,

@@ -34,6 +34,13 @@ def default_optim_config() -> ml_collections.ConfigDict:
     return c
 
 
+def with_total_steps(config, total_steps: int) -> ml_collections.ConfigDict:
+    """A copy of an optim config whose `total_steps`, when left at 0, is the run's `total_steps`."""
+    optim = ml_collections.ConfigDict(config.to_dict())
+    optim.total_steps = optim.total_steps or total_steps
+    return optim
+
+
 def make_schedule(config) -> optax.Schedule:
     lr, warm, total = config.learning_rate, int(config.warmup_steps), int(config.total_steps)
     if config.schedule not in SCHEDULES:

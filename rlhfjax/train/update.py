@@ -14,7 +14,6 @@ the count reaches the configured limit.
 
 from __future__ import annotations
 
-import functools
 from typing import Any, Callable
 
 import jax
