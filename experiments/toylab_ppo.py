@@ -16,27 +16,13 @@ scaled down for the toy lab (2 CPU cores).
 
 import ml_collections
 
-from rlhfjax.config_blocks import data_config, online_train_config, toy_model_config
-from rlhfjax.parallel import default_mesh_config
-from rlhfjax.train import default_optim_config
+from rlhfjax.config_blocks import online_smoke, online_train_config, toylab_online_config
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
-    c = ml_collections.ConfigDict()
-    c.seed = 0
-    c.data = data_config("toylab")  # prompts: <toylab_dir>/prompts (or any source load_prompts reads)
+    c = toylab_online_config(temperature=0.7)  # LHP: T = 0.7; log-probs, KL and the PPO ratio all use π_T
     c.data.max_prompt_len = 16  # LHP: query 64 tokens
     c.data.max_response_len = 24  # = generated tokens per response, fixed (LHP: response 24)
-    c.tokenizer = ml_collections.ConfigDict({"path": ""})  # "" = the toy lab's tokenizer, else policy's
-
-    c.policy = ml_collections.ConfigDict()
-    c.policy.init_from = "runs/toylab/sft/model"  # initial policy AND frozen reference (HF/rlhfjax LM dir)
-    c.policy.dtype = "float32"  # compute dtype of policy, reference, reward and value models
-
-    c.reward = ml_collections.ConfigDict()
-    c.reward.init_from = "runs/toylab/rm/model"  # frozen RM (dir written by save_pretrained_scalar)
-    c.reward.normalise = True  # LHP: gain/bias so initial-policy scores have mean 0, std 1
-    c.reward.norm_batches = 4  # rollout batches of the initial policy the normaliser is fitted on
     c.reward.score_clip = 0.0  # > 0: clip the normalised score to ±score_clip; 0 = off
     c.reward.penalise_no_eos = False  # LHP: replace the score of responses that never emit EOS ...
     c.reward.no_eos_penalty = -1.0  # ... by this value
@@ -44,9 +30,6 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.value = ml_collections.ConfigDict()
     c.value.model = "separate"  # separate (Stiennon et al. 2020, TRL) | policy_head: a head on the policy's trunk (LHP)
     c.value.init_from = ""  # separate: "" = the reward model (Stiennon et al. 2020 initialise the value from the RM)
-
-    c.rollout = ml_collections.ConfigDict()
-    c.rollout.temperature = 0.7  # LHP; log-probs, KL and the PPO ratio all use the T-scaled policy
 
     c.kl = ml_collections.ConfigDict()
     c.kl.controller = "adaptive"  # adaptive (LHP) | fixed (Bai et al.: λ_KL = 0.001 on HH)
@@ -68,14 +51,6 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.ppo.whiten_rewards = True  # LHP: whitened rewards (rescaled, mean kept)
     c.ppo.whiten_advantages = True  # LHP
 
-    # Architecture of a random policy / reward model, used only when policy.init_from / reward.init_from
-    # are empty (the smoke variant, which then needs nothing on disk; its rewards mean nothing).
-    c.model = toy_model_config()
-    c.model.hidden_size = 32
-    c.model.intermediate_size = 64
-
-    c.mesh = default_mesh_config()  # dp over all devices; fsdp / tp / custom for models that need it
-    c.optim = default_optim_config()
     c.optim.learning_rate = 1e-4  # LHP: 1e-5 for GPT-2 124M; the 64-wide toy policy needs a larger step
     c.optim.total_steps = 0  # 0 = train.iterations × ppo.epochs × ppo.num_minibatches
 
@@ -85,15 +60,9 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.train = online_train_config(iterations=100, batch_size=64, eval_every=20)
 
     if arg == "smoke":  # stands alone: random tiny policy and RM (pass init_from to use real ones)
-        c.policy.init_from = ""
-        c.reward.init_from = ""
-        c.data.limit = 64
-        c.data.max_response_len = 8
-        c.reward.norm_batches = 1
+        online_smoke(c)
         c.ppo.epochs = 2
         c.ppo.num_minibatches = 2
-        c.data.eval_limit = 16
-        c.train = online_train_config(iterations=3, batch_size=8, eval_every=2)
     elif arg:
         raise ValueError(f"unknown config variant {arg!r}; known: smoke")
     return c

@@ -64,3 +64,53 @@ def sample_config() -> ml_collections.ConfigDict:
     s.temperature = 1.0
     s.top_p = 1.0
     return s
+
+
+def toylab_online_config(temperature: float) -> ml_collections.ConfigDict:
+    """The sections every online method on the toy lab shares (`online.runner`, `online.roles`): prompts,
+    tokenizer, policy/reference, reward model + normaliser, rollout sampling, the random-model preset of
+    smoke runs, mesh and optimizer. Each experiment file adds its method's section and `train`."""
+    from rlhfjax.parallel import default_mesh_config
+    from rlhfjax.train import default_optim_config
+
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    c.data = data_config("toylab")  # prompts: <toylab_dir>/prompts (or any source load_prompts reads)
+    c.data.max_prompt_len = 16
+    c.data.max_response_len = 24  # = generated tokens per response, fixed (toy-lab responses fit in 24)
+    c.tokenizer = ml_collections.ConfigDict({"path": ""})  # "" = the toy lab's tokenizer, else policy's
+
+    c.policy = ml_collections.ConfigDict()
+    c.policy.init_from = "runs/toylab/sft/model"  # initial policy AND frozen reference (HF/rlhfjax LM dir)
+    c.policy.dtype = "float32"  # compute dtype of policy, reference, reward (and value) models
+
+    c.reward = ml_collections.ConfigDict()
+    c.reward.init_from = "runs/toylab/rm/model"  # frozen RM (dir written by save_pretrained_scalar)
+    c.reward.normalise = True  # LHP: gain/bias so initial-policy scores have mean 0, std 1
+    c.reward.norm_batches = 4  # rollout batches of the initial policy the normaliser is fitted on
+
+    c.rollout = ml_collections.ConfigDict()
+    c.rollout.temperature = temperature  # log-probs and KL use the T-scaled policy (what is sampled)
+    c.rollout.top_p = 1.0  # nucleus sampling; < 1 truncates (KL is still measured on the full T-scaled policy)
+
+    # Architecture of a random policy / reward model, used only when policy.init_from / reward.init_from
+    # are empty (the smoke variants, which then need nothing on disk; their rewards mean nothing).
+    c.model = toy_model_config()
+    c.model.hidden_size = 32
+    c.model.intermediate_size = 64
+
+    c.mesh = default_mesh_config()  # dp over all devices; fsdp / tp / custom for models that need it
+    c.optim = default_optim_config()
+    c.optim.total_steps = 0  # 0 = every optimizer step of the run (train.iterations × steps per iteration)
+    return c
+
+
+def online_smoke(c: ml_collections.ConfigDict, batch_size: int = 8) -> None:
+    """Shrink an online toy-lab config in place to a standalone smoke run (random tiny models)."""
+    c.policy.init_from = ""
+    c.reward.init_from = ""
+    c.data.limit = 64
+    c.data.max_response_len = 8
+    c.reward.norm_batches = 1
+    c.data.eval_limit = 16
+    c.train = online_train_config(iterations=3, batch_size=batch_size, eval_every=2)

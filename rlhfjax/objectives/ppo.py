@@ -30,7 +30,7 @@ import jax.numpy as jnp
 from rlhfjax.errors import ConfigError
 from rlhfjax.models import ModelConfig, api
 from rlhfjax.objectives import kl_control
-from rlhfjax.train.update import apply_update
+from rlhfjax.train.update import minibatch_update
 
 EPS = 1e-8
 KL_ESTIMATORS = ("k1", "k2", "k3")  # kl_per_token
@@ -211,8 +211,9 @@ def gae(rewards_BxT, values_BxT, response_mask_BxT, *, gamma: float = 1.0, lam: 
 # PPO losses
 
 
-def ppo_policy_loss(logp_BxT, old_logp_BxT, advantages_BxT, mask_BxT, *, clip: float = 0.2):
-    """Clipped surrogate max(−A·ρ, −A·clip(ρ, 1±ε)), ρ = π/π_old → (sum, count, metrics).
+def clipped_surrogate(logp_BxT, old_logp_BxT, advantages_BxT, mask_BxT, *, clip: float = 0.2):
+    """Per-token clipped surrogate max(−A·ρ, −A·clip(ρ, 1±ε)), ρ = π/π_old → (loss_BxT, 0 where
+    masked; metrics). Shared by PPO (token sums) and the group methods (other aggregations).
 
     `ppo/approx_kl` estimates KL(π_old‖π) on the rollout tokens with (ρ − 1) − log ρ (k3: unbiased,
     ≥ 0); `ppo/clipfrac` is the fraction of tokens where the clipped term is the active one (its
@@ -224,8 +225,6 @@ def ppo_policy_loss(logp_BxT, old_logp_BxT, advantages_BxT, mask_BxT, *, clip: f
     adv = jnp.where(mask, _f32(advantages_BxT), 0.0)
     unclipped = -adv * ratio
     clipped = -adv * jnp.clip(ratio, 1.0 - clip, 1.0 + clip)
-    total = masked_sum(jnp.maximum(unclipped, clipped), mask)
-    count = _f32(mask).sum()
     ratio_sg, log_ratio_sg = jax.lax.stop_gradient(ratio), jax.lax.stop_gradient(log_ratio)
     metrics = {
         "ppo/clipfrac": masked_mean(jax.lax.stop_gradient(clipped > unclipped), mask),
@@ -234,7 +233,13 @@ def ppo_policy_loss(logp_BxT, old_logp_BxT, advantages_BxT, mask_BxT, *, clip: f
         "ppo/ratio_max": jnp.max(jnp.where(mask, ratio_sg, -jnp.inf)),
         "ppo/ratio_min": jnp.min(jnp.where(mask, ratio_sg, jnp.inf)),
     }
-    return total, count, metrics
+    return jnp.where(mask, jnp.maximum(unclipped, clipped), 0.0), metrics
+
+
+def ppo_policy_loss(logp_BxT, old_logp_BxT, advantages_BxT, mask_BxT, *, clip: float = 0.2):
+    """`clipped_surrogate` summed over the masked tokens → (sum, count, metrics)."""
+    loss_BxT, metrics = clipped_surrogate(logp_BxT, old_logp_BxT, advantages_BxT, mask_BxT, clip=clip)
+    return jnp.sum(loss_BxT), _f32(_bool(mask_BxT)).sum(), metrics
 
 
 def value_loss(values_BxT, old_values_BxT, returns_BxT, mask_BxT, *, clip: float = 0.2):
@@ -418,27 +423,11 @@ def loss_fn(params, batch, *, frozen, config: PPOLossConfig, rng):
     return total, count, metrics
 
 
-def minibatch_indices(rng, batch_size: int, epochs: int, num_minibatches: int):
-    """(epochs·num_minibatches, batch_size // num_minibatches) row indices: a fresh permutation per epoch."""
-    perms = jax.vmap(lambda k: jax.random.permutation(k, batch_size))(jax.random.split(rng, epochs))
-    return perms.reshape(epochs * num_minibatches, batch_size // num_minibatches)
-
-
-@functools.partial(jax.jit, static_argnames=("loss_config", "epochs", "num_minibatches"),
-                   donate_argnames=("state",))
 def ppo_update(state, batch, rng, *, loss_config: PPOLossConfig, epochs: int, num_minibatches: int):
-    """All PPO epochs × minibatches in one jit (`lax.scan` of the shared `train.update` step)
-    → (state, metrics stacked over the E·M steps)."""
-    B = batch["response_mask_BxN"].shape[0]
-    if B % num_minibatches:
-        raise ValueError(f"rollout batch {B} is not divisible by num_minibatches={num_minibatches}")
-    idx = minibatch_indices(rng, B, epochs, num_minibatches)
-
-    def step(state, idx_M):
-        minibatch = jax.tree.map(lambda x: x[idx_M], batch)
-        return apply_update(state, minibatch, None, loss_fn, loss_config)
-
-    return jax.lax.scan(step, state, idx)
+    """All PPO epochs × minibatches in one jit (`train.update.minibatch_update` of `loss_fn`, a fresh
+    permutation per epoch) → (state, metrics stacked over the E·M steps). `state` is donated."""
+    return minibatch_update(state, batch, None, rng, loss_fn=loss_fn, config=loss_config, epochs=epochs,
+                            num_minibatches=num_minibatches)
 
 
 def summarise_update(metrics) -> dict:

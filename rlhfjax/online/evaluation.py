@@ -9,6 +9,9 @@ different iterations differ only by the policy) and reports:
   eval/kl/seq_mean      Σ_t kl_t on the samples, with the estimator the method trains with (k1, k2, k3:
                         `objectives.ppo.kl_per_token`), so train and eval KL curves are comparable
   eval/response/length  tokens incl. EOS               eval/num_prompts
+  eval/meteor_similarity, eval/distinct_1, eval/distinct_2, eval/response/words   reward hacking and
+                        diversity of the samples (`analysis.similarity`; METEOR between completions to
+                        different prompts, SuperHF's measure: near 1 = collapse onto one answer)
 and appends a few samples per eval to `<workdir>/samples.jsonl`.
 """
 
@@ -21,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rlhfjax import parallel
+from rlhfjax.analysis.similarity import similarity_metrics
 from rlhfjax.data.batching import collate_prompts
 from rlhfjax.data.examples import preview, prompt_preview
 from rlhfjax.data.hh import load_prompts
@@ -80,20 +84,24 @@ def evaluate(policy_params, roles: Roles, gain, bias, batches: list[dict], mesh,
              tokenizer, gold_fn=None, chunk_size: int | None = None, samples_path: str | None = None,
              step: int = 0, kl_estimator: str = "k1") -> dict:
     """The policy on held-out prompt batches (module docstring). `gold_fn(prompts, responses)` →
-    gold rewards (the toy lab's), or None."""
+    gold rewards (the toy lab's), or None; `roles.reward` None: no proxy reward (gain, bias unused)."""
     N = sampling.max_new_tokens
     kw = dict(model_cfg=roles.policy.cfg, num_response=N, temperature=sampling.temperature, chunk_size=chunk_size)
-    proxy, kl, length, gold, saved = [], [], [], [], []
+    proxy, kl, length, gold, saved, texts = [], [], [], [], [], []
     for i, host in enumerate(batches):
         prompts = device_prompts(host, mesh)
-        ro, score = experience.sample_and_score(
-            policy_params, roles.reward.params, prompts["prompt_tokens_BxP"], prompts["prompt_mask_BxP"],
-            jax.random.fold_in(rng, i), policy_cfg=roles.policy.cfg, reward_cfg=roles.reward.cfg, sampling=sampling,
-            chunk_size=chunk_size)
+        key = jax.random.fold_in(rng, i)
+        if roles.reward is None:  # e.g. DPO without a reward model: no proxy reward
+            ro = experience.sample_phase(policy_params, prompts["prompt_tokens_BxP"], prompts["prompt_mask_BxP"],
+                                         key, model_cfg=roles.policy.cfg, cfg=sampling)
+        else:
+            ro, score = experience.sample_and_score(
+                policy_params, roles.reward.params, prompts["prompt_tokens_BxP"], prompts["prompt_mask_BxP"], key,
+                policy_cfg=roles.policy.cfg, reward_cfg=roles.reward.cfg, sampling=sampling, chunk_size=chunk_size)
+            proxy.append(np.asarray(ppo_math.normalise(score, gain, bias)))
         seq, smask = ro.sequence_BxL, ro.sequence_mask_BxL
         logp = experience.logp_phase(policy_params, seq, smask, **kw)
         ref = experience.logp_phase(roles.reference.params, seq, smask, **kw)
-        proxy.append(np.asarray(ppo_math.normalise(score, gain, bias)))
         per_token = ppo_math.kl_per_token(logp, ref, kl_estimator)
         kl.append(np.asarray(jnp.sum(jnp.where(ro.response_mask_BxN.astype(bool), per_token, 0.0), axis=-1)))
         length.append(np.asarray(ro.response_mask_BxN).sum(-1))
@@ -102,13 +110,18 @@ def evaluate(policy_params, roles: Roles, gain, bias, batches: list[dict], mesh,
             gold.append(np.asarray(gold_fn(host["prompts"], responses)))
         for j in range(min(NUM_SAMPLES_SAVED - len(saved), len(responses))):
             saved.append({"step": step, "prompt": host["prompts"][j], "response": responses[j],
-                          "proxy": float(proxy[-1][j]), **({"gold": float(gold[-1][j])} if gold else {})})
-    if not proxy:
+                          **({"proxy": float(proxy[-1][j])} if proxy else {}),
+                          **({"gold": float(gold[-1][j])} if gold else {})})
+        texts.extend(responses)
+    if not kl:
         return {}
-    out = {"eval/reward/proxy": float(np.mean(np.concatenate(proxy))),
-           "eval/kl/seq_mean": float(np.mean(np.concatenate(kl))),
+    out = {"eval/kl/seq_mean": float(np.mean(np.concatenate(kl))),
            "eval/response/length": float(np.mean(np.concatenate(length))),
-           "eval/num_prompts": float(sum(len(p) for p in proxy))}
+           "eval/num_prompts": float(len(texts))}
+    # The same fixed-seed subset of eval prompts every time, so evals differ only by the policy.
+    out.update({f"eval/{k}": v for k, v in similarity_metrics(texts).items()})
+    if proxy:
+        out["eval/reward/proxy"] = float(np.mean(np.concatenate(proxy)))
     if gold:
         out["eval/reward/gold"] = float(np.mean(np.concatenate(gold)))
     if samples_path:  # the full texts; the log gets a short view of a couple

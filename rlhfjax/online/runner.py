@@ -32,6 +32,7 @@ import numpy as np
 
 from rlhfjax import parallel
 from rlhfjax.analysis import report as kl_report
+from rlhfjax.analysis.similarity import meteor_mode
 from rlhfjax.data.batching import BatchIterator, Encoder
 from rlhfjax.data.hh import load_prompts
 from rlhfjax.data.sources import is_toylab, resolve_source
@@ -145,6 +146,7 @@ def run_online(setup: OnlineSetup, workdir: str, state: OnlineState, iterate: It
         if config.train.eval_every:
             evals = evaluation.eval_batches(source, data_dir, config.data.eval_split, config.data.eval_limit,
                                             setup.encoder, B, name=f"{name} eval")
+            print(f"{name} eval: METEOR similarity runs {meteor_mode()}", flush=True)
 
         def step_fn(state: OnlineState, it: int):
             t_iter = time.perf_counter()
@@ -198,6 +200,6 @@ def run_online(setup: OnlineSetup, workdir: str, state: OnlineState, iterate: It
                "table": summary_table(train_rows), "evals": [r for r in rows if "eval/reward/proxy" in r],
                "reward_normaliser": {"gain": float(state.reward_gain), "bias": float(state.reward_bias)},
                "seconds": round(time.time() - t0, 1), "model_dir": model_dir, "kl_estimator": kl_estimator,
-               "plot": plot, **(summary_extra(state) if summary_extra else {})}
+               "plot": plot, "meteor": meteor_mode(), **(summary_extra(state) if summary_extra else {})}
     write_json(os.path.join(workdir, "summary.json"), summary)
     return summary, state

@@ -14,6 +14,7 @@ the count reaches the configured limit.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable
 
 import jax
@@ -134,6 +135,35 @@ def update(state: TrainState, batch, loss_fn: LossFn, frozen: Any = None, config
     if isinstance(config, ml_collections.ConfigDict):
         config = ml_collections.FrozenConfigDict(config)
     return _update(state, batch, frozen, loss_fn=loss_fn, config=config)
+
+
+def minibatch_indices(rng, batch_size: int, epochs: int, num_minibatches: int, shuffle: bool = True):
+    """(epochs·num_minibatches, batch_size // num_minibatches) row indices: a fresh permutation per
+    epoch, or the rows in order (`shuffle=False`: minibatch i is rows [i·m, (i+1)·m))."""
+    if shuffle:
+        perms = jax.vmap(lambda k: jax.random.permutation(k, batch_size))(jax.random.split(rng, epochs))
+    else:
+        perms = jnp.tile(jnp.arange(batch_size), (epochs, 1))
+    return perms.reshape(epochs * num_minibatches, batch_size // num_minibatches)
+
+
+@functools.partial(jax.jit, static_argnames=("loss_fn", "config", "epochs", "num_minibatches", "shuffle"),
+                   donate_argnames=("state",))
+def minibatch_update(state: TrainState, batch, frozen, rng, *, loss_fn: LossFn, config, epochs: int = 1,
+                     num_minibatches: int = 1, shuffle: bool = True):
+    """`epochs` passes over `batch` in `num_minibatches` minibatches, one optimizer step each, all in
+    ONE jit (`lax.scan` of `apply_update`) → (state, metrics stacked over the E·M steps). Every
+    array leaf of `batch` has the rows on its leading axis; `frozen` (e.g. reference params) is
+    shared by every step. PPO, RLOO/GRPO and SuperHF run their updates through it."""
+    B = jax.tree.leaves(batch)[0].shape[0]
+    if num_minibatches < 1 or B % num_minibatches:
+        raise ValueError(f"batch of {B} rows is not divisible by num_minibatches={num_minibatches}")
+    idx = minibatch_indices(rng, B, epochs, num_minibatches, shuffle)
+
+    def step(state, idx_M):
+        return apply_update(state, jax.tree.map(lambda x: x[idx_M], batch), frozen, loss_fn, config)
+
+    return jax.lax.scan(step, state, idx)
 
 
 def check_nonfinite(state: TrainState, max_consecutive: int) -> None:
