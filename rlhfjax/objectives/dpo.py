@@ -156,7 +156,8 @@ def pair_metrics(terms: dict, loss_B, config: DPOLossConfig, prefix: str = "dpo/
             f"{prefix}margin": mean(r_c - r_r), f"{prefix}reward_chosen": mean(r_c),
             f"{prefix}reward_rejected": mean(r_r), f"{prefix}logp_drift_chosen": mean(terms["drift_chosen_B"]),
             f"{prefix}logp_drift_rejected": mean(terms["drift_rejected_B"]),
-            f"{prefix}logp_chosen": mean(terms["logp_chosen_B"]), f"{prefix}logp_rejected": mean(terms["logp_rejected_B"])}
+            f"{prefix}logp_chosen": mean(terms["logp_chosen_B"]),
+            f"{prefix}logp_rejected": mean(terms["logp_rejected_B"])}
 
 
 def loss_fn(params, batch, *, frozen, config: DPOLossConfig, rng):
