@@ -30,7 +30,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.superhf.prompt_accumulation = 2  # SHF: prompt_accumulation_steps 2 prompts per optimizer step
     c.superhf.drop_empty = True  # SHF drops empty completions before filtering (here: ranked last)
 
-    c.optim.learning_rate = 1e-4  # SHF: 2e-5 for Pythia/LLaMA-7B (LoRA); the 32-wide toy policy needs more
+    c.optim.learning_rate = 1e-4  # SHF: 2e-5 for Pythia/LLaMA-7B (LoRA); the toy policy needs more
     c.optim.warmup_steps = 8  # SHF: 32 warm-up steps, then cosine
     c.optim.schedule = "cosine"
 

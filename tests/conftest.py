@@ -11,3 +11,30 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import jax  # noqa: E402
 
 jax.config.update("jax_default_matmul_precision", "highest")
+
+
+import pytest  # noqa: E402
+
+TRAINED_SFT_STEPS, TRAINED_RM_STEPS = 300, 150
+
+
+def train_lab(root):
+    """A toy lab with a briefly trained SFT policy and reward model: {data, sft, rm} paths. The online
+    methods' learning tests (PPO, SuperHF, best-of-n, RLOO, GRPO, DPO) all start from these."""
+    from rlhfjax.config import load_config
+    from rlhfjax.recipes import rm, sft
+
+    exp = os.path.join(os.path.dirname(__file__), "..", "experiments")
+    lab = f"--config.data.toylab_dir={root / 'data'}"
+    off = ["--config.train.eval_every=0", "--config.train.save_every=0"]
+    sft.run(load_config(os.path.join(exp, "toylab_sft.py"), [lab, f"--config.train.steps={TRAINED_SFT_STEPS}", *off]),
+            str(root / "sft"))
+    rm.run(load_config(os.path.join(exp, "toylab_rm.py"), [
+        lab, f"--config.train.steps={TRAINED_RM_STEPS}", *off, f"--config.model.init_from={root / 'sft' / 'model'}"]),
+        str(root / "rm"))
+    return {"data": root / "data", "sft": root / "sft" / "model", "rm": root / "rm" / "model"}
+
+
+@pytest.fixture(scope="session")
+def trained_lab(tmp_path_factory):
+    return train_lab(tmp_path_factory.mktemp("trained_lab"))

@@ -1,5 +1,5 @@
 """PPO on the toy lab really optimises: a short run from a (briefly) trained SFT policy against a
-trained reward model raises the proxy reward and the *gold* reward, with finite KL.
+trained reward model (`conftest.trained_lab`, shared with the other methods' learning tests) raises the proxy reward and the *gold* reward, with finite KL.
 
 The SFT policy's own rollouts are the baseline: iteration 1 samples from the initial policy (the
 update comes after the rollout), so its rewards are the SFT policy's, on the same prompt stream.
@@ -12,26 +12,20 @@ import pytest
 
 from rlhfjax import parallel
 from rlhfjax.config import load_config
-from rlhfjax.recipes import ppo, rm, sft
+from rlhfjax.recipes import ppo
 from rlhfjax.train.metrics import read_jsonl
 
 EXP = os.path.join(os.path.dirname(__file__), "..", "experiments")
-SFT_STEPS, RM_STEPS, PPO_ITERS = 300, 150, 16
+PPO_ITERS = 16
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(trained_lab, tmp_path_factory):
     root = tmp_path_factory.mktemp("ppo_learns")
-    lab = f"--config.data.toylab_dir={root / 'data'}"
-    sft.run(load_config(os.path.join(EXP, "toylab_sft.py"), [
-        lab, f"--config.train.steps={SFT_STEPS}", "--config.train.eval_every=0", "--config.train.save_every=0"]),
-        str(root / "sft"))
-    rm.run(load_config(os.path.join(EXP, "toylab_rm.py"), [
-        lab, f"--config.train.steps={RM_STEPS}", "--config.train.eval_every=0", "--config.train.save_every=0",
-        f"--config.model.init_from={root / 'sft' / 'model'}"]), str(root / "rm"))
     config = load_config(os.path.join(EXP, "toylab_ppo.py"), [
-        lab, f"--config.policy.init_from={root / 'sft' / 'model'}", f"--config.reward.init_from={root / 'rm' / 'model'}",
-        f"--config.train.iterations={PPO_ITERS}", "--config.train.save_every=0"])
+        f"--config.data.toylab_dir={trained_lab['data']}", f"--config.policy.init_from={trained_lab['sft']}",
+        f"--config.reward.init_from={trained_lab['rm']}", f"--config.train.iterations={PPO_ITERS}",
+        "--config.train.save_every=0"])
     summary = ppo.run(config, str(root / "ppo"), parallel.single_device_mesh())
     return summary, read_jsonl(str(root / "ppo" / "metrics.jsonl"))
 
