@@ -302,3 +302,20 @@ def test_local_hh_files_with_bad_pairs_a_reward_model_and_the_reference_on_the_f
     assert evals[0]["eval/dpo/loss"] == pytest.approx(np.log(2), abs=1e-6) and evals[0]["eval/kl/seq_mean"] == 0.0
     assert summary["reward_normaliser"]["fitted"] and os.path.exists(os.path.join(workdir, recipe.NORMALISER_FILE))
     assert len(_params(workdir)) > 0
+
+
+def test_fsdp_with_accumulation_matches_one_device(lab, straight, tmp_path):
+    """On config.mesh like every recipe: FSDP over the 8 test devices, 2 micro-batches per step, the same run."""
+    straight_dir, _ = straight
+    workdir = str(tmp_path / "fsdp")
+    recipe.run(_config(lab, "--config.mesh.strategy=fsdp", "--config.optim.grad_accum_steps=2",
+                       "--config.eval.prompt_limit=0"), workdir)
+    assert len(jax.devices()) == 8
+    for a, b in zip(_params(straight_dir), _params(workdir)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    one, fsdp = (read_jsonl(os.path.join(d, "metrics.jsonl")) for d in (straight_dir, workdir))
+    assert [r["step"] for r in one] == [r["step"] for r in fsdp]
+    for x, y in zip(one, fsdp):
+        for key in ("loss", "dpo/margin", "eval/dpo/loss", "eval/dpo/margin", "eval/dpo/logp_drift_chosen"):
+            if key in x:
+                assert y[key] == pytest.approx(x[key], rel=1e-3, abs=1e-5), (x["step"], key)
