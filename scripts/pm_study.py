@@ -18,9 +18,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
+
+import _study  # noqa: E402 (scripts/ is on sys.path when a script runs)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -77,13 +78,10 @@ def main(argv=None) -> int:
         _write_doc(results, os.path.join(args.doc_dir, "pm_study.md"))
         return 0
     os.makedirs(out, exist_ok=True)
-    import jax
     import ml_collections
 
     # Every fine-tune has the same shapes and schedule: compile once, reuse from disk in later runs.
-    jax.config.update("jax_compilation_cache_dir", os.path.join(out, "jax_cache"))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    _study.compilation_cache(out)
 
     from rlhfjax.config import load_config
     from rlhfjax.data.hh import load_hh
@@ -171,7 +169,7 @@ def main(argv=None) -> int:
     total = time.time() - t_start
     results = {"rows": rows, "reference": reference, "pretrain": {k: v["final"] for k, v in pretrained.items()},
                "timings_s": {k: round(v, 1) for k, v in timings.items()}, "total_s": round(total, 1),
-               "reused": reused, "args": vars(args), "machine": _machine(jax),
+               "reused": reused, "args": vars(args), "machine": _study.machine(),
                "command": " ".join(["python", "scripts/pm_study.py"] + (sys.argv[1:] if argv is None else argv))}
     common.write_json(os.path.join(out, "results.json"), results)
     os.makedirs(args.doc_dir, exist_ok=True)
@@ -180,16 +178,6 @@ def main(argv=None) -> int:
     print(_table(results))
     print(f"total {total:.0f} s", flush=True)
     return 0
-
-
-def _machine(jax) -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, JAX {jax.__version__} on {jax.default_backend()}"
 
 
 def _table(results) -> str:
@@ -263,13 +251,6 @@ def _plot(results, path: str) -> None:
 
 
 def _write_doc(results, path: str) -> None:
-    # The prose (what the numbers show) is written by hand below the generated block; keep it on re-runs.
-    marker = "<!-- end of generated part -->"
-    tail = ""
-    if os.path.exists(path):
-        text = open(path).read()
-        if marker in text:
-            tail = text.split(marker, 1)[1]
     ref, t = results["reference"], results["timings_s"]
     args = results["args"]
     finetunes = [v for k, v in t.items() if k.startswith("finetune/")]
@@ -307,10 +288,8 @@ Pre-trained PMs on the generic test split: {pretrained}.
 {_table(results)}
 
 ![accuracy vs n](pm_study.png)
-
-{marker}"""
-    with open(path, "w") as f:
-        f.write(head + tail)
+"""
+    _study.write_doc(path, head)  # the prose (what the numbers show) is by hand, below the generated part
 
 
 if __name__ == "__main__":

@@ -19,9 +19,7 @@ from typing import Hashable, Sequence
 
 import numpy as np
 
-
-def analytic_kl(n: int) -> float:
-    return float(np.log(n) - (n - 1) / n)
+from rlhfjax.analysis.kl_scaling import bon_kl as analytic_kl  # noqa: F401 (log n − (n−1)/n, re-exported)
 
 
 def bon_distribution(p: np.ndarray, reward: np.ndarray, n: int) -> np.ndarray:

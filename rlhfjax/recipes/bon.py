@@ -87,7 +87,7 @@ def table(proxy, gold, keys, texts, ns: list[int]) -> list[dict]:
     rows = []
     for n in ns:
         idx = best_of_n.best_in_groups(proxy, n)
-        kl = best_of_n.analytic_kl(n)
+        kl = float(best_of_n.analytic_kl(n))
         row = {"bon/n": n, "kl/seq_mean": kl, "kl/analytic": kl, "kl/sqrt": float(np.sqrt(kl)),
                "kl/plugin": float(np.mean([best_of_n.plugin_kl(k, s, n) for k, s in zip(keys, proxy)])),
                "reward/proxy": float(np.take_along_axis(proxy, idx, 1).mean()), "bon/groups": idx.shape[1]}
