@@ -186,3 +186,30 @@ def test_rng_advances_and_is_deterministic():
             run.append(float(m["noise"]))
         seen.append(run)
     assert seen[0] == seen[1] and len(set(seen[0])) == 3
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_minibatch_update_equals_its_steps_one_by_one(shuffle):
+    """epochs x minibatches in one jit = the same minibatches through `update` in a Python loop: in row order
+    without shuffling (SuperHF), by the per-epoch permutations `minibatch_indices` draws with it (PPO, GRPO)."""
+    from rlhfjax.train.update import minibatch_indices, minibatch_update
+
+    cfg = default_optim_config()
+    cfg.learning_rate = 0.1
+    data = {k: v for k, v in batch(3, n=8).items() if k != "poison"}
+    poison = {"poison": jnp.asarray(False)}
+    rng = jax.random.PRNGKey(7)
+    scanned, metrics = minibatch_update(make(cfg), {**data}, FROZEN, rng, loss_fn=_loss_no_poison, config=None,
+                                        epochs=2, num_minibatches=4, shuffle=shuffle)
+    idx = np.asarray(minibatch_indices(rng, 8, 2, 4, shuffle))
+    if not shuffle:
+        np.testing.assert_array_equal(idx, np.tile(np.arange(8).reshape(4, 2), (2, 1)))
+    state = make(cfg)
+    for rows in idx:
+        state, m = update(state, {**jax.tree.map(lambda x: x[rows], data), **poison}, quad_loss, FROZEN)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), scanned.params, state.params)
+    assert metrics["loss"].shape == (8,) and int(scanned.step) == 8
+
+
+def _loss_no_poison(params, batch, *, frozen, config, rng):
+    return quad_loss(params, {**batch, "poison": jnp.asarray(False)}, frozen=frozen, config=config, rng=rng)
