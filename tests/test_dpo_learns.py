@@ -13,30 +13,16 @@ import pytest
 
 from rlhfjax import parallel
 from rlhfjax.config import load_config
-from rlhfjax.recipes import dpo, rm, sft
+from rlhfjax.recipes import dpo
 from rlhfjax.train.metrics import read_jsonl
 
 EXP = os.path.join(os.path.dirname(__file__), "..", "experiments")
-SFT_STEPS, RM_STEPS, DPO_STEPS = 300, 150, 100  # SFT and RM as tests/test_ppo_learns.py
-
-
-@pytest.fixture(scope="module")
-def trained_lab(tmp_path_factory):
-    """{data, sft, rm}: the same short SFT and RM runs as the PPO learning test. (This module fixture shadows a
-    shared one of the same name; delete it to share the session's.)"""
-    root = tmp_path_factory.mktemp("dpo_learns")
-    lab = f"--config.data.toylab_dir={root / 'data'}"
-    sft.run(load_config(os.path.join(EXP, "toylab_sft.py"), [
-        lab, f"--config.train.steps={SFT_STEPS}", "--config.train.eval_every=0", "--config.train.save_every=0"]),
-        str(root / "sft"))
-    rm.run(load_config(os.path.join(EXP, "toylab_rm.py"), [
-        lab, f"--config.train.steps={RM_STEPS}", "--config.train.eval_every=0", "--config.train.save_every=0",
-        f"--config.model.init_from={root / 'sft' / 'model'}"]), str(root / "rm"))
-    return {"data": root / "data", "sft": root / "sft" / "model", "rm": root / "rm" / "model"}
+DPO_STEPS = 100
 
 
 @pytest.fixture(scope="module")
 def trained(trained_lab, tmp_path_factory):
+    """A short DPO run from conftest's briefly trained SFT policy (with its RM for the proxy reward)."""
     lab, policy, reward = trained_lab["data"], trained_lab["sft"], trained_lab["rm"]
     workdir = tmp_path_factory.mktemp("dpo_run")
     config = load_config(os.path.join(EXP, "toylab_dpo.py"), [
