@@ -3,8 +3,10 @@ writer that keeps the hand-written prose below the generated part on re-runs."""
 
 from __future__ import annotations
 
+import json
 import os
 import platform
+import time
 
 MARKER = "<!-- end of generated part -->"
 
@@ -39,3 +41,38 @@ def write_doc(path: str, generated: str) -> None:
             tail = text.split(MARKER, 1)[1]
     with open(path, "w") as f:
         f.write(generated.rstrip("\n") + "\n\n" + MARKER + tail)
+
+
+def finished(workdir: str) -> bool:
+    """A run directory whose run finished (it writes summary.json last)."""
+    return os.path.exists(os.path.join(workdir, "summary.json"))
+
+
+class Stages:
+    """A study's runs: each is skipped when its directory is `finished`, else run and timed."""
+
+    def __init__(self):
+        self.timings: dict[str, float] = {}
+        self.t0 = time.time()
+
+    def run(self, name: str, workdir: str, fn) -> None:
+        if finished(workdir):
+            return
+        t = time.time()
+        fn()
+        self.timings[name] = round(time.time() - t, 1)
+        print(f"== {name}: {self.timings[name]} s", flush=True)
+
+    def record(self, results: dict) -> None:
+        results["timings_s"] = self.timings
+        results["total_s"] = round(time.time() - self.t0, 1)
+
+
+def load_results(out: str) -> dict:
+    with open(os.path.join(out, "results.json")) as f:
+        return json.load(f)
+
+
+def save_results(out: str, results: dict) -> None:
+    with open(os.path.join(out, "results.json"), "w") as f:
+        json.dump(results, f, indent=1)

@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import sys
-import time
 
 import _study  # noqa: E402 (scripts/ is on sys.path when a script runs)
 
@@ -41,10 +40,6 @@ def _args(argv=None):
     return p.parse_args(argv)
 
 
-def _done(workdir: str) -> bool:
-    return os.path.exists(os.path.join(workdir, "summary.json"))
-
-
 def _eval_curve(rows) -> list[dict]:
     keys = {"eval/kl/seq_mean": "kl", "eval/reward/proxy": "proxy", "eval/reward/gold": "gold",
             "eval/meteor_similarity": "meteor", "eval/distinct_2": "distinct_2", "eval/response/length": "length"}
@@ -54,12 +49,9 @@ def _eval_curve(rows) -> list[dict]:
 def main(argv=None) -> int:
     args = _args(argv)
     out = os.path.abspath(args.out)
-    results_path = os.path.join(out, "results.json")
+    os.makedirs(args.doc_dir, exist_ok=True)
     if args.render:
-        with open(results_path) as f:
-            results = json.load(f)
-        _plot(results, os.path.join(args.doc_dir, "sample_n.png"))
-        _write_doc(results, os.path.join(args.doc_dir, "sample_n.md"))
+        _render(_study.load_results(out), args.doc_dir)
         return 0
     os.makedirs(out, exist_ok=True)
     _study.compilation_cache(out)
@@ -71,25 +63,16 @@ def main(argv=None) -> int:
     exp = os.path.join(ROOT, "experiments")
     lab = f"--config.data.toylab_dir={os.path.join(out, 'data')}"
     mesh = parallel.single_device_mesh()
-    timings, t_all = {}, time.time()
-
-    def stage(name, fn):
-        t = time.time()
-        result = fn()
-        timings[name] = round(time.time() - t, 1)
-        print(f"== {name}: {timings[name]} s", flush=True)
-        return result
+    stages = _study.Stages()
 
     sft_dir, rm_dir = args.sft, args.rm
     if not sft_dir:
-        sft_dir = os.path.join(out, "sft", "model")
-        if not _done(os.path.join(out, "sft")):
-            stage("sft", lambda: sft.run(load_config(os.path.join(exp, "toylab_sft.py"), [lab]), os.path.join(out, "sft")))
+        sft_dir, run_dir = os.path.join(out, "sft", "model"), os.path.join(out, "sft")
+        stages.run("sft", run_dir, lambda: sft.run(load_config(os.path.join(exp, "toylab_sft.py"), [lab]), run_dir))
     if not rm_dir:
-        rm_dir = os.path.join(out, "rm", "model")
-        if not _done(os.path.join(out, "rm")):
-            stage("rm", lambda: rm.run(load_config(os.path.join(exp, "toylab_rm.py"), [
-                lab, f"--config.model.init_from={sft_dir}"]), os.path.join(out, "rm")))
+        rm_dir, run_dir = os.path.join(out, "rm", "model"), os.path.join(out, "rm")
+        stages.run("rm", run_dir, lambda: rm.run(load_config(os.path.join(exp, "toylab_rm.py"), [
+            lab, f"--config.model.init_from={sft_dir}"]), run_dir))
     common = [lab, f"--config.policy.init_from={sft_dir}", f"--config.reward.init_from={rm_dir}",
               f"--config.rollout.temperature={args.temperature}", "--config.rollout.top_p=1.0",
               f"--config.data.eval_limit={args.eval_limit}", "--config.train.save_every=0"]
@@ -101,8 +84,7 @@ def main(argv=None) -> int:
         workdir = os.path.join(out, method)
         cfg = load_config(os.path.join(exp, f"toylab_{method}.py"), [
             *common, f"--config.train.iterations={iterations}", f"--config.train.eval_every={every}"])
-        if not _done(workdir):
-            stage(method, lambda: recipes[method].run(cfg, workdir, mesh))
+        stages.run(method, workdir, lambda: recipes[method].run(cfg, workdir, mesh))
         rows = read_jsonl(os.path.join(workdir, "metrics.jsonl"))
         train = [r for r in rows if "reward/proxy" in r]
         last = train[-max(1, len(train) // 10):]  # the training reward at the end: last 10% of iterations
@@ -112,20 +94,20 @@ def main(argv=None) -> int:
             "train_gold_end": sum(r["reward/gold"] for r in last) / len(last)}
         results["runs"][method] = cfg.to_dict()
     bon_dir = os.path.join(out, "bon")
-    if not _done(bon_dir):
-        stage("bon", lambda: bon.run(load_config(os.path.join(exp, "toylab_bon.py"), [
-            *common, f"--config.bon.num_prompts={args.eval_limit}"]), bon_dir, mesh))
+    stages.run("bon", bon_dir, lambda: bon.run(load_config(os.path.join(exp, "toylab_bon.py"), [
+        *common, f"--config.bon.num_prompts={args.eval_limit}"]), bon_dir, mesh))
     with open(os.path.join(bon_dir, "summary.json")) as f:
         results["bon"] = json.load(f)["table"]
-    results["timings_s"] = timings
-    results["total_s"] = round(time.time() - t_all, 1)
-    with open(results_path, "w") as f:
-        json.dump(results, f, indent=1)
-    os.makedirs(args.doc_dir, exist_ok=True)
-    _plot(results, os.path.join(args.doc_dir, "sample_n.png"))
-    _write_doc(results, os.path.join(args.doc_dir, "sample_n.md"))
+    stages.record(results)
+    _study.save_results(out, results)
+    _render(results, args.doc_dir)
     print(_table(results), flush=True)
     return 0
+
+
+def _render(results, doc_dir: str) -> None:
+    _plot(results, os.path.join(doc_dir, "sample_n.png"))
+    _write_doc(results, os.path.join(doc_dir, "sample_n.md"))
 
 
 def _sqrt(x):
