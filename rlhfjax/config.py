@@ -83,6 +83,7 @@ def _choice_fields() -> dict[str, tuple[str, ...]]:
     """Fields whose value must be one of a few names, and those names (from the code that reads them)."""
     from rlhfjax.data.batching import TEMPLATES
     from rlhfjax.models.config import SUPPORTED_FAMILIES
+    from rlhfjax.objectives.dpo import LOSSES as DPO_LOSSES
     from rlhfjax.objectives.group_pg import AGGREGATIONS
     from rlhfjax.objectives.kl_control import CONTROLLERS
     from rlhfjax.objectives.ppo import KL_ESTIMATORS
@@ -96,7 +97,8 @@ def _choice_fields() -> dict[str, tuple[str, ...]]:
             "kl.estimator": KL_ESTIMATORS, "mesh.strategy": (*STRATEGIES, "custom"), "optim.schedule": SCHEDULES,
             "value.model": VALUE_MODELS, "data.template": TEMPLATES, "model.family": SUPPORTED_FAMILIES,
             "superhf.kl_prior": KL_PRIORS, "rloo.aggregation": AGGREGATIONS,
-            "grpo.aggregation": AGGREGATIONS, "grpo.kl_estimator": KL_ESTIMATORS}
+            "grpo.aggregation": AGGREGATIONS, "grpo.kl_estimator": KL_ESTIMATORS, "dpo.loss": DPO_LOSSES,
+            "eval.kl_estimator": KL_ESTIMATORS}
 
 
 def check_choices(cfg: ml_collections.ConfigDict) -> None:

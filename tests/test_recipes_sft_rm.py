@@ -75,3 +75,12 @@ def test_rm_run_from_the_sft_policy(lab, sft_run, tmp_path, objective):
     assert os.path.exists(os.path.join(workdir, "calibration.png"))
     if objective != "imitation":
         load_pretrained_scalar(os.path.join(workdir, "model"))
+
+
+def test_rm_on_the_toy_labs_ranked_lists_with_the_default_pool(lab, tmp_path):
+    """The toy lab's ranked lists are one set for every pool: the default data.data_dir ('mixed', used for the
+    eval pairs) must not be looked up among them (it once was, and the run stopped with a ConfigError)."""
+    cfg = load_config(f"{RM_CFG}:smoke", [f"--config.data.toylab_dir={lab}", "--config.data.ranked_lists=true"])
+    assert cfg.data.data_dir == "mixed"
+    summary = rm.run(cfg, str(tmp_path / "ranked"))
+    assert np.isfinite(summary["final"]["eval/accuracy"]) and np.isfinite(summary["final"]["loss"])

@@ -346,6 +346,15 @@ def is_toylab(data_config) -> bool:
     return data_config.source == TOYLAB
 
 
+def ranked_source(data_config) -> tuple[str, str | None]:
+    """(source, data_dir) of ranked lists: the toy lab's `ranked` folder (one set for every annotator pool,
+    so `data.data_dir` does not apply), or the configured source."""
+    if is_toylab(data_config):
+        ensure_toylab(data_config.toylab_dir, data_config.toylab_seed)
+        return os.path.join(data_config.toylab_dir, "ranked"), None
+    return data_config.source, data_config.data_dir or None
+
+
 def resolve_source(data_config, kind: str) -> tuple[str, str | None]:
     """(source, data_dir) for a loader: the toy lab's `kind` folder, or the configured source."""
     if is_toylab(data_config):

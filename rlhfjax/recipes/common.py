@@ -93,11 +93,12 @@ def create_state(params, param_shardings, config, rng, mesh: Mesh) -> TrainState
 
 
 def fit(config, workdir: str, state: TrainState, train_iter, loss_fn, loss_config, *, mesh: Mesh, eval_fn=None,
-        frozen=None) -> tuple[TrainState, list[dict]]:
+        frozen=None, eval_at_start: bool = False) -> tuple[TrainState, list[dict]]:
     """Train to `train.steps` with the shared loop (`run_loop` + `offline_step`): resumes from
     `<workdir>/checkpoints` if a checkpoint is there (onto the state's own shardings), shards every
     batch over `mesh`, and writes checkpoints, metrics.jsonl + TensorBoard and evals. `eval_fn` runs
-    under the mesh too (shard its batches with `shard`)."""
+    under the mesh too (shard its batches with `shard`); `eval_at_start`: also on a fresh run's initial
+    state, logged as step 0."""
     check_batch_size(config.train.batch_size, mesh, state.accum_steps)
     checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=config.train.keep_checkpoints)
     step_fn = offline_step(train_iter, loss_fn, frozen=frozen, loss_config=loss_config,
@@ -107,7 +108,7 @@ def fit(config, workdir: str, state: TrainState, train_iter, loss_fn, loss_confi
             return run_loop(state, step_fn, num_steps=config.train.steps, run_dir=workdir, data_iter=train_iter,
                             checkpointer=checkpointer, config_dict=config.to_dict(),
                             save_every=config.train.save_every, log_every=config.train.log_every, eval_fn=eval_fn,
-                            eval_every=config.train.eval_every,
+                            eval_every=config.train.eval_every, eval_at_start=eval_at_start,
                             max_consecutive_nonfinite=config.optim.max_consecutive_nonfinite,
                             progress=config.train.progress)
     finally:

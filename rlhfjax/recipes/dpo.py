@@ -49,6 +49,7 @@ from rlhfjax import parallel
 from rlhfjax.data import tokenizing
 from rlhfjax.data.batching import BatchIterator, collate_pairs
 from rlhfjax.data.hh import load_hh, load_ranked
+from rlhfjax.data.sources import ranked_source
 from rlhfjax.errors import ConfigError
 from rlhfjax.models import api, init_params
 from rlhfjax.models.factory import preset_from_config
@@ -59,8 +60,7 @@ from rlhfjax.online import evaluation
 from rlhfjax.online.roles import Role, Roles
 from rlhfjax.recipes import common
 from rlhfjax.sampling import SamplingConfig
-from rlhfjax.train.checkpoint import Checkpointer
-from rlhfjax.train.metrics import MetricsWriter, read_jsonl
+from rlhfjax.train.metrics import read_jsonl
 
 REFERENCE_FILE = "reference_logps.npz"
 NORMALISER_FILE = "reward_normaliser.json"
@@ -80,7 +80,7 @@ def load_pairs(config, split: str, limit: int, name: str) -> list:
     source, data_dir = common.resolve_source(data, "comparisons")  # builds the toy lab on first use
     toylab = common.is_toylab(data)
     if data.ranked_lists and not (toylab and split != data.train_split):
-        rsource, rdir = (os.path.join(data.toylab_dir, "ranked"), None) if toylab else (source, data_dir)
+        rsource, rdir = ranked_source(data)
         lists, report = load_ranked(rsource, data_dir=rdir, split=split, limit=limit or None)
         pairs = [p for ranked in lists for p in ranked.pairs()]
         common.report_loading(f"{name} (ranked lists -> {len(pairs)} pairs)", report)
@@ -346,22 +346,9 @@ def run_with_state(config, workdir: str, mesh=None):
             del ref, roles
         return metrics
 
-    checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"))
-    fresh = checkpointer.latest_step() is None
-    checkpointer.close()
-    if fresh and config.eval.at_start and config.train.steps > 0:
-        # Step 0 = the initial (SFT) policy, the baseline of every curve. `common.fit` has no eval_at_start,
-        # so log it here: a fresh run starts metrics.jsonl over (resume_step=-1 keeps no line) with it.
-        with parallel.activate(mesh):
-            init_eval = evaluate(state)
-        writer = MetricsWriter(workdir, resume_step=-1)
-        writer.write(0, init_eval)
-        writer.close()
-        print("[dpo] step 0 (initial policy): " + " ".join(f"{k}={v:.4g}" for k, v in sorted(init_eval.items())),
-              flush=True)
-
+    # Step 0 = the initial (SFT) policy on a fresh run: the baseline of every curve.
     state, _ = common.fit(config, workdir, state, train_iter, dpo_objective.loss_fn, loss_config, mesh=mesh,
-                          eval_fn=evaluate, frozen=reference)
+                          eval_fn=evaluate, frozen=reference, eval_at_start=bool(config.eval.at_start))
 
     model_dir = os.path.join(workdir, "model")
     export_cfg = policy_cfg.replace(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,

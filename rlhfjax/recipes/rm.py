@@ -29,6 +29,7 @@ from rlhfjax import parallel
 from rlhfjax.analysis.calibration import pairwise_predictions, plot_reliability, reliability
 from rlhfjax.data.batching import BatchIterator, collate_pairs, collate_ranked
 from rlhfjax.data.hh import load_hh, load_ranked
+from rlhfjax.data.sources import ranked_source
 from rlhfjax.models import api
 from rlhfjax.models.hf import load_pretrained_scalar, save_pretrained, save_pretrained_scalar
 from rlhfjax.objectives import rm as rm_objective
@@ -81,10 +82,9 @@ def run_with_state(config, workdir: str, mesh=None):
     B = config.train.batch_size
     encoder = common.encoder_for(config, tokenizer)
     if config.data.ranked_lists:
-        rsource, rdir = common.resolve_source(config.data, "ranked") if common.is_toylab(config.data) else (
-            source, data_dir)
-        train_examples, report = load_ranked(rsource, data_dir=None if common.is_toylab(config.data) else rdir,
-                                             split=config.data.train_split, limit=config.data.limit or None)
+        rsource, rdir = ranked_source(config.data)
+        train_examples, report = load_ranked(rsource, data_dir=rdir, split=config.data.train_split,
+                                             limit=config.data.limit or None)
         collate = functools.partial(collate_ranked, encoder=encoder, num_responses=config.data.num_responses)
     else:
         train_examples, report = load_hh(source, data_dir=data_dir, split=config.data.train_split,
