@@ -57,7 +57,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     # Held-out sampling evals (every train.eval_every steps, the last step and step 0), as PPO's.
     c.eval = ml_collections.ConfigDict()
     c.eval.prompt_limit = 400  # eval_split prompt rows read, as PPO's data.eval_limit (same prompts); 0 = off
-    c.eval.batch_size = 64
+    c.eval.batch_size = 32  # = the online methods' train.eval_batch_size: the same prompts and sampling keys as theirs
     c.eval.temperature = 0.7  # = PPO's rollout temperature (lm-human-preferences); KL is of the T-scaled models
     c.eval.top_p = 1.0
     c.eval.max_new_tokens = 24  # = PPO's fixed response length on the toy lab

@@ -53,6 +53,9 @@ def online_train_config(iterations: int, batch_size: int, eval_every: int) -> ml
     del t["steps"]
     t.iterations = iterations  # sample → score → update rounds
     t.batch_size = batch_size  # prompts per iteration (per process)
+    # Held-out prompts per eval batch: one value for every method, so all eval curves sample the same
+    # prompts with the same keys (the initial policy's eval is then identical across methods).
+    t.eval_batch_size = 32
     t.log_every = 1
     return t
 
@@ -114,3 +117,4 @@ def online_smoke(c: ml_collections.ConfigDict, batch_size: int = 8) -> None:
     c.reward.norm_batches = 1
     c.data.eval_limit = 16
     c.train = online_train_config(iterations=3, batch_size=batch_size, eval_every=2)
+    c.train.eval_batch_size = batch_size

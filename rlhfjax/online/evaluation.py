@@ -18,6 +18,7 @@ and appends a few samples per eval to `<workdir>/samples.jsonl`.
 from __future__ import annotations
 
 import json
+import math
 
 import jax
 import jax.numpy as jnp
@@ -86,6 +87,8 @@ def evaluate(policy_params, roles: Roles, gain, bias, batches: list[dict], mesh,
     """The policy on held-out prompt batches (module docstring). `gold_fn(prompts, responses)` →
     gold rewards (the toy lab's), or None; `roles.reward` None: no proxy reward (gain, bias unused)."""
     N = sampling.max_new_tokens
+    if chunk_size and batches:  # a chunk that divides the eval batch, no larger than asked (memory)
+        chunk_size = math.gcd(chunk_size, len(batches[0]["prompts"]))
     kw = dict(model_cfg=roles.policy.cfg, num_response=N, temperature=sampling.temperature, chunk_size=chunk_size)
     proxy, kl, length, gold, saved, texts = [], [], [], [], [], []
     for i, host in enumerate(batches):

@@ -13,7 +13,8 @@ prompt, grouped by prompt), on which the runner computes the toy lab's gold rewa
 
 Config read here: data.* (prompts: train split for training, eval split for evals), tokenizer.path,
 policy/reward/value (roles), rollout.temperature, reward.normalise / norm_batches, train.iterations
-/ batch_size (prompts per iteration) / log_every / eval_every / save_every / keep_checkpoints,
+/ batch_size (prompts per iteration) / eval_batch_size / log_every / eval_every / save_every /
+keep_checkpoints,
 optim.*, seed.
 """
 
@@ -145,7 +146,8 @@ def run_online(setup: OnlineSetup, workdir: str, state: OnlineState, iterate: It
         evals = []
         if config.train.eval_every:
             evals = evaluation.eval_batches(source, data_dir, config.data.eval_split, config.data.eval_limit,
-                                            setup.encoder, B, name=f"{name} eval")
+                                            setup.encoder, config.train.get("eval_batch_size") or B,
+                                            name=f"{name} eval")
             print(f"{name} eval: METEOR similarity runs {meteor_mode()}", flush=True)
 
         def step_fn(state: OnlineState, it: int):
