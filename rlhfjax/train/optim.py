@@ -8,6 +8,8 @@ step once per update.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import ml_collections
 import optax
@@ -42,13 +44,21 @@ def with_total_steps(config, total_steps: int) -> ml_collections.ConfigDict:
 
 
 def make_schedule(config) -> optax.Schedule:
-    lr, warm, total = config.learning_rate, int(config.warmup_steps), int(config.total_steps)
-    if config.schedule not in SCHEDULES:
-        raise ConfigError(f"schedule must be one of {SCHEDULES}, got {config.schedule!r}")
+    return _schedule(float(config.learning_rate), int(config.warmup_steps), int(config.total_steps),
+                     str(config.schedule))
+
+
+# Equal configs give the same schedule and optimizer objects: a TrainState holds them as static (hashed)
+# fields, so another run with the same optim config in one process (tests, notebooks, sweeps) reuses the
+# compiled update instead of compiling it again.
+@functools.lru_cache(maxsize=64)
+def _schedule(lr: float, warm: int, total: int, schedule: str) -> optax.Schedule:
+    if schedule not in SCHEDULES:
+        raise ConfigError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
     decay_steps = max(total - warm, 1)
-    if config.schedule == "constant":
+    if schedule == "constant":
         after = optax.constant_schedule(lr)
-    elif config.schedule == "cosine":
+    elif schedule == "cosine":
         after = optax.cosine_decay_schedule(lr, decay_steps)
     else:
         after = optax.linear_schedule(lr, 0.0, decay_steps)
@@ -64,9 +74,12 @@ def _decay_mask(params):
 
 def make_optimizer(config) -> optax.GradientTransformation:
     """The optax chain every objective trains with (see `default_optim_config`)."""
-    parts = []
-    if config.grad_clip_norm and config.grad_clip_norm > 0:
-        parts.append(optax.clip_by_global_norm(config.grad_clip_norm))
-    parts.append(optax.adamw(make_schedule(config), b1=config.b1, b2=config.b2, eps=config.eps,
-                             weight_decay=config.weight_decay, mask=_decay_mask))
+    return _optimizer(float(config.grad_clip_norm or 0.0), make_schedule(config), float(config.b1), float(config.b2),
+                      float(config.eps), float(config.weight_decay))
+
+
+@functools.lru_cache(maxsize=64)
+def _optimizer(clip: float, schedule, b1: float, b2: float, eps: float, weight_decay: float):
+    parts = [optax.clip_by_global_norm(clip)] if clip > 0 else []
+    parts.append(optax.adamw(schedule, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay, mask=_decay_mask))
     return optax.chain(*parts)
