@@ -45,7 +45,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.reward = ml_collections.ConfigDict()  # evaluation only: DPO trains without a reward model
     c.reward.init_from = ""  # an RM dir (e.g. runs/toylab/rm/model) adds eval/reward/proxy; "" = none
     c.reward.normalise = True  # proxy normalised as PPO's: mean 0, std 1 under the initial policy
-    c.reward.norm_batches = 4  # sampled batches (eval.batch_size prompts each) the normaliser is fitted on
+    c.reward.norm_batches = 8  # batches of eval.batch_size rollouts the normaliser is fitted on (as online methods')
 
     c.dpo = ml_collections.ConfigDict()
     c.dpo.loss = "dpo"  # dpo (Rafailov et al. 2023) | ipo (Azar et al. 2023) | cdpo (label smoothing)

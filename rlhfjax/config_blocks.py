@@ -53,8 +53,9 @@ def online_train_config(iterations: int, batch_size: int, eval_every: int) -> ml
     del t["steps"]
     t.iterations = iterations  # sample → score → update rounds
     t.batch_size = batch_size  # prompts per iteration (per process)
-    # Held-out prompts per eval batch: one value for every method, so all eval curves sample the same
-    # prompts with the same keys (the initial policy's eval is then identical across methods).
+    # Held-out prompts per eval batch (and training prompts per reward-normaliser batch): one value for
+    # every method, so all eval curves sample the same prompts with the same keys and every method fits
+    # the same normaliser (the initial policy's eval is then identical across methods).
     t.eval_batch_size = 32
     t.log_every = 1
     return t
@@ -90,7 +91,7 @@ def toylab_online_config(temperature: float) -> ml_collections.ConfigDict:
     c.reward = ml_collections.ConfigDict()
     c.reward.init_from = "runs/toylab/rm/model"  # frozen RM (dir written by save_pretrained_scalar)
     c.reward.normalise = True  # LHP: gain/bias so initial-policy scores have mean 0, std 1
-    c.reward.norm_batches = 4  # rollout batches of the initial policy the normaliser is fitted on
+    c.reward.norm_batches = 8  # batches of train.eval_batch_size initial-policy rollouts the normaliser is fitted on
 
     c.rollout = ml_collections.ConfigDict()
     c.rollout.temperature = temperature  # log-probs and KL use the T-scaled policy (what is sampled)

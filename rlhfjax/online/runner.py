@@ -13,7 +13,7 @@ prompt, grouped by prompt), on which the runner computes the toy lab's gold rewa
 
 Config read here: data.* (prompts: train split for training, eval split for evals), tokenizer.path,
 policy/reward/value (roles), rollout.temperature, reward.normalise / norm_batches, train.iterations
-/ batch_size (prompts per iteration) / eval_batch_size / log_every / eval_every / save_every /
+/ batch_size (prompts per iteration) / eval_batch_size (eval and normaliser batches) / log_every / eval_every / save_every /
 keep_checkpoints,
 optim.*, seed.
 """
@@ -126,6 +126,7 @@ def run_online(setup: OnlineSetup, workdir: str, state: OnlineState, iterate: It
                                     limit=config.data.limit or None)
     print(f"{name} prompts: {report.summary()}", flush=True)
     B = config.train.batch_size
+    eval_B = config.train.get("eval_batch_size") or B
 
     def collate(examples):
         return evaluation.collate(examples, setup.encoder)
@@ -137,7 +138,8 @@ def run_online(setup: OnlineSetup, workdir: str, state: OnlineState, iterate: It
     kl_estimator = config.kl.estimator if "kl" in config else "k1"  # evals measure KL as training does
     with parallel.activate(mesh):  # the models' logical constraints resolve against this mesh
         if checkpointer.latest_step() is None and config.reward.normalise:
-            norm_iter = BatchIterator(examples, B, collate, seed=config.seed + 1, num_epochs=None)
+            # Batches of the eval batch size, not the method's: every method fits the same normaliser.
+            norm_iter = BatchIterator(examples, eval_B, collate, seed=config.seed + 1, num_epochs=None)
             gain, bias = evaluation.fit_normaliser(
                 state.train.params["policy"], roles, norm_iter, mesh, sampling=setup.sampling,
                 num_batches=config.reward.norm_batches, rng=jax.random.fold_in(base_rng, 2), chunk_size=chunk_size)
@@ -146,8 +148,7 @@ def run_online(setup: OnlineSetup, workdir: str, state: OnlineState, iterate: It
         evals = []
         if config.train.eval_every:
             evals = evaluation.eval_batches(source, data_dir, config.data.eval_split, config.data.eval_limit,
-                                            setup.encoder, config.train.get("eval_batch_size") or B,
-                                            name=f"{name} eval")
+                                            setup.encoder, eval_B, name=f"{name} eval")
             print(f"{name} eval: METEOR similarity runs {meteor_mode()}", flush=True)
 
         def step_fn(state: OnlineState, it: int):

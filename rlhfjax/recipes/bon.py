@@ -121,8 +121,9 @@ def run(config, workdir: str, mesh=None) -> dict:
         if config.reward.normalise:  # fitted on the initial policy, as the online methods do
             examples, _ = load_prompts(source, data_dir=data_dir, split=config.data.train_split,
                                        limit=config.data.limit or None)
-            norm_iter = BatchIterator(examples, B, lambda ex: evaluation.collate(ex, setup.encoder),
-                                      seed=config.seed + 1, num_epochs=None)
+            norm_iter = BatchIterator(examples, config.train.eval_batch_size,
+                                      lambda ex: evaluation.collate(ex, setup.encoder), seed=config.seed + 1,
+                                      num_epochs=None)
             gain, bias = evaluation.fit_normaliser(setup.roles.policy.params, setup.roles, norm_iter, mesh,
                                                    sampling=setup.sampling, num_batches=config.reward.norm_batches,
                                                    rng=jax.random.fold_in(rng, 2))
