@@ -30,10 +30,11 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.train = online_train_config(iterations=40, batch_size=8, eval_every=10)
 
     if arg == "smoke":  # stands alone: random tiny policy and RM (pass init_from to use real ones)
-        online_smoke(c, batch_size=4)
+        online_smoke(c)
         c.bon.n = (1, 2, 4)
         c.bon.pool = 8
         c.bon.num_prompts = 8
+        c.bon.prompt_batch = 8
         c.bon.distill = True
         c.bon.distill_n = 4
     elif arg:

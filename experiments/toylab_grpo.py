@@ -35,7 +35,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.train = online_train_config(iterations=40, batch_size=8, eval_every=10)
 
     if arg == "smoke":  # stands alone: random tiny policy and RM (pass init_from to use real ones)
-        online_smoke(c, batch_size=4)
+        online_smoke(c)
         c.grpo.group_size = 4
         c.grpo.num_minibatches = 2
     elif arg:

@@ -109,7 +109,7 @@ def toylab_online_config(temperature: float) -> ml_collections.ConfigDict:
     return c
 
 
-def online_smoke(c: ml_collections.ConfigDict, batch_size: int = 8) -> None:
+def online_smoke(c: ml_collections.ConfigDict) -> None:
     """Shrink an online toy-lab config in place to a standalone smoke run (random tiny models)."""
     c.policy.init_from = ""
     c.reward.init_from = ""
@@ -117,5 +117,6 @@ def online_smoke(c: ml_collections.ConfigDict, batch_size: int = 8) -> None:
     c.data.max_response_len = 8
     c.reward.norm_batches = 1
     c.data.eval_limit = 16
-    c.train = online_train_config(iterations=3, batch_size=batch_size, eval_every=2)
-    c.train.eval_batch_size = batch_size
+    # 8 prompts: divisible by the 8 virtual CPU devices of the test suite's default data-parallel mesh
+    c.train = online_train_config(iterations=3, batch_size=8, eval_every=2)
+    c.train.eval_batch_size = 8

@@ -192,3 +192,20 @@ def initialize_distributed(enabled: bool = False, **kwargs) -> None:
     """
     if enabled:
         jax.distributed.initialize(**kwargs)
+
+
+def data_parallel_size(mesh: Mesh) -> int:
+    """Devices a batch's leading dim is split over (the mesh axes the `batch` rule maps to)."""
+    lead = batch_sharding(mesh, 1).spec[0]
+    axes = () if lead is None else (lead,) if isinstance(lead, str) else tuple(lead)
+    return math.prod(mesh.shape[a] for a in axes)
+
+
+def check_batch_size(batch_size: int, mesh: Mesh, accum_steps: int = 1, what: str = "train.batch_size") -> None:
+    """Every batch is split evenly over the data-parallel devices (and into `accum_steps` micro-batches)."""
+    dp = data_parallel_size(mesh)
+    if batch_size % dp:
+        raise ConfigError(f"{what}={batch_size} is not divisible by the {dp} data-parallel devices of the mesh "
+                         f"{dict(mesh.shape)}; use a multiple of {dp} (or another --config.mesh.strategy)")
+    if batch_size % accum_steps:
+        raise ConfigError(f"{what}={batch_size} is not divisible by optim.grad_accum_steps={accum_steps}")

@@ -60,7 +60,8 @@ def test_superhf_trains_on_the_kept_completions_only(lab):
         seen.update(batch=jax.device_get(batch), kw=kw)
         return train, {"loss": np.zeros(1)}
 
-    prompts = {"prompt_tokens_BxP": np.full((4, 16), 5, np.int32), "prompt_mask_BxP": np.ones((4, 16), np.int32)}
+    B = cfg.train.batch_size
+    prompts = {"prompt_tokens_BxP": np.full((B, 16), 5, np.int32), "prompt_mask_BxP": np.ones((B, 16), np.int32)}
     original = superhf.minibatch_update
     superhf.minibatch_update = spy_update
     try:
@@ -69,9 +70,9 @@ def test_superhf_trains_on_the_kept_completions_only(lab):
     finally:
         superhf.minibatch_update = original
     S = cfg.superhf.superbatch
-    assert ro.sequence_BxL.shape[0] == 4 * S
-    assert seen["batch"]["sequence_BxL"].shape[0] == 4 * cfg.superhf.top_k
-    assert seen["kw"]["num_minibatches"] == 4 // cfg.superhf.prompt_accumulation and not seen["kw"]["shuffle"]
+    assert ro.sequence_BxL.shape[0] == B * S
+    assert seen["batch"]["sequence_BxL"].shape[0] == B * cfg.superhf.top_k
+    assert seen["kw"]["num_minibatches"] == B // cfg.superhf.prompt_accumulation and not seen["kw"]["shuffle"]
     # the kept rows are the best of each prompt's group, by the normalised RM score
     assert metrics["reward/proxy_kept"] >= metrics["reward/proxy"]
 
@@ -84,3 +85,18 @@ def test_bad_sample_n_configs_fail_early(method, override, lab, tmp_path):
     recipe = importlib.import_module(f"rlhfjax.recipes.{method}")
     with pytest.raises(ConfigError):
         recipe.run(config(method, lab, 1, [override]), str(tmp_path / "x"), parallel.single_device_mesh())
+
+
+def test_prompt_batches_that_do_not_split_over_the_mesh_are_a_config_error(lab, tmp_path):
+    """On the suite's 8 data-parallel CPU devices a batch of 4 prompts cannot be sharded: one clear error
+    before anything loads, not a sharding failure inside the first jit."""
+    from rlhfjax.recipes import grpo
+
+    cfg = config("grpo", lab, 1, ["--config.train.batch_size=4"])
+    mesh = parallel.make_mesh(cfg.mesh)
+    assert mesh.size == 8
+    with pytest.raises(ConfigError, match="train.batch_size=4 is not divisible by the 8"):
+        grpo.run(cfg, str(tmp_path / "x"), mesh)
+    cfg = config("superhf", lab, 1, ["--config.train.eval_batch_size=12"])
+    with pytest.raises(ConfigError, match="train.eval_batch_size=12"):
+        superhf.run(cfg, str(tmp_path / "y"), mesh)

@@ -79,7 +79,11 @@ class OnlineSetup:
 
 
 def prepare(config, mesh, *, with_value: bool) -> OnlineSetup:
-    """Tokenizer, encoder, roles placed on `mesh` and the rollout sampling config."""
+    """Tokenizer, encoder, roles placed on `mesh` and the rollout sampling config (batch sizes checked
+    against the mesh first: a clear error, not a sharding failure minutes in)."""
+    parallel.check_batch_size(config.train.batch_size, mesh)
+    if config.train.get("eval_batch_size"):
+        parallel.check_batch_size(config.train.eval_batch_size, mesh, what="train.eval_batch_size")
     tokenizer = tokenizer_for(config, config.policy.init_from)
     encoder = encoder_for(config, tokenizer)
     roles = load_roles(config, mesh, len(tokenizer), with_value=with_value)

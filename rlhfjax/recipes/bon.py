@@ -103,6 +103,7 @@ def run(config, workdir: str, mesh=None) -> dict:
     t0 = time.time()
     ns = check(config)
     mesh = mesh if mesh is not None else parallel.make_mesh(config.mesh)
+    parallel.check_batch_size(config.bon.prompt_batch, mesh, what="bon.prompt_batch")
     distilled = None
     if config.bon.distill:
         distilled, dstate = superhf.run_with_state(distill_config(config), os.path.join(workdir, "distill"), mesh)

@@ -7,7 +7,6 @@ Config sections used here (see experiments/toylab_sft.py for a documented exampl
 
 from __future__ import annotations
 
-import math
 import os
 
 import datasets
@@ -45,26 +44,12 @@ def optim_config(config) -> ml_collections.ConfigDict:
 # The mesh: every offline recipe runs on `config.mesh` (data parallel over all local devices by default)
 
 
+check_batch_size = parallel.check_batch_size  # every batch splits evenly over the data-parallel devices
+
+
 def mesh_for(config, mesh: Mesh | None = None) -> Mesh:
     """`mesh` if given (tests pass one), else `parallel.make_mesh(config.mesh)`."""
     return mesh if mesh is not None else parallel.make_mesh(config.mesh)
-
-
-def data_parallel_size(mesh: Mesh) -> int:
-    """Devices a batch's leading dim is split over (the mesh axes the `batch` rule maps to)."""
-    lead = parallel.batch_sharding(mesh, 1).spec[0]
-    axes = () if lead is None else (lead,) if isinstance(lead, str) else tuple(lead)
-    return math.prod(mesh.shape[a] for a in axes)
-
-
-def check_batch_size(batch_size: int, mesh: Mesh, accum_steps: int = 1, what: str = "train.batch_size") -> None:
-    """Every batch is split evenly over the data-parallel devices (and into `accum_steps` micro-batches)."""
-    dp = data_parallel_size(mesh)
-    if batch_size % dp:
-        raise ConfigError(f"{what}={batch_size} is not divisible by the {dp} data-parallel devices of the mesh "
-                         f"{dict(mesh.shape)}; use a multiple of {dp} (or another --config.mesh.strategy)")
-    if batch_size % accum_steps:
-        raise ConfigError(f"{what}={batch_size} is not divisible by optim.grad_accum_steps={accum_steps}")
 
 
 def shard(batch, mesh: Mesh):
