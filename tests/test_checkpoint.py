@@ -93,7 +93,12 @@ def test_kill_and_resume_is_exact(tmp_path):
     _, _, killed_it, ck, _ = run(str(tmp_path / "b"), n, kill_after=4)
     assert ck.all_steps() == [3]
     assert len(read_jsonl(str(tmp_path / "b" / "metrics.jsonl"))) == 4
+    # Eval samples the killed process wrote at steps 2 and 4 (after its last checkpoint, 3): the resumed run
+    # keeps step 2's and drops step 4's, which it will sample again.
+    samples = tmp_path / "b" / "samples.jsonl"
+    samples.write_text("".join(json.dumps({"step": s, "response": f"r{s}"}) + "\n" for s in (2, 4)))
     resumed, hist, res_it, ck, resumed_from = run(str(tmp_path / "b"), n, resume=True)
+    assert [r["step"] for r in read_jsonl(str(samples))] == [2]
     assert resumed_from == 3 and ck.all_steps() == [6, 8]  # keep-last-2 dropped step 3
 
     # Same data order: no batch skipped or repeated across the kill.

@@ -12,15 +12,20 @@ Everything random lives in the state, so a resumed run replays the uninterrupted
 
 from __future__ import annotations
 
+import os
 from typing import Any, Callable
 
 import jax
 from tqdm.auto import tqdm
 
 from rlhfjax.train.checkpoint import Checkpointer
-from rlhfjax.train.metrics import MetricsWriter, write_config
+from rlhfjax.train.metrics import MetricsWriter, drop_records_after, write_config
 from rlhfjax.train.state import TrainState
 from rlhfjax.train.update import check_nonfinite, update
+
+# Step-keyed JSONL logs that evals append to in a run directory (sft, the online runner, dpo): trimmed
+# on resume like metrics.jsonl, so a killed-and-resumed run holds each eval's samples once.
+STEP_LOGS = ("samples.jsonl",)
 
 StepFn = Callable[[Any, int], tuple[Any, dict]]
 
@@ -80,6 +85,9 @@ def run_loop(state, step_fn: StepFn, *, num_steps: int, run_dir: str, data_iter,
     if config_dict is not None:
         write_config(run_dir, config_dict)
     writer = MetricsWriter(run_dir, resume_step=resumed)
+    if resumed is not None:
+        for name_ in STEP_LOGS:  # evals' sample logs, written next to metrics.jsonl
+            drop_records_after(os.path.join(run_dir, name_), resumed)
     start = int(jax.device_get(step_of(state)))
     history: list[dict[str, float]] = []
     bar = tqdm(total=num_steps, initial=start, disable=not progress, desc=name)

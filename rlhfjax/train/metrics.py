@@ -10,6 +10,20 @@ import jax
 import numpy as np
 
 
+def drop_records_after(path: str, step: int) -> None:
+    """Keep only the records of a step-keyed JSONL log (metrics.jsonl, samples.jsonl) with step <= `step`:
+    what a resumed run does to the lines a killed process wrote after its last checkpoint, so each step's
+    records appear once. Atomic (a crash leaves the old or the new file); a missing file is left missing."""
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        keep = [ln for ln in f if ln.strip() and json.loads(ln)["step"] <= step]
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.writelines(keep)
+    os.replace(tmp, path)
+
+
 class MetricsWriter:
     """Append-only JSONL + TensorBoard writer.
 
@@ -20,13 +34,8 @@ class MetricsWriter:
     def __init__(self, run_dir: str, resume_step: int | None = None, tensorboard: bool = True):
         os.makedirs(run_dir, exist_ok=True)
         self.path = os.path.join(run_dir, "metrics.jsonl")
-        if resume_step is not None and os.path.exists(self.path):
-            with open(self.path) as f:
-                keep = [ln for ln in f if ln.strip() and json.loads(ln)["step"] <= resume_step]
-            tmp = self.path + ".tmp"
-            with open(tmp, "w") as f:
-                f.writelines(keep)
-            os.replace(tmp, self.path)  # atomic: a crash here leaves the old or the new file
+        if resume_step is not None:
+            drop_records_after(self.path, resume_step)
         self._file = open(self.path, "a")
         self._tb = None
         if tensorboard:
