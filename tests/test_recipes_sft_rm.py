@@ -84,3 +84,26 @@ def test_rm_on_the_toy_labs_ranked_lists_with_the_default_pool(lab, tmp_path):
     assert cfg.data.data_dir == "mixed"
     summary = rm.run(cfg, str(tmp_path / "ranked"))
     assert np.isfinite(summary["final"]["eval/accuracy"]) and np.isfinite(summary["final"]["loss"])
+
+
+def test_rm_with_an_auxiliary_lm_loss_exports_the_reward_model(lab, sft_run, tmp_path):
+    """rm.lm_coef > 0 trains an LM head beside the score head; the exported model is the reward model without
+    it, and scores what the trained params score (less the head's bias: HF sequence classifiers have none,
+    and a constant shift changes no preference)."""
+    import jax
+    import jax.numpy as jnp
+
+    from rlhfjax.models import api
+
+    sft_dir, _ = sft_run
+    cfg = load_config(f"{RM_CFG}:smoke", [f"--config.data.toylab_dir={lab}", "--config.rm.lm_coef=0.5",
+                                          f"--config.model.init_from={sft_dir}/model"])
+    summary, state = rm.run_with_state(cfg, str(tmp_path / "aux"))
+    assert "lm_head" in state.params["backbone"]
+    model_cfg, exported = load_pretrained_scalar(summary["model_dir"])
+    assert "lm_head" not in exported["backbone"]
+    tokens = jnp.asarray(np.random.default_rng(0).integers(1, 50, size=(3, 10)))
+    mask = jnp.ones_like(tokens)
+    trained = api.scores(jax.device_get(state.params), model_cfg, tokens, mask)
+    bias = np.asarray(state.params["head"]["bias"]).reshape(())
+    np.testing.assert_allclose(api.scores(exported, model_cfg, tokens, mask), trained - bias, rtol=1e-5, atol=1e-6)

@@ -77,6 +77,13 @@ def scalar_params_from_lm(lm_params, head_params, keep_lm_head: bool = False):
     return {"backbone": backbone, "head": head_params}
 
 
+def without_lm_head(scalar_params):
+    """A `ScalarModel(lm_head=True)`'s params as a plain scalar model's: the LM head (an auxiliary loss's)
+    dropped; the score reads the same hidden states, so it is unchanged."""
+    backbone = {k: v for k, v in scalar_params["backbone"].items() if k != "lm_head"}
+    return {**scalar_params, "backbone": backbone}
+
+
 def init_scalar_params(cfg: ModelConfig, rng: jax.Array, lm_head: bool = False):
     tokens = jnp.zeros((1, 1), jnp.int32)
     variables = ScalarModel(cfg, lm_head=lm_head).init(rng, tokens, tokens, jnp.ones_like(tokens))

@@ -6,7 +6,7 @@ pairs: accuracy, mean margin, ECE of σ(r_chosen − r_rejected) and, on the toy
 the gold reward's preference; the same metrics for the initial params go to `summary.json["init"]`
 (for a PMP fine-tune: how well the pre-trained PM transfers before any target comparison). At the
 end: a reliability diagram (`calibration.png`), the model as an HF sequence classifier in
-`<workdir>/model` (ranked/binary; an LM for imitation), the final r_chosen − r_rejected of every
+`<workdir>/model` (ranked/binary, without the auxiliary LM head of `rm.lm_coef > 0`; an LM for imitation), the final r_chosen − r_rejected of every
 eval pair (`eval_margins.npy`), and `summary.json`. Imitation scores a response by its mean
 per-token log-likelihood. Runs on `config.mesh` (params, optimizer state, train and eval batches
 sharded).
@@ -31,6 +31,7 @@ from rlhfjax.data.batching import BatchIterator, collate_pairs, collate_ranked
 from rlhfjax.data.hh import load_hh, load_ranked
 from rlhfjax.data.sources import ranked_source
 from rlhfjax.models import api
+from rlhfjax.models.heads import without_lm_head
 from rlhfjax.models.hf import load_pretrained_scalar, save_pretrained, save_pretrained_scalar
 from rlhfjax.objectives import rm as rm_objective
 from rlhfjax.recipes import common
@@ -146,8 +147,9 @@ def run_with_state(config, workdir: str, mesh=None):
     model_dir = os.path.join(workdir, "model")
     if config.rm.objective == "imitation":
         save_pretrained(model_cfg, state.params, model_dir, tokenizer=tokenizer)
-    elif config.rm.lm_coef == 0:
-        save_pretrained_scalar(model_cfg, state.params, model_dir, tokenizer=tokenizer, drop_bias=True)
+    else:  # with rm.lm_coef > 0 the auxiliary LM head is dropped: the export is the reward model
+        params = without_lm_head(state.params) if config.rm.lm_coef > 0 else state.params
+        save_pretrained_scalar(model_cfg, params, model_dir, tokenizer=tokenizer, drop_bias=True)
     final = dict(history[-1])
     summary = {"objective": config.rm.objective, "steps": config.train.steps, "final": final, "init": init_eval,
                "init_from": config.model.init_from, "data_dir": data_dir or "",
