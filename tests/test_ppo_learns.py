@@ -1,5 +1,6 @@
 """PPO on the toy lab really optimises: a short run from a (briefly) trained SFT policy against a
-trained reward model (`conftest.trained_lab`, shared with the other methods' learning tests) raises the proxy reward and the *gold* reward, with finite KL.
+trained reward model (`conftest.trained_lab`, shared with the other methods' learning tests) raises
+the proxy reward and the *gold* reward, with finite KL.
 
 The SFT policy's own rollouts are the baseline: iteration 1 samples from the initial policy (the
 update comes after the rollout), so its rewards are the SFT policy's, on the same prompt stream.

@@ -6,7 +6,8 @@ completions (a peaked policy, a small discrete space) the true KL is smaller (Be
 
 `bon_distribution(p, reward, n)` is the exact best-of-n law of a categorical distribution: with the
 reward levels sorted and F their CDF, the best of n draws lands on level l with probability
-F_l^n − F_{l−1}^n, shared among that level's outcomes in proportion to p (random tie-breaking). `exact_kl` is its KL to p. `plugin_kl` applies both to a finite pool of M samples of one prompt:
+F_l^n − F_{l−1}^n, shared among that level's outcomes in proportion to p (random tie-breaking).
+`exact_kl` is its KL to p. `plugin_kl` applies both to a finite pool of M samples of one prompt:
 its distinct completions with their empirical frequencies stand in for π. That estimate sees the
 repeats the analytic value ignores; it is biased low when the pool is small (a pool of M distinct
 samples caps it at log M), so pools should be several times n.

@@ -13,8 +13,8 @@ prompt, grouped by prompt), on which the runner computes the toy lab's gold rewa
 
 Config read here: data.* (prompts: train split for training, eval split for evals), tokenizer.path,
 policy/reward/value (roles), rollout.temperature, reward.normalise / norm_batches, train.iterations
-/ batch_size (prompts per iteration) / eval_batch_size (eval and normaliser batches) / log_every / eval_every / save_every /
-keep_checkpoints,
+/ batch_size (prompts per iteration) / eval_batch_size (eval and normaliser batches) / log_every /
+eval_every / save_every / keep_checkpoints,
 optim.*, seed.
 """
 

@@ -7,8 +7,8 @@ the gold reward's preference; the same metrics for the initial params go to `sum
 (for a PMP fine-tune: how well the pre-trained PM transfers before any target comparison). At the
 end: a reliability diagram (`calibration.png`), the model as an HF sequence classifier in
 `<workdir>/model` (ranked/binary, without the auxiliary LM head of `rm.lm_coef > 0`; an LM for
-imitation), the final r_chosen − r_rejected of every eval pair (`eval_margins.npy`), and `summary.json`. Imitation scores a response by its mean
-per-token log-likelihood. Runs on `config.mesh` (params, optimizer state, train and eval batches
+imitation), the final r_chosen − r_rejected of every eval pair (`eval_margins.npy`), and
+`summary.json`. Imitation scores a response by its mean per-token log-likelihood. Runs on `config.mesh` (params, optimizer state, train and eval batches
 sharded).
 
 Preference-model pre-training (PMP) is a first `rm` run on generic comparisons whose `model/` is
