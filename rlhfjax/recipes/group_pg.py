@@ -62,7 +62,7 @@ def iterate(state, prompts, rng, *, setup, method, loss_cfg):
         adv = group_pg.grpo_advantages(score, k, scale_by_std=bool(m.scale_by_std))
     batch = {"sequence_BxL": seq, "sequence_mask_BxL": smask, "response_mask_BxN": mask, "old_logp_BxN": logp,
              "advantages_B": adv, **({"ref_logp_BxN": ref} if loss_cfg.kl_coef > 0 else {})}
-    metrics = {**group_metrics(setup, state, ro, score, jnp.arange(score.shape[0]), k), **phases.times,
+    metrics = {**group_metrics(setup, state, ro, score, jnp.arange(score.shape[0]), k, kl_R), **phases.times,
                "kl/seq_mean_all": jnp.mean(kl_R), "advantage/abs_mean": jnp.mean(jnp.abs(adv))}
     t = time.perf_counter()
     train, upd = minibatch_update(state.train, batch, None, perm_rng, loss_fn=group_pg.loss_fn, config=loss_cfg,

@@ -44,17 +44,21 @@ def steps_per_iteration(config) -> int:
     return B // A
 
 
-def group_metrics(setup, state, ro, score_R, keep, S: int) -> dict:
+def group_metrics(setup, state, ro, score_R, keep, S: int, kl_R=None) -> dict:
     """Reward, length and KL metrics of a grouped rollout (S rows per prompt) and its kept rows
-    (shared with the other sample-N recipes). KL on each prompt's first row: a plain policy sample."""
+    (shared with the other sample-N recipes). KL on each prompt's first row, a plain policy sample:
+    from `kl_R` (Σ_t k1 per row) when the caller has it, else two teacher-forced passes on those rows."""
     mask, kept_mask = ro.response_mask_BxN, ro.response_mask_BxN[keep]
     first = slice(None, None, S)
-    kw = dict(model_cfg=setup.roles.policy.cfg, num_response=setup.num_response,
-              temperature=setup.sampling.temperature)
-    seq, smask = ro.sequence_BxL[first], ro.sequence_mask_BxL[first]
-    logp = experience.logp_phase(state.train.params["policy"], seq, smask, **kw)
-    ref = experience.logp_phase(setup.roles.reference.params, seq, smask, **kw)
-    kl_B = jnp.sum(jnp.where(mask[first].astype(bool), kl_per_token(logp, ref, "k1"), 0.0), axis=-1)
+    if kl_R is None:
+        kw = dict(model_cfg=setup.roles.policy.cfg, num_response=setup.num_response,
+                  temperature=setup.sampling.temperature)
+        seq, smask = ro.sequence_BxL[first], ro.sequence_mask_BxL[first]
+        logp = experience.logp_phase(state.train.params["policy"], seq, smask, **kw)
+        ref = experience.logp_phase(setup.roles.reference.params, seq, smask, **kw)
+        kl_B = jnp.sum(jnp.where(mask[first].astype(bool), kl_per_token(logp, ref, "k1"), 0.0), axis=-1)
+    else:
+        kl_B = kl_R[first]
     return {"reward/proxy": jnp.mean(score_R), "reward/proxy_kept": jnp.mean(score_R[keep]),
             "reward/proxy_std": jnp.std(score_R), "kl/seq_mean": jnp.mean(kl_B),
             "kl/sqrt": jnp.sqrt(jnp.maximum(jnp.mean(kl_B), 0.0)),
