@@ -249,7 +249,8 @@ def test_run_writes_metrics_evals_column_and_model(straight):
             assert np.isfinite(r[key]), key
         assert "eval/reward/proxy" not in r  # no reward model given
     train = rows[1]
-    assert train["loss"] == pytest.approx(np.log(2), abs=1e-5) and train["dpo/accuracy"] == pytest.approx(0.5, abs=0.5)
+    # Step 1's loss is taken at the reference (Δ = 0 up to the rounding of a differently batched forward).
+    assert train["loss"] == pytest.approx(np.log(2), abs=1e-5)
     assert {"dpo/margin", "dpo/logp_drift_chosen", "dpo/logp_drift_rejected", "dpo/reward_chosen"} <= set(train)
     assert evals[-1]["eval/kl/seq_mean"] > 0  # lr 1e-2: the policy moved
     with np.load(os.path.join(workdir, recipe.REFERENCE_FILE)) as f:
