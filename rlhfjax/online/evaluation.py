@@ -26,7 +26,7 @@ import numpy as np
 
 from rlhfjax import parallel
 from rlhfjax.analysis.similarity import similarity_metrics
-from rlhfjax.data.batching import collate_prompts
+from rlhfjax.data.batching import BatchIterator, collate_prompts
 from rlhfjax.data.examples import preview, prompt_preview
 from rlhfjax.data.hh import load_prompts
 from rlhfjax.data.tokenizing import decode_responses
@@ -67,9 +67,14 @@ def eval_batches(source: str, data_dir: str | None, split: str, limit: int, enco
     return [collate(examples[i:i + batch_size], encoder) for i in range(0, n, batch_size)]
 
 
-def fit_normaliser(policy_params, roles: Roles, prompt_iter, mesh, *, sampling: SamplingConfig, num_batches: int,
-                   rng, chunk_size: int | None = None):
-    """(gain, bias) making the policy's RM scores mean 0, std 1 on `num_batches` prompt batches."""
+def fit_normaliser(policy_params, roles: Roles, examples, mesh, *, encoder, batch_size: int, sampling: SamplingConfig,
+                   num_batches: int, seed: int, chunk_size: int | None = None):
+    """(gain, bias) making the policy's RM scores mean 0, std 1 on `num_batches` batches of `batch_size`
+    training prompts (`examples`). The one rule every method fits by: the batches are drawn with seed + 1
+    and sampled with keys from fold_in(PRNGKey(seed), 2), so methods with the same seed and batch size
+    (`train.eval_batch_size`) fit the same normaliser."""
+    prompt_iter = BatchIterator(examples, batch_size, lambda ex: collate(ex, encoder), seed=seed + 1, num_epochs=None)
+    rng = jax.random.fold_in(jax.random.PRNGKey(seed), 2)
     scores = []
     for i in range(num_batches):
         prompts = device_prompts(next(prompt_iter), mesh)

@@ -39,7 +39,8 @@ from rlhfjax.data.hh import load_prompts
 from rlhfjax.data.sources import is_toylab, resolve_source
 from rlhfjax.data.tokenizing import decode_responses, encoder_for, tokenizer_for
 from rlhfjax.models.hf import save_pretrained
-from rlhfjax.online import evaluation
+from rlhfjax.objectives.ppo import has_eos, kl_per_token
+from rlhfjax.online import evaluation, experience
 from rlhfjax.online.roles import Roles, load_roles
 from rlhfjax.sampling import SamplingConfig
 from rlhfjax.train import TrainState
@@ -108,6 +109,29 @@ def create_state(setup: OnlineSetup, params: dict, shardings: dict, *, total_ste
     return parallel.replicate_rest(state, setup.mesh)
 
 
+def sample_n_metrics(setup, state, ro, score_R, keep, S: int, kl_R=None) -> dict:
+    """Reward, length and KL metrics of a grouped rollout (S rows per prompt) and its kept rows
+    (SuperHF, RLOO, GRPO). KL on each prompt's first row, a plain policy sample:
+    from `kl_R` (Σ_t k1 per row) when the caller has it, else two teacher-forced passes on those rows."""
+    mask, kept_mask = ro.response_mask_BxN, ro.response_mask_BxN[keep]
+    first = slice(None, None, S)
+    if kl_R is None:
+        kw = dict(model_cfg=setup.roles.policy.cfg, num_response=setup.num_response,
+                  temperature=setup.sampling.temperature)
+        seq, smask = ro.sequence_BxL[first], ro.sequence_mask_BxL[first]
+        logp = experience.logp_phase(state.train.params["policy"], seq, smask, **kw)
+        ref = experience.logp_phase(setup.roles.reference.params, seq, smask, **kw)
+        kl_B = jnp.sum(jnp.where(mask[first].astype(bool), kl_per_token(logp, ref, "k1"), 0.0), axis=-1)
+    else:
+        kl_B = kl_R[first]
+    return {"reward/proxy": jnp.mean(score_R), "reward/proxy_kept": jnp.mean(score_R[keep]),
+            "reward/proxy_std": jnp.std(score_R), "kl/seq_mean": jnp.mean(kl_B),
+            "kl/sqrt": jnp.sqrt(jnp.maximum(jnp.mean(kl_B), 0.0)),
+            "response/length": jnp.mean(mask.sum(-1).astype(jnp.float32)),
+            "response/length_kept": jnp.mean(kept_mask.sum(-1).astype(jnp.float32)),
+            "response/eos_frac": jnp.mean(has_eos(ro.tokens_BxN, mask, setup.sampling.eos_id).astype(jnp.float32))}
+
+
 def summary_table(rows: list[dict], max_rows: int = 21) -> list[dict]:
     if len(rows) > max_rows:
         keep = sorted(set(np.linspace(0, len(rows) - 1, max_rows).round().astype(int).tolist()))
@@ -143,10 +167,10 @@ def run_online(setup: OnlineSetup, workdir: str, state: OnlineState, iterate: It
     with parallel.activate(mesh):  # the models' logical constraints resolve against this mesh
         if checkpointer.latest_step() is None and config.reward.normalise:
             # Batches of the eval batch size, not the method's: every method fits the same normaliser.
-            norm_iter = BatchIterator(examples, eval_B, collate, seed=config.seed + 1, num_epochs=None)
             gain, bias = evaluation.fit_normaliser(
-                state.train.params["policy"], roles, norm_iter, mesh, sampling=setup.sampling,
-                num_batches=config.reward.norm_batches, rng=jax.random.fold_in(base_rng, 2), chunk_size=chunk_size)
+                state.train.params["policy"], roles, examples, mesh, encoder=setup.encoder, batch_size=eval_B,
+                sampling=setup.sampling, num_batches=config.reward.norm_batches, seed=config.seed,
+                chunk_size=chunk_size)
             state = parallel.replicate_rest(state.replace(reward_gain=gain, reward_bias=bias), mesh)
             print(f"reward normaliser: gain {float(gain):.4g} bias {float(bias):.4g}", flush=True)
         evals = []

@@ -33,7 +33,6 @@ from rlhfjax import parallel
 from rlhfjax.analysis import best_of_n
 from rlhfjax.analysis import report as kl_report
 from rlhfjax.analysis.similarity import meteor_mode, similarity_metrics
-from rlhfjax.data.batching import BatchIterator
 from rlhfjax.data.hh import load_prompts
 from rlhfjax.data.sources import resolve_source
 from rlhfjax.data.tokenizing import decode_responses
@@ -122,12 +121,10 @@ def run(config, workdir: str, mesh=None) -> dict:
         if config.reward.normalise:  # fitted on the initial policy, as the online methods do
             examples, _ = load_prompts(source, data_dir=data_dir, split=config.data.train_split,
                                        limit=config.data.limit or None)
-            norm_iter = BatchIterator(examples, config.train.eval_batch_size,
-                                      lambda ex: evaluation.collate(ex, setup.encoder), seed=config.seed + 1,
-                                      num_epochs=None)
-            gain, bias = evaluation.fit_normaliser(setup.roles.policy.params, setup.roles, norm_iter, mesh,
-                                                   sampling=setup.sampling, num_batches=config.reward.norm_batches,
-                                                   rng=jax.random.fold_in(rng, 2))
+            gain, bias = evaluation.fit_normaliser(
+                setup.roles.policy.params, setup.roles, examples, mesh, encoder=setup.encoder,
+                batch_size=config.train.eval_batch_size, sampling=setup.sampling,
+                num_batches=config.reward.norm_batches, seed=config.seed)
         pools = sample_pools(policy, setup, batches, mesh, pool=config.bon.pool, rng=jax.random.fold_in(rng, 3),
                              gain=gain, bias=bias)
     rows = table(*pools, ns)

@@ -401,14 +401,11 @@ def _reward_normaliser(config, workdir, params, policy_cfg, weights, reward, pro
 
     examples, _ = load_prompts(prompt_source, data_dir=prompt_dir, split=config.data.train_split,
                                limit=config.data.limit or None)
-    batch = config.eval.batch_size
-    norm_iter = BatchIterator(examples, batch, lambda ex: evaluation.collate(ex, encoder), seed=config.seed + 1,
-                              num_epochs=None)
     policy = Role("policy", "lm", policy_cfg, params, None, config.policy.init_from)
     roles = Roles(policy=policy, reference=policy, reward=reward)  # fit_normaliser samples the policy, the RM scores
-    gain, bias = evaluation.fit_normaliser(params, roles, norm_iter, mesh, sampling=sampling,
-                                           num_batches=config.reward.norm_batches,
-                                           rng=jax.random.fold_in(jax.random.PRNGKey(config.seed), 2))
+    gain, bias = evaluation.fit_normaliser(params, roles, examples, mesh, encoder=encoder,
+                                           batch_size=config.eval.batch_size, sampling=sampling,
+                                           num_batches=config.reward.norm_batches, seed=config.seed)
     gain, bias = float(gain), float(bias)
     common.write_json(path, {"key": key, "gain": gain, "bias": bias})
     print(f"reward normaliser: gain {gain:.4g} bias {bias:.4g}", flush=True)
