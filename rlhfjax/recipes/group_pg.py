@@ -6,7 +6,7 @@ scores, normalised like PPO's → log π_T (old) and log π_ref,T of the sampled
 minibatch (the loss's own forward, so the first ratio is exactly 1) → group advantages (RLOO: of score
 − β·KL_seq; GRPO: of the score) → `epochs` × `num_minibatches` clipped-surrogate steps in one jit.
 
-Logged: the sample-N metrics (`recipes.superhf.group_metrics`: reward/proxy, kl/seq_mean on each
+Logged: the sample-N metrics (`online.runner.sample_n_metrics`: reward/proxy, kl/seq_mean on each
 prompt's first completion, lengths), reward/gold (toy lab), kl/seq_mean_all (all completions),
 advantage/abs_mean, ppo/* ratio metrics (ppo/ratio_first_* of the first minibatch), policy/entropy.
 """
@@ -24,7 +24,6 @@ from rlhfjax.errors import ConfigError
 from rlhfjax.objectives import group_pg
 from rlhfjax.objectives.ppo import kl_per_token, normalise, summarise_update
 from rlhfjax.online import experience, runner
-from rlhfjax.recipes.superhf import group_metrics
 from rlhfjax.train.update import minibatch_update
 
 METHODS = ("rloo", "grpo")
@@ -62,7 +61,7 @@ def iterate(state, prompts, rng, *, setup, method, loss_cfg):
         adv = group_pg.grpo_advantages(score, k, scale_by_std=bool(m.scale_by_std))
     batch = {"sequence_BxL": seq, "sequence_mask_BxL": smask, "response_mask_BxN": mask, "old_logp_BxN": logp,
              "advantages_B": adv, **({"ref_logp_BxN": ref} if loss_cfg.kl_coef > 0 else {})}
-    metrics = {**group_metrics(setup, state, ro, score, jnp.arange(score.shape[0]), k, kl_R), **phases.times,
+    metrics = {**runner.sample_n_metrics(setup, state, ro, score, jnp.arange(score.shape[0]), k, kl_R), **phases.times,
                "kl/seq_mean_all": jnp.mean(kl_R), "advantage/abs_mean": jnp.mean(jnp.abs(adv))}
     t = time.perf_counter()
     train, upd = minibatch_update(state.train, batch, None, perm_rng, loss_fn=group_pg.loss_fn, config=loss_cfg,

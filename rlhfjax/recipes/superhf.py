@@ -28,7 +28,7 @@ import jax.numpy as jnp
 from rlhfjax import parallel
 from rlhfjax.errors import ConfigError
 from rlhfjax.objectives import superhf as shf
-from rlhfjax.objectives.ppo import has_eos, kl_per_token, normalise
+from rlhfjax.objectives.ppo import has_eos, normalise
 from rlhfjax.online import experience, runner
 from rlhfjax.train.update import minibatch_update
 
@@ -42,29 +42,6 @@ def steps_per_iteration(config) -> int:
     if s.kl_prior not in shf.KL_PRIORS:
         raise ConfigError(f"superhf.kl_prior must be one of {shf.KL_PRIORS}, got {s.kl_prior!r}")
     return B // A
-
-
-def group_metrics(setup, state, ro, score_R, keep, S: int, kl_R=None) -> dict:
-    """Reward, length and KL metrics of a grouped rollout (S rows per prompt) and its kept rows
-    (shared with the other sample-N recipes). KL on each prompt's first row, a plain policy sample:
-    from `kl_R` (Σ_t k1 per row) when the caller has it, else two teacher-forced passes on those rows."""
-    mask, kept_mask = ro.response_mask_BxN, ro.response_mask_BxN[keep]
-    first = slice(None, None, S)
-    if kl_R is None:
-        kw = dict(model_cfg=setup.roles.policy.cfg, num_response=setup.num_response,
-                  temperature=setup.sampling.temperature)
-        seq, smask = ro.sequence_BxL[first], ro.sequence_mask_BxL[first]
-        logp = experience.logp_phase(state.train.params["policy"], seq, smask, **kw)
-        ref = experience.logp_phase(setup.roles.reference.params, seq, smask, **kw)
-        kl_B = jnp.sum(jnp.where(mask[first].astype(bool), kl_per_token(logp, ref, "k1"), 0.0), axis=-1)
-    else:
-        kl_B = kl_R[first]
-    return {"reward/proxy": jnp.mean(score_R), "reward/proxy_kept": jnp.mean(score_R[keep]),
-            "reward/proxy_std": jnp.std(score_R), "kl/seq_mean": jnp.mean(kl_B),
-            "kl/sqrt": jnp.sqrt(jnp.maximum(jnp.mean(kl_B), 0.0)),
-            "response/length": jnp.mean(mask.sum(-1).astype(jnp.float32)),
-            "response/length_kept": jnp.mean(kept_mask.sum(-1).astype(jnp.float32)),
-            "response/eos_frac": jnp.mean(has_eos(ro.tokens_BxN, mask, setup.sampling.eos_id).astype(jnp.float32))}
 
 
 def non_empty(ro, eos_id):
@@ -87,7 +64,7 @@ def iterate(state, prompts, rng, *, setup, loss_cfg):
     score = normalise(raw, state.reward_gain, state.reward_bias)
     valid = non_empty(ro, setup.sampling.eos_id) if s.drop_empty else None
     keep = shf.top_k_per_group(score, S, s.top_k, valid)
-    metrics = {**group_metrics(setup, state, ro, score, keep, S), **phases.times}
+    metrics = {**runner.sample_n_metrics(setup, state, ro, score, keep, S), **phases.times}
     kept = ro.tokens_BxN[keep], ro.response_mask_BxN[keep]
     metrics["superhf/eos_frac_kept"] = jnp.mean(has_eos(*kept, setup.sampling.eos_id).astype(jnp.float32))
     if valid is not None:
