@@ -105,3 +105,109 @@ def plot_reward_vs_sqrt_kl(curve: dict[str, np.ndarray], path: str, title: str =
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+# --------------------------------------------------------------------------------------------
+# Sweeps: many runs of several methods on one reward vs √KL plane (scripts/kl_scaling.py)
+
+CURVE_COLUMNS = ("method", "value", "step", "sqrt_kl", "kl", "proxy", "gold")
+
+
+@dataclasses.dataclass(frozen=True)
+class LinearFit:
+    """y ≈ intercept + slope·x by least squares over the `n` points kept; r2 is the usual 1 − SS_res/SS_tot."""
+
+    slope: float
+    intercept: float
+    r2: float
+    n: int
+
+
+def linear_fit(x, y, x_max: float | None = None) -> LinearFit:
+    """Ordinary least squares of y on x over the finite points with x ≤ x_max (all if None). Fewer than
+    two distinct x values give NaNs (nothing to fit), not an error: a sweep's early range may be empty."""
+    x = np.asarray(x, np.float64)
+    y = np.asarray(y, np.float64)
+    keep = np.isfinite(x) & np.isfinite(y)
+    if x_max is not None:
+        keep &= x <= x_max
+    x, y = x[keep], y[keep]
+    if np.unique(x).size < 2:
+        return LinearFit(float("nan"), float("nan"), float("nan"), int(x.size))
+    slope, intercept = np.polyfit(x, y, 1)
+    resid = y - (intercept + slope * x)
+    total = np.sum((y - y.mean()) ** 2)
+    r2 = 1.0 - float(np.sum(resid ** 2) / total) if total > 0 else 1.0
+    return LinearFit(float(slope), float(intercept), r2, int(x.size))
+
+
+def eval_curve(metrics_path: str, prefix: str = "eval/") -> list[dict]:
+    """The records of a run's metrics.jsonl that have `<prefix>kl/seq_mean` and `<prefix>reward/gold`
+    (online and DPO runs log their held-out evals as eval/...; best-of-n logs one record per n without the
+    prefix, step = n), as {step, kl, sqrt_kl, proxy, gold}; proxy is NaN where no RM was given. A step
+    logged twice (a resumed run re-evaluating) keeps its last record."""
+    by_step = {}
+    with open(metrics_path) as f:
+        for line in f:
+            rec = json.loads(line)
+            if f"{prefix}kl/seq_mean" in rec and f"{prefix}reward/gold" in rec:
+                kl = float(rec[f"{prefix}kl/seq_mean"])
+                by_step[int(rec["step"])] = {
+                    "step": int(rec["step"]), "kl": kl, "sqrt_kl": float(np.sqrt(max(kl, 0.0))),
+                    "proxy": float(rec.get(f"{prefix}reward/proxy", float("nan"))),
+                    "gold": float(rec[f"{prefix}reward/gold"])}
+    return [by_step[s] for s in sorted(by_step)]
+
+
+def relative_to_start(rows: list[dict], keys=("proxy", "gold")) -> list[dict]:
+    """Rows of ONE run with `d<key>` = key − the first row's key (the initial policy: step 0, or n = 1 for
+    best-of-n), so that R(0) = 0 as the Gao et al. forms assume; `start` marks that first row."""
+    if not rows:
+        return []
+    first = rows[0]
+    return [{**r, **{f"d{k}": r[k] - first[k] for k in keys}, "start": i == 0} for i, r in enumerate(rows)]
+
+
+def summarise_method(rows: list[dict], form: str, early_sqrt_kl: float = 0.0) -> dict:
+    """One method's points (every run of it, already `relative_to_start`), pooled:
+    - `gold_fit`: Gao et al.'s form ("rl" or "bon") fitted to Δgold vs √KL (points with √KL > 0);
+    - `early`: the range √KL ≤ `early_sqrt_kl`, or, when that is 0, √KL ≤ half the largest √KL seen;
+      `proxy_early`: the linear fit of Δproxy on √KL over it (Bai et al. §4.3: roughly linear);
+    - `gold_peak`: the observed point with the highest gold reward (its √KL, gold, run value, step).
+    The runs' starts (the same initial policy, evaluated alike) count once."""
+    starts = [r for r in rows if r.get("start")]
+    rows = starts[:1] + [r for r in rows if not r.get("start")]
+    d = np.array([r["sqrt_kl"] for r in rows], np.float64)
+    dgold = np.array([r["dgold"] for r in rows], np.float64)
+    dproxy = np.array([r["dproxy"] for r in rows], np.float64)
+    early = float(early_sqrt_kl) if early_sqrt_kl > 0 else (0.5 * float(np.max(d)) if d.size else float("nan"))
+    try:
+        fit = fit_scaling(d, dgold, form)
+        gold_fit = {"alpha": fit.alpha, "beta": fit.beta, "r2": fit.r2, "peak_sqrt_kl": fit.peak_d}
+    except ValueError:  # fewer than two points with √KL > 0
+        gold_fit = {k: float("nan") for k in ("alpha", "beta", "r2", "peak_sqrt_kl")}
+    lin = linear_fit(d, dproxy, early)
+    peak = max(rows, key=lambda r: r["gold"]) if rows else None
+    return {"form": form, "points": len(rows), "max_sqrt_kl": float(np.max(d)) if d.size else float("nan"),
+            "gold_fit": gold_fit, "early_sqrt_kl": early,
+            "proxy_early": dataclasses.asdict(lin),
+            "gold_peak": ({"sqrt_kl": peak["sqrt_kl"], "gold": peak["gold"], "dgold": peak["dgold"],
+                           "value": peak.get("value"), "step": peak["step"]} if peak else None)}
+
+
+def summary_table(summaries: dict[str, dict]) -> str:
+    """Markdown table of `summarise_method` results, one row per method."""
+    lines = ["| method | points | Gao et al. form | α | β | R² | fitted peak √KL | early range √KL ≤ | "
+             "proxy slope (early) | R² (early, n) | observed gold peak √KL (Δgold, run) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for method, s in summaries.items():
+        g, p, pk = s["gold_fit"], s["proxy_early"], s["gold_peak"]
+        form = "d(α − βd)" if s["form"] == "bon" else "d(α − β log d)"
+        peak = "–"
+        if pk:
+            run = f"n = {pk['value']:g}" if s["form"] == "bon" else f"{pk['value']:g} at step {pk['step']}"
+            peak = f"{pk['sqrt_kl']:.2f} ({pk['dgold']:+.3f}; {run})"
+        lines.append(f"| {method} | {s['points']} | {form} | {g['alpha']:.3f} | {g['beta']:.3f} | {g['r2']:.2f} | "
+                     f"{g['peak_sqrt_kl']:.2f} | {s['early_sqrt_kl']:.2f} | {p['slope']:+.3f} | "
+                     f"{p['r2']:.2f} ({p['n']}) | {peak} |")
+    return "\n".join(lines)
