@@ -44,6 +44,9 @@ def train_config(steps: int, batch_size: int, eval_every: int) -> ml_collections
     t.save_every = eval_every  # checkpoint period (the last step is always saved)
     t.keep_checkpoints = 2
     t.progress = False  # tqdm bar; off by default because logs are line-based
+    # > 0: stop after this step (online: iteration) with schedules still sized for the whole run; a
+    # re-run with a larger value continues exactly (rlhfjax.api's "k more steps")
+    t.stop_at = 0
     return t
 
 
@@ -87,6 +90,9 @@ def toylab_online_config(temperature: float) -> ml_collections.ConfigDict:
     c.policy = ml_collections.ConfigDict()
     c.policy.init_from = "runs/toylab/sft/model"  # initial policy AND frozen reference (HF/rlhfjax LM dir)
     c.policy.dtype = "float32"  # compute dtype of policy, reference, reward (and value) models
+    # The frozen KL anchor: "" = policy.init_from (the usual case); `rlhfjax iterate` sets the first
+    # round's policy here while later rounds start from the current one.
+    c.reference = ml_collections.ConfigDict({"init_from": ""})
 
     c.reward = ml_collections.ConfigDict()
     c.reward.init_from = "runs/toylab/rm/model"  # frozen RM (dir written by save_pretrained_scalar)

@@ -6,6 +6,9 @@ state), their shardings, its kind (`models.api.MODEL_KINDS`) and where it came f
 
 Config sections read (experiments/toylab_ppo.py documents them):
   policy.init_from, policy.dtype      initial policy, and the frozen reference (same weights)
+  reference.init_from                 optional: a different frozen reference ("" = policy.init_from);
+                                      iterated online RLHF starts each round from the current policy
+                                      but keeps the KL anchor (and the √KL axis) at the first one
   reward.init_from                    frozen reward model (an HF *ForSequenceClassification dir)
   model                               only when policy.init_from / reward.init_from are empty: the
                                       preset of a random policy / RM (smoke runs that need nothing else)
@@ -80,8 +83,15 @@ def load_roles(config, mesh, vocab_size: int, *, with_value: bool) -> Roles:
         shardings = api.param_shardings(cfg, mesh, kind)
         return Role(name, kind, cfg, api.place(host, shardings), shardings, init_from)
 
+    ref_from = config.reference.init_from if "reference" in config else ""
+    if ref_from and ref_from != config.policy.init_from:
+        ref_cfg, ref_host = load_pretrained(ref_from, dtype=dtype)
+        if ref_cfg.vocab_size != policy_cfg.vocab_size:
+            raise ConfigError(f"reference vocab_size {ref_cfg.vocab_size} != policy vocab_size {policy_cfg.vocab_size}")
+    else:
+        ref_from, ref_cfg, ref_host = config.policy.init_from, policy_cfg, policy_host
     roles = Roles(policy=role("policy", "lm", policy_cfg, policy_host, config.policy.init_from),
-                  reference=role("reference", "lm", policy_cfg, policy_host, config.policy.init_from),
+                  reference=role("reference", "lm", ref_cfg, ref_host, ref_from),
                   reward=role("reward", "scalar", reward_cfg, reward_host, config.reward.init_from))
     if with_value:
         if config.value.model == "policy_head":

@@ -213,7 +213,7 @@ def run_online(setup: OnlineSetup, workdir: str, state: OnlineState, iterate: It
                 log_every=config.train.log_every, eval_fn=eval_fn if evals else None,
                 eval_every=config.train.eval_every, eval_at_start=True, step_of=lambda s: s.iteration,
                 train_state_of=lambda s: s.train, max_consecutive_nonfinite=config.optim.max_consecutive_nonfinite,
-                progress=False, log_keys=log_keys, name=name)
+                progress=False, log_keys=log_keys, name=name, stop_at=config.train.get("stop_at", 0))
         finally:
             checkpointer.close()
 

@@ -83,7 +83,7 @@ def fit(config, workdir: str, state: TrainState, train_iter, loss_fn, loss_confi
     `<workdir>/checkpoints` if a checkpoint is there (onto the state's own shardings), shards every
     batch over `mesh`, and writes checkpoints, metrics.jsonl + TensorBoard and evals. `eval_fn` runs
     under the mesh too (shard its batches with `shard`); `eval_at_start`: also on a fresh run's initial
-    state, logged as step 0."""
+    state, logged as step 0; `train.stop_at` > 0 stops after that step (`run_loop`)."""
     check_batch_size(config.train.batch_size, mesh, state.accum_steps)
     checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=config.train.keep_checkpoints)
     step_fn = offline_step(train_iter, loss_fn, frozen=frozen, loss_config=loss_config,
@@ -95,7 +95,7 @@ def fit(config, workdir: str, state: TrainState, train_iter, loss_fn, loss_confi
                             save_every=config.train.save_every, log_every=config.train.log_every, eval_fn=eval_fn,
                             eval_every=config.train.eval_every, eval_at_start=eval_at_start,
                             max_consecutive_nonfinite=config.optim.max_consecutive_nonfinite,
-                            progress=config.train.progress)
+                            progress=config.train.progress, stop_at=config.train.get("stop_at", 0))
     finally:
         checkpointer.close()
 

@@ -66,8 +66,13 @@ def run_loop(state, step_fn: StepFn, *, num_steps: int, run_dir: str, data_iter,
              config_dict: dict | None = None, save_every: int = 0, log_every: int = 1, eval_fn=None,
              eval_every: int = 0, eval_at_start: bool = False, step_of=lambda s: s.step,
              train_state_of=lambda s: s, max_consecutive_nonfinite: int = 5, progress: bool = True,
-             log_keys=None, shardings=None, name: str = "train") -> tuple[Any, list[dict[str, float]]]:
+             log_keys=None, shardings=None, name: str = "train",
+             stop_at: int = 0) -> tuple[Any, list[dict[str, float]]]:
     """Resume if `checkpointer` holds a checkpoint, then run to step `num_steps`.
+
+    - `stop_at` > 0: stop after that step instead (evaluated and checkpointed like a last step), with
+      everything else — schedules sized by `num_steps` included — unchanged, so a later call with a
+      larger `stop_at` continues the same run exactly (the notebook API's "k more steps").
 
     - `step_of(state)`: the step the state is at (TrainState.step offline, the iteration online);
       `train_state_of(state)`: its TrainState, for the non-finite guard.
@@ -90,7 +95,8 @@ def run_loop(state, step_fn: StepFn, *, num_steps: int, run_dir: str, data_iter,
             drop_records_after(os.path.join(run_dir, name_), resumed)
     start = int(jax.device_get(step_of(state)))
     history: list[dict[str, float]] = []
-    bar = tqdm(total=num_steps, initial=start, disable=not progress, desc=name)
+    end = min(num_steps, stop_at) if stop_at > 0 else num_steps
+    bar = tqdm(total=end, initial=start, disable=not progress, desc=name)
 
     def log(step, metrics):
         history.append({"step": step, **writer.write(step, metrics)})
@@ -100,11 +106,11 @@ def run_loop(state, step_fn: StepFn, *, num_steps: int, run_dir: str, data_iter,
             bar.set_postfix(loss=f"{history[-1]['loss']:.4g}")
 
     try:
-        if eval_fn is not None and eval_at_start and start == 0 and num_steps > 0:
+        if eval_fn is not None and eval_at_start and start == 0 and end > 0:
             log(0, eval_fn(state))
-        for step in range(start + 1, num_steps + 1):
+        for step in range(start + 1, end + 1):
             state, metrics = step_fn(state, step)
-            last = step == num_steps
+            last = step == end
             evaluating = eval_fn is not None and ((eval_every and step % eval_every == 0) or last)
             if step % log_every == 0 or last or evaluating or step == start + 1:
                 check_nonfinite(train_state_of(state), max_consecutive_nonfinite)
