@@ -32,6 +32,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "rloo": ("rlhfjax.recipes.rloo", "RLOO: leave-one-out baseline over k completions per prompt, KL in the reward"),
     "grpo": ("rlhfjax.recipes.grpo", "GRPO: group-normalised advantages, clipped ratio, per-token KL term"),
     "dpo": ("rlhfjax.recipes.dpo", "DPO / IPO / conservative DPO of an SFT policy on comparisons, no reward model"),
+    "iterate": ("rlhfjax.recipes.iterate", "iterated online RLHF: rounds of new comparisons → PM → RL"),
     "ood": ("rlhfjax.recipes.ood", "OOD detection: Mahalanobis / relative Mahalanobis AUROC on prompt activations"),
 }
 

@@ -91,6 +91,7 @@ def _choice_fields() -> dict[str, tuple[str, ...]]:
     from rlhfjax.objectives.superhf import KL_PRIORS
     from rlhfjax.online.roles import VALUE_MODELS
     from rlhfjax.parallel import STRATEGIES
+    from rlhfjax.recipes.iterate import LABELLERS, METHODS, PM_INITS
     from rlhfjax.train.optim import SCHEDULES
 
     return {"rm.objective": OBJECTIVES, "pretrain.objective": OBJECTIVES, "kl.controller": CONTROLLERS,
@@ -98,17 +99,22 @@ def _choice_fields() -> dict[str, tuple[str, ...]]:
             "value.model": VALUE_MODELS, "data.template": TEMPLATES, "model.family": SUPPORTED_FAMILIES,
             "superhf.kl_prior": KL_PRIORS, "rloo.aggregation": AGGREGATIONS,
             "grpo.aggregation": AGGREGATIONS, "grpo.kl_estimator": KL_ESTIMATORS, "dpo.loss": DPO_LOSSES,
-            "eval.kl_estimator": KL_ESTIMATORS}
+            "eval.kl_estimator": KL_ESTIMATORS, "iterate.method": tuple(METHODS), "iterate.labeller": LABELLERS,
+            "iterate.pm_init": PM_INITS}
 
 
-def check_choices(cfg: ml_collections.ConfigDict) -> None:
+def check_choices(cfg: ml_collections.ConfigDict, prefix: str = "") -> None:
     """Refuse a value outside its field's choices now, not minutes into the run."""
     for field, choices in _choice_fields().items():
         node: Any = cfg
         for part in field.split("."):
             node = node.get(part) if isinstance(node, ml_collections.ConfigDict) else None
         if node is not None and node not in choices:
-            raise ConfigError(f"{field}={node!r} is not one of the choices", f"use one of: {', '.join(choices)}")
+            raise ConfigError(f"{prefix}{field}={node!r} is not one of the choices",
+                              f"use one of: {', '.join(choices)}")
+    for key, value in cfg.items():  # nested stage configs (e.g. `rlhfjax iterate`'s pm and methods.*)
+        if isinstance(value, ml_collections.ConfigDict):
+            check_choices(value, f"{prefix}{key}.")
 
 
 def _all_fields(cfg: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
