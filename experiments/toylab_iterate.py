@@ -34,7 +34,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.data = data_config("toylab")  # prompts: train split for training pairs, eval split for held-out ones
     c.data.max_prompt_len = 16
     c.data.max_response_len = 24  # generated tokens per response, for comparisons and RL alike
-    c.data.eval_limit = 0  # every held-out prompt may be drawn for held-out pairs (and evaluations)
+    c.data.eval_limit = 256  # held-out prompts: drawn for held-out pairs, and every RL eval samples them all
     c.tokenizer = ml_collections.ConfigDict({"path": ""})  # "" = the toy lab's (else the policy's)
     c.policy = ml_collections.ConfigDict()
     c.policy.init_from = "runs/toylab/sft/model"  # π_0: the first round's policy and everyone's KL anchor
