@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# The default job, offline on a 2-core CPU in about ten minutes: creates .venv if missing, installs
-# rlhfjax, then runs the toy-lab pipeline
+# The default job, offline on a 2-core CPU in under 8 minutes (docs/benchmarks.md has the measured time):
+# creates .venv if missing, installs rlhfjax, then runs the toy-lab pipeline
 #   toy lab (seeded synthetic world) -> SFT policy -> reward model -> PPO against the reward model
-# and prints gold and proxy reward vs KL, with plots in the run directory (default runs/demo;
-# set WORKDIR to change it). Re-running resumes or skips finished stages.
+# and ends with one screen on what it measured (scripts/demo_summary.py): the RM's accuracy, PPO's gold
+# and proxy reward vs √KL with Gao et al.'s fit, and whether gold turned over; plots in the run
+# directory (default runs/demo; set WORKDIR to change it). Re-running resumes or skips finished stages.
 source "$(dirname "${BASH_SOURCE[0]}")/_venv.sh" ""
 RUN="${WORKDIR:-runs/demo}"
 LAB="--config.data.toylab_dir=$RUN/data"
@@ -27,14 +28,6 @@ if stage ppo; then
 fi
 
 echo
-echo "== reward vs KL (PPO against the learned reward model; gold = the toy lab's true reward)"
-python -m rlhfjax.analysis.report "$RUN/ppo"
-python - "$RUN" <<'PY'
-import json, sys
-run = sys.argv[1]
-rm = json.load(open(f"{run}/rm/summary.json"))["final"]
-print(f"reward model: held-out accuracy {rm['eval/accuracy']:.3f} vs annotators, "
-      f"{rm.get('eval/gold_agreement', float('nan')):.3f} agreement with gold, ECE {rm['eval/ece']:.3f} "
-      f"({run}/rm/calibration.png)")
-PY
-echo "run directory: $RUN (sft/, rm/, ppo/: config.json, metrics.jsonl, tb/, summary.json, model/)"
+python "$(dirname "${BASH_SOURCE[0]}")/demo_summary.py" "$RUN" "$SECONDS"
+echo "run directory: $RUN (sft/, rm/, ppo/: config.json, metrics.jsonl, tb/, summary.json, model/);"
+echo "the full reward-vs-KL table: python -m rlhfjax.analysis.report $RUN/ppo"
