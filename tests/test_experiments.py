@@ -18,12 +18,32 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 FILES = sorted(glob.glob(os.path.join(ROOT, "experiments", "*.py")))
 
 
-def _command(path):
-    """The command an experiment file's docstring runs it with (`rlhfjax <command> --config <this file>`)."""
+def _runner(path):
+    """How an experiment file's docstring runs it: ("rlhfjax", command) or ("script", scripts/x.py)."""
     with open(path) as f:
-        found = re.search(r"rlhfjax (\w+) --config experiments/" + re.escape(os.path.basename(path)), f.read())
+        text = f.read()
+    name = re.escape(os.path.basename(path))
+    found = re.search(r"rlhfjax (\w+) --config experiments/" + name, text)
+    if found:
+        return "rlhfjax", found.group(1)
+    found = re.search(r"python (scripts/\w+\.py) --config experiments/" + name, text)
     assert found, f"{path}: the docstring should show its run command"
-    return found.group(1)
+    return "script", found.group(1)
+
+
+COMMAND_FILES = [p for p in FILES if _runner(p)[0] == "rlhfjax"]
+
+
+def _command(path):
+    return _runner(path)[1]
+
+
+def test_script_configs_name_an_existing_script():
+    """Experiment files of a study script (e.g. kl_scaling_toy.py) name it; that script's own test runs
+    their :smoke variant."""
+    for path in FILES:
+        kind, target = _runner(path)
+        assert kind == "rlhfjax" or os.path.isfile(os.path.join(ROOT, target)), path
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +56,7 @@ def test_every_default_variant_loads():
         assert load_config(path).to_dict(), path
 
 
-@pytest.mark.parametrize("path", FILES, ids=os.path.basename)
+@pytest.mark.parametrize("path", COMMAND_FILES, ids=os.path.basename)
 def test_every_smoke_variant_runs_on_a_fresh_toy_lab(path, fresh_lab, tmp_path, capsys):
     config = load_config(f"{path}:smoke")
     argv = [_command(path), "--config", f"{path}:smoke", "--workdir", str(tmp_path / "run")]
