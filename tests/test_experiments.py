@@ -31,11 +31,21 @@ def _runner(path):
     return "script", found.group(1)
 
 
-COMMAND_FILES = [p for p in FILES if _runner(p)[0] == "rlhfjax"]
+# Smoke variants another test already runs through the CLI, on a fresh toy lab, and checks more closely.
+RUN_ELSEWHERE = {"toylab_iterate.py": "tests/test_iterate.py"}
+COMMAND_FILES = [p for p in FILES if _runner(p)[0] == "rlhfjax" and os.path.basename(p) not in RUN_ELSEWHERE]
 
 
 def _command(path):
     return _runner(path)[1]
+
+
+def test_smoke_variants_run_elsewhere_are_run_there():
+    for name, test in RUN_ELSEWHERE.items():
+        with open(os.path.join(ROOT, test)) as f:
+            text = f.read()
+        command = _command(os.path.join(ROOT, "experiments", name))
+        assert f'"{name}"' in text and f'main(["{command}"' in text and ":smoke" in text, (name, test)
 
 
 def test_script_configs_name_an_existing_script():

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from rlhfjax import parallel
+from rlhfjax.cli import main
 from rlhfjax.config import load_config
 from rlhfjax.data.labelling import read_jsonl
 from rlhfjax.data.toylab import annotators
@@ -39,11 +40,14 @@ def _lines(path):
 
 @pytest.fixture(scope="module")
 def two_rounds(tmp_path_factory):
+    """The :smoke variant through the CLI, on a fresh toy lab (test_experiments leaves this file to us)."""
     root = tmp_path_factory.mktemp("iterate")
     lab, work = str(root / "lab"), str(root / "run")
-    cfg = _config(lab, "--config.iterate.earlier_policy_frac=0.5")
-    summary = iterate.run(cfg, work, parallel.single_device_mesh())
-    return cfg, lab, work, summary
+    extra = [f"--config.data.toylab_dir={lab}", "--config.iterate.earlier_policy_frac=0.5"]
+    assert main(["iterate", "--config", f"{EXP}:smoke", "--workdir", work, *extra]) == 0
+    with open(os.path.join(work, "summary.json")) as f:
+        summary = json.load(f)
+    return load_config(f"{EXP}:smoke", extra), lab, work, summary
 
 
 def test_two_rounds_make_two_pms_two_policies_and_exactly_the_labels_asked_for(two_rounds):
@@ -96,7 +100,7 @@ def test_a_rerun_does_no_work(two_rounds, monkeypatch):
     monkeypatch.setattr(ppo, "run", refuse)
     monkeypatch.setattr(comparisons, "sample_pairs", refuse)
     monkeypatch.setattr(annotators, "label_tasks", refuse)
-    again = iterate.run(cfg, work, parallel.single_device_mesh())
+    again = iterate.run(cfg, work)
     assert _files(work) == before
     assert again["records"] == summary["records"] and again["final"] == summary["final"]
 
@@ -108,7 +112,7 @@ def test_external_labels_round_trip(tmp_path, two_rounds):
     cfg = _config(lab, "--config.iterate.labeller=external", "--config.iterate.rounds=1",
                   "--config.methods.ppo.train.iterations=1")
     work = str(tmp_path / "run")
-    mesh = parallel.single_device_mesh()
+    mesh = None  # the default mesh, as the CLI run above: its compiled functions are reused
     first = iterate.run(cfg, work, mesh)
     r0 = os.path.join(work, "round_0")
     assert first["rounds_done"] == 0 and first["waiting_for_labels"] == r0
