@@ -11,7 +11,7 @@ back as a table, and the same run continued later.
     run = api.Run.open("runs/nb/ppo")                     # later, in a fresh kernel: the same run
 
 A step is the command's own unit: an optimizer step (sft, rm, dpo, lm), an iteration (ppo, superhf,
-rloo, grpo, bon's distillation) or a round (iterate). Stopping early leaves every schedule sized for
+rloo, grpo) or a round (iterate); pmp, bon and ood run whole. Stopping early leaves every schedule sized for
 the whole run (`train.stop_at`, `iterate.stop_at`), so runs continued piecewise match the CLI's
 uninterrupted run; each stop still exports the model and writes summary.json, as the CLI would.
 Runs are ordinary run directories: the CLI can continue what the API started, and the other way round.
@@ -31,6 +31,10 @@ from rlhfjax.config import load_config, save_config
 from rlhfjax.errors import ConfigError, MissingPathError
 
 RUN_FILE = "api_run.json"  # which command a run directory belongs to (Run.open)
+# Commands that cannot stop part-way and continue: pmp chains two rm runs (the second would start from a
+# half-trained first), ood trains nothing, bon's table is one pass (its distillation is a superhf run).
+WHOLE_RUNS = {"pmp": "run its two rm stages as `rm` runs to step through them", "ood": "it trains nothing",
+              "bon": "its table is one pass; run `superhf` to step through a distillation"}
 
 
 def commands() -> dict[str, str]:
@@ -135,6 +139,9 @@ class Run:
 
     def train(self, steps: int | None = None) -> "Run":
         """Run `steps` more steps (None: to the end of the configured run) in this process."""
+        if steps is not None and self.command in WHOLE_RUNS:
+            raise ConfigError(f"{self.command} runs whole: call train() without steps",
+                              WHOLE_RUNS[self.command])
         stop = 0 if steps is None else self.step + int(steps)
         cfg = self.config if steps is None else _with_stop(self.config, self.command, stop)
         save_config(cfg, self.workdir)

@@ -85,6 +85,10 @@ def test_open_needs_a_run_directory(tmp_path):
         api.Run.open(str(tmp_path))
     with pytest.raises(ConfigError, match="unknown command"):
         api.Run("sftt", api.config(PPO), str(tmp_path))
+    pmp = api.config(os.path.join(EXP, "toylab_pmp.py") + ":smoke")
+    with pytest.raises(ConfigError, match="pmp runs whole"):  # its second stage would start half-trained
+        api.run("pmp", pmp, str(tmp_path / "pmp"), steps=2)
+    assert not os.path.exists(tmp_path / "pmp" / "pretrain")
 
 
 def _leaves(tree):
