@@ -69,6 +69,11 @@ def test_two_rounds_make_two_pms_two_policies_and_exactly_the_labels_asked_for(t
     assert rl1["policy"]["init_from"] == os.path.join(work, "round_0", "rl", "model")
     assert rl1["reference"]["init_from"] == os.path.join(work, "initial_policy")
     assert rl1["reward"]["init_from"] == os.path.join(work, "round_1", "pm", "model")
+    # ... and it really is π_0: round 1 starts where round 0 ended, at the same KL (0 if it were π_1)
+    evals = [[r for r in read_jsonl(os.path.join(work, f"round_{k}", "rl", "metrics.jsonl")) if "eval/kl/seq_mean" in r]
+             for k in (0, 1)]
+    assert evals[1][0]["step"] == 0 and evals[1][0]["eval/kl/seq_mean"] != 0
+    assert evals[1][0]["eval/kl/seq_mean"] == pytest.approx(evals[0][-1]["eval/kl/seq_mean"], abs=1e-5)
     pm1 = json.load(open(os.path.join(work, "round_1", "pm", "config.json")))
     assert pm1["model"]["init_from"] == os.path.join(work, "round_0", "pm", "model")  # pm_init=previous
     # earlier policies are mixed in from round 1 on (π_0 is the only earlier one)

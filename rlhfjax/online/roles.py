@@ -87,7 +87,8 @@ def load_roles(config, mesh, vocab_size: int, *, with_value: bool) -> Roles:
     if ref_from and ref_from != config.policy.init_from:
         ref_cfg, ref_host = load_pretrained(ref_from, dtype=dtype)
         if ref_cfg.vocab_size != policy_cfg.vocab_size:
-            raise ConfigError(f"reference vocab_size {ref_cfg.vocab_size} != policy vocab_size {policy_cfg.vocab_size}")
+            raise ConfigError(f"reference vocab_size {ref_cfg.vocab_size} != policy's {policy_cfg.vocab_size}",
+                              "the reference must share the policy's tokenizer")
     else:
         ref_from, ref_cfg, ref_host = config.policy.init_from, policy_cfg, policy_host
     roles = Roles(policy=role("policy", "lm", policy_cfg, policy_host, config.policy.init_from),
