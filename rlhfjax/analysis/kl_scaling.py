@@ -172,7 +172,8 @@ def summarise_method(rows: list[dict], form: str, early_sqrt_kl: float = 0.0) ->
     """One method's points (every run of it, already `relative_to_start`), pooled:
     - `gold_fit`: Gao et al.'s form ("rl" or "bon") fitted to Δgold vs √KL (points with √KL > 0);
     - `early`: the range √KL ≤ `early_sqrt_kl`, or, when that is 0, √KL ≤ half the largest √KL seen;
-      `proxy_early`: the linear fit of Δproxy on √KL over it (Bai et al. §4.3: roughly linear);
+      `proxy_early`: the linear fit of Δproxy on √KL over it (Bai et al. §4.3: roughly linear), and
+      `proxy_all` the same over every point (a lower R² there says the proxy bends later);
     - `gold_peak`: the observed point with the highest gold reward (its √KL, gold, run value, step).
     The runs' starts (the same initial policy, evaluated alike) count once."""
     starts = [r for r in rows if r.get("start")]
@@ -190,7 +191,7 @@ def summarise_method(rows: list[dict], form: str, early_sqrt_kl: float = 0.0) ->
     peak = max(rows, key=lambda r: r["gold"]) if rows else None
     return {"form": form, "points": len(rows), "max_sqrt_kl": float(np.max(d)) if d.size else float("nan"),
             "gold_fit": gold_fit, "early_sqrt_kl": early,
-            "proxy_early": dataclasses.asdict(lin),
+            "proxy_early": dataclasses.asdict(lin), "proxy_all": dataclasses.asdict(linear_fit(d, dproxy)),
             "gold_peak": ({"sqrt_kl": peak["sqrt_kl"], "gold": peak["gold"], "dgold": peak["dgold"],
                            "value": peak.get("value"), "step": peak["step"]} if peak else None)}
 
@@ -198,10 +199,10 @@ def summarise_method(rows: list[dict], form: str, early_sqrt_kl: float = 0.0) ->
 def summary_table(summaries: dict[str, dict]) -> str:
     """Markdown table of `summarise_method` results, one row per method."""
     lines = ["| method | points | Gao et al. form | α | β | R² | fitted peak √KL | early range √KL ≤ | "
-             "proxy slope (early) | R² (early, n) | observed gold peak √KL (Δgold, run) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "proxy slope (early) | R² (early, n) | proxy slope, R² (all) | observed gold peak √KL (Δgold, run) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for method, s in summaries.items():
-        g, p, pk = s["gold_fit"], s["proxy_early"], s["gold_peak"]
+        g, p, pk, a = s["gold_fit"], s["proxy_early"], s["gold_peak"], s["proxy_all"]
         form = "d(α − βd)" if s["form"] == "bon" else "d(α − β log d)"
         peak = "–"
         if pk:
@@ -209,5 +210,5 @@ def summary_table(summaries: dict[str, dict]) -> str:
             peak = f"{pk['sqrt_kl']:.2f} ({pk['dgold']:+.3f}; {run})"
         lines.append(f"| {method} | {s['points']} | {form} | {g['alpha']:.3f} | {g['beta']:.3f} | {g['r2']:.2f} | "
                      f"{g['peak_sqrt_kl']:.2f} | {s['early_sqrt_kl']:.2f} | {p['slope']:+.3f} | "
-                     f"{p['r2']:.2f} ({p['n']}) | {peak} |")
+                     f"{p['r2']:.2f} ({p['n']}) | {a['slope']:+.3f}, {a['r2']:.2f} | {peak} |")
     return "\n".join(lines)
