@@ -4,14 +4,21 @@ Objectives never build optimizers; a run builds one with `make_optimizer(config)
 accumulation is not an optimizer wrapper: `train.update` splits each batch into
 `grad_accum_steps` micro-batches and weights them exactly, so the optimizer, and the schedule,
 step once per update.
+
+Optional fields a recipe may add to its own copy of the optim config (not in the defaults, read with
+`.get`): `freeze_steps` > 0 holds the top-level param subtrees named in `frozen` (comma-separated,
+default "backbone") fixed for the first `freeze_steps` updates (`freeze_for`); the rm recipe's
+`rm.freeze_backbone_steps` sets them so a fresh scalar head trains before the backbone moves.
 """
 
 from __future__ import annotations
 
 import functools
+from typing import NamedTuple
 
 import jax
 import ml_collections
+import jax.numpy as jnp
 import optax
 
 from rlhfjax.errors import ConfigError
@@ -73,13 +80,53 @@ def _decay_mask(params):
 
 
 def make_optimizer(config) -> optax.GradientTransformation:
-    """The optax chain every objective trains with (see `default_optim_config`)."""
+    """The optax chain every objective trains with (see `default_optim_config`), wrapped in
+    `freeze_for` when the config asks for `freeze_steps` > 0."""
+    freeze_steps = int(config.get("freeze_steps", 0) or 0)
+    frozen = tuple(k for k in str(config.get("frozen", "backbone")).split(",") if k) if freeze_steps > 0 else ()
     return _optimizer(float(config.grad_clip_norm or 0.0), make_schedule(config), float(config.b1), float(config.b2),
-                      float(config.eps), float(config.weight_decay))
+                      float(config.eps), float(config.weight_decay), freeze_steps if frozen else 0, frozen)
 
 
 @functools.lru_cache(maxsize=64)
-def _optimizer(clip: float, schedule, b1: float, b2: float, eps: float, weight_decay: float):
+def _optimizer(clip: float, schedule, b1: float, b2: float, eps: float, weight_decay: float,
+               freeze_steps: int = 0, frozen: tuple[str, ...] = ()):
     parts = [optax.clip_by_global_norm(clip)] if clip > 0 else []
     parts.append(optax.adamw(schedule, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay, mask=_decay_mask))
-    return optax.chain(*parts)
+    tx = optax.chain(*parts)
+    return freeze_for(tx, frozen, freeze_steps) if freeze_steps > 0 and frozen else tx
+
+
+class FreezeState(NamedTuple):
+    inner: optax.OptState
+    updates_seen: jax.Array  # int32; not called `count`, which `train.update` reads as the schedule's step
+
+
+def freeze_for(inner: optax.GradientTransformation, frozen: tuple[str, ...],
+               steps: int) -> optax.GradientTransformation:
+    """`inner`, except that the top-level param subtrees named in `frozen` stay exactly where they are for
+    the first `steps` updates. Their gradients are zeroed before `inner` (so neither the global-norm clip
+    nor Adam's moments see them) and their final updates are zeroed after it (decoupled weight decay
+    would otherwise still move them). From update `steps` + 1 on, everything trains; the schedule keeps
+    counting through the frozen phase."""
+    frozen = tuple(frozen)
+
+    def mask_of(tree):
+        missing = [k for k in frozen if k not in tree]
+        if missing:
+            raise KeyError(f"cannot freeze {missing}: the params have top-level keys {sorted(tree)}")
+        return {k: jax.tree.map(lambda _, f=k in frozen: f, v) for k, v in tree.items()}
+
+    def init(params):
+        if isinstance(params, dict):  # fail at state creation, not at the first update (optax may pass a placeholder)
+            mask_of(params)
+        return FreezeState(inner.init(params), jnp.zeros((), jnp.int32))
+
+    def update(updates, state, params=None):
+        holding = state.updates_seen < steps
+        hold = lambda tree: jax.tree.map(  # noqa: E731
+            lambda u, f: jnp.where(holding, jnp.zeros_like(u), u) if f else u, tree, mask_of(tree))
+        new_updates, inner_state = inner.update(hold(updates), state.inner, params)
+        return hold(new_updates), FreezeState(inner_state, state.updates_seen + 1)
+
+    return optax.GradientTransformation(init, update)
