@@ -29,6 +29,12 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.rm = ml_collections.ConfigDict()
     c.rm.objective = "ranked"  # ranked (Bradley-Terry) | binary (discrimination) | imitation (LM on chosen)
     c.rm.lm_coef = 0.0  # > 0: auxiliary LM loss on the chosen response (ranked/binary)
+    # > 0: hold out this fraction of the training pairs (a fixed draw from `seed`) for validation at every
+    # eval (every epoch with train.epochs) and export the params with the best validation metric, the
+    # initial ones included (early stopping); the eval pairs are then scored every train.eval_every steps
+    c.rm.val_fraction = 0.0
+    c.rm.select_by = "loss"  # validation metric for that: loss (the objective's, lower wins) | accuracy
+    c.rm.freeze_backbone_steps = 0  # > 0: only the fresh scalar head trains for this many first steps
 
     c.optim = default_optim_config()
     c.optim.learning_rate = 5e-4
@@ -47,4 +53,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
         c.train = train_config(steps=4, batch_size=8, eval_every=2)
     elif arg:
         raise ValueError(f"unknown config variant {arg!r}; known: smoke")
+    # > 0: this many passes over the training pairs instead of train.steps (each pair once per epoch, the
+    # last batch padded); evals then run at every epoch's end
+    c.train.epochs = 0
     return c

@@ -8,8 +8,22 @@ the gold reward's preference; the same metrics for the initial params go to `sum
 end: a reliability diagram (`calibration.png`), the model as an HF sequence classifier in
 `<workdir>/model` (ranked/binary, without the auxiliary LM head of `rm.lm_coef > 0`; an LM for
 imitation), the final r_chosen − r_rejected of every eval pair (`eval_margins.npy`), and
-`summary.json`. Imitation scores a response by its mean per-token log-likelihood. Runs on `config.mesh` (params, optimizer state, train and eval batches
-sharded).
+`summary.json`. Imitation scores a response by its mean per-token log-likelihood. Runs on `config.mesh`
+(params, optimizer state, train and eval batches sharded).
+
+Fine-tuning options (all off by default; the run is then steps-based on every training pair):
+- `train.epochs` > 0: that many passes over the training pairs instead of `train.steps` (every pair
+  exactly once per epoch, the last batch padded with masked rows); evals run at every epoch's end;
+  `summary.json["steps"]` is the resolved step count (config.json keeps the config as given).
+- `rm.val_fraction` > 0: a fixed random subset of the training pairs (drawn from `seed`) is held out for
+  validation: at every eval, `val/loss` (the objective's own loss) and `val/accuracy`. The params with
+  the best `rm.select_by` metric, the initial params included (step 0), are kept on device and in
+  `<workdir>/best` (so a resumed run knows the best so far and its step) and are what the run exports
+  and returns; `summary.json["final"]` then describes that model, `["best_step"]` its step and
+  `["last"]` the last step's record. The eval pairs are then scored every `train.eval_every` steps
+  (0: only the initial and the exported model), whatever the validation period.
+- `rm.freeze_backbone_steps` = k > 0 (ranked/binary): only the scalar head trains for the first k
+  updates, so a fresh head is fitted before the backbone moves (`train.optim.freeze_for`).
 
 Preference-model pre-training (PMP) is a first `rm` run on generic comparisons whose `model/` is
 the `model.init_from` of a second run on the target comparisons: `rlhfjax pmp` (recipes/pmp.py,
@@ -24,17 +38,23 @@ import time
 
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
 
 from rlhfjax import parallel
 from rlhfjax.analysis.calibration import pairwise_predictions, plot_reliability, reliability
 from rlhfjax.data.batching import BatchIterator, collate_pairs, collate_ranked
 from rlhfjax.data.hh import load_hh, load_ranked
 from rlhfjax.data.sources import ranked_source
+from rlhfjax.errors import ConfigError
 from rlhfjax.models import api
 from rlhfjax.models.heads import without_lm_head
 from rlhfjax.models.hf import load_pretrained_scalar, save_pretrained, save_pretrained_scalar
 from rlhfjax.objectives import rm as rm_objective
 from rlhfjax.recipes import common
+from rlhfjax.train.metrics import write_config
+from rlhfjax.train.state import create_on_mesh
+
+SELECT_BY = {"loss": ("val/loss", min), "accuracy": ("val/accuracy", max)}  # early-stopping metric, direction
 
 
 def _init_params(config, tokenizer, rng, mesh):
@@ -63,6 +83,101 @@ def _is_scalar_checkpoint(path: str) -> bool:
         return False
     with open(cfg_path) as f:
         return any(a.endswith("ForSequenceClassification") for a in json.load(f).get("architectures") or [])
+
+
+def split_validation(examples, fraction: float, seed: int) -> tuple[list, list]:
+    """(train, validation): a fixed random `fraction` of `examples` (at least one) held out, drawn from
+    `seed`; both keep the original order."""
+    n = len(examples)
+    k = max(1, int(round(fraction * n)))
+    if not 0 < fraction < 1 or k >= n:
+        raise ConfigError(f"rm.val_fraction={fraction} of {n} training examples leaves no training or no "
+                          "validation examples")
+    held = set(np.random.default_rng([seed, 17]).permutation(n)[:k].tolist())  # own stream: not the batch order
+    return [ex for i, ex in enumerate(examples) if i not in held], [examples[i] for i in sorted(held)]
+
+
+def train_iterator(config, examples, collate) -> BatchIterator:
+    """Training batches, repeating forever. With `train.epochs` > 0 no pair is dropped: every epoch visits
+    each pair once, its last batch padded with masked rows (`row_mask_B` = 0)."""
+    epochs = int(config.train.get("epochs", 0) or 0)
+    return BatchIterator(examples, config.train.batch_size, collate, seed=config.seed, num_epochs=None,
+                         drop_last=epochs <= 0)
+
+
+def resolve_epochs(config, steps_per_epoch: int):
+    """`config` itself, or with `train.epochs` > 0 a copy with train.steps = epochs × batches per epoch and
+    an eval (and validation) at the end of every epoch."""
+    epochs = int(config.train.get("epochs", 0) or 0)
+    if epochs <= 0:
+        return config
+    config = config.copy_and_resolve_references()
+    config.train.steps = epochs * steps_per_epoch
+    config.train.eval_every = steps_per_epoch
+    return config
+
+
+class BestParams:
+    """The best params so far by one validation metric, on device and on disk (`directory`: an orbax
+    checkpoint of the params at that step with its metrics), so a resumed run still knows the best so
+    far and its step. A candidate replaces the best only if strictly better (ties keep the earlier
+    step) and only if it comes after it: a resumed run replays steps it has already offered."""
+
+    def __init__(self, directory: str, metric: str = "val/loss", better=min):
+        self.metric, self.better = metric, better
+        self.step: int | None = None
+        self.metrics: dict = {}
+        self.params = None
+        self.manager = ocp.CheckpointManager(os.path.abspath(directory),
+                                             options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True))
+
+    def restore(self, template) -> bool:
+        """Load the saved best, placed like `template` (params); False if there is none."""
+        step = self.manager.latest_step()
+        if step is None:
+            return False
+        target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), template)
+        out = self.manager.restore(step, args=ocp.args.Composite(params=ocp.args.StandardRestore(target),
+                                                                  meta=ocp.args.JsonRestore()))
+        self.step, self.metrics, self.params = step, dict(out["meta"]), out["params"]
+        return True
+
+    def offer(self, step: int, metrics: dict, params) -> bool:
+        """Keep `params` (copied: the next update donates them) if `metrics[self.metric]` beats the best."""
+        value = metrics[self.metric]
+        if self.step is not None:
+            best = self.metrics[self.metric]
+            if step <= self.step or value == best or self.better(value, best) != value:
+                return False
+        self.step, self.metrics = step, dict(metrics)
+        self.params = jax.tree.map(lambda x: jax.device_put(x, x.sharding, may_alias=False), params)
+        self.manager.save(step, args=ocp.args.Composite(params=ocp.args.StandardSave(self.params),
+                                                        meta=ocp.args.JsonSave(self.metrics)), force=True)
+        self.manager.wait_until_finished()
+        return True
+
+    def close(self):
+        self.manager.wait_until_finished()
+        self.manager.close()
+
+
+# One jitted function per loss config (hashable): runs in one process (sweeps, tests) reuse the compiled code.
+@functools.lru_cache(maxsize=16)
+def _scores_step(loss_config):
+    return jax.jit(lambda params, batch: rm_objective.pair_scores(params, batch, loss_config))
+
+
+@functools.lru_cache(maxsize=16)
+def _validation_step(loss_config):
+    return jax.jit(functools.partial(_validation_sums, loss_config=loss_config))
+
+
+def _validation_sums(params, batch, loss_config):
+    """(loss total, loss count, correct rows, rows) of one validation batch: the training objective itself."""
+    total, count, metrics = rm_objective.loss_fn(params, batch, frozen=None, config=loss_config, rng=None)
+    rows = batch["row_mask_B"].sum()
+    accuracy = metrics["rm/top1_accuracy"] if "rm/top1_accuracy" in metrics else metrics["rm/accuracy"]
+    return total, count, accuracy * rows, rows
 
 
 def run(config, workdir: str, mesh=None) -> dict:
@@ -96,13 +211,27 @@ def run_with_state(config, workdir: str, mesh=None):
                                  limit=config.data.eval_limit or None)
     common.report_loading("rm eval", report)
 
-    train_iter = BatchIterator(train_examples, B, collate, seed=config.seed, num_epochs=None)
+    given_config = config
+    val_fraction = float(config.rm.get("val_fraction", 0.0) or 0.0)
+    val_examples = []
+    if val_fraction > 0:
+        train_examples, val_examples = split_validation(train_examples, val_fraction, config.seed)
+    train_iter = train_iterator(config, train_examples, collate)
+    config = resolve_epochs(config, len(train_iter))
+    freeze_steps = int(config.rm.get("freeze_backbone_steps", 0) or 0)
+    if freeze_steps > 0 and config.rm.objective == "imitation":
+        raise ConfigError("rm.freeze_backbone_steps needs a scalar head to train alone; imitation has none")
     rng = jax.random.PRNGKey(config.seed)
     init_rng, state_rng = jax.random.split(rng)
     loss_config, params, shardings = _init_params(config, tokenizer, init_rng, mesh)
-    state = common.create_state(params, shardings, config, state_rng, mesh)
+    if freeze_steps > 0:
+        optim = common.optim_config(config)
+        optim.freeze_steps, optim.frozen = freeze_steps, "backbone"  # a copy: the run's config is unchanged
+        state = create_on_mesh(params, shardings, optim, state_rng, mesh)
+    else:
+        state = common.create_state(params, shardings, config, state_rng, mesh)
 
-    scores_step = jax.jit(lambda p, b: rm_objective.pair_scores(p, b, loss_config)[:2])
+    scores_step = _scores_step(loss_config)
     eval_batches = [collate_pairs(eval_pairs[i:i + B] + [None] * max(0, i + B - len(eval_pairs)), encoder)
                     for i in range(0, len(eval_pairs), B)]
     gold_margin = None
@@ -131,12 +260,57 @@ def run_with_state(config, workdir: str, mesh=None):
         last_eval.update(margin=margin, reliability=rel)
         return metrics
 
+    best = None
+    if val_examples:
+        metric, better = SELECT_BY.get(config.rm.get("select_by", "loss"), (None, None))
+        if metric is None:
+            raise ConfigError(f"rm.select_by must be one of {sorted(SELECT_BY)}, got {config.rm.select_by!r}")
+        val_step = _validation_step(loss_config)
+        val_batches = [collate(val_examples[i:i + B] + [None] * max(0, i + B - len(val_examples)))
+                       for i in range(0, len(val_examples), B)]
+        best = BestParams(os.path.join(workdir, "best"), metric, better)
+        best.restore(state.params)
+
+    def validate(params) -> dict:
+        sums = np.zeros(4)
+        for batch in val_batches:
+            sums += np.asarray(jax.device_get(val_step(params, common.shard(batch, mesh))), np.float64)
+        return {"val/loss": float(sums[0] / max(sums[1], 1.0)), "val/accuracy": float(sums[2] / max(sums[3], 1.0))}
+
+    test_every = int(given_config.train.eval_every or 0)
+
+    def evaluate_and_select(state) -> dict:
+        if best is None:
+            return evaluate(state)
+        step = int(jax.device_get(state.step))
+        # With a validation split the eval pairs only describe: every `train.eval_every` steps (0: never)
+        # besides the initial and the exported model, so epoch-wise validation costs no test passes.
+        metrics = evaluate(state) if test_every and step % test_every == 0 else {}
+        val = validate(state.params)
+        best.offer(step, val, state.params)
+        return {**metrics, **val}
+
     with parallel.activate(mesh):
         init_eval = evaluate(state)  # the initial params (e.g. a PMP model's zero-shot transfer), before any resume
-    state, history = common.fit(config, workdir, state, train_iter, rm_objective.loss_fn, loss_config,
-                                mesh=mesh, eval_fn=evaluate)
+        if best is not None:
+            val = validate(state.params)
+            init_eval.update(val)
+            best.offer(0, val, state.params)  # never worse on validation than the start (a no-op on resume)
+    try:
+        state, history = common.fit(config, workdir, state, train_iter, rm_objective.loss_fn, loss_config,
+                                    mesh=mesh, eval_fn=evaluate_and_select)
+    finally:
+        if best is not None:
+            best.close()
+    if config is not given_config:  # epochs resolved into steps: record the config as given (pmp compares it)
+        write_config(workdir, given_config.to_dict())
 
-    if not history or "eval/accuracy" not in history[-1]:  # nothing left to train (resumed at the end)
+    if best is not None:  # export, return and report the selected params
+        last = dict(history[-1]) if history else {}
+        state = state.replace(params=best.params)
+        with parallel.activate(mesh):
+            history.append({"step": best.step, **best.metrics, **evaluate(state)})
+    elif not history or "eval/accuracy" not in history[-1]:  # nothing left to train (resumed at the end)
         with parallel.activate(mesh):
             history.append({"step": int(jax.device_get(state.step)), **evaluate(state)})
     np.save(os.path.join(workdir, "eval_margins.npy"), last_eval["margin"])  # per eval pair, for paired comparisons
@@ -155,5 +329,9 @@ def run_with_state(config, workdir: str, mesh=None):
                "init_from": config.model.init_from, "data_dir": data_dir or "",
                "train_examples": len(train_examples), "eval_pairs": len(eval_pairs),
                "seconds": round(time.time() - t0, 1), "model_dir": model_dir}
+    if config.train.get("epochs", 0):
+        summary["epochs"] = int(config.train.epochs)
+    if best is not None:
+        summary.update(best_step=best.step, select_by=best.metric, val_examples=len(val_examples), last=last)
     common.write_json(os.path.join(workdir, "summary.json"), summary)
     return summary, state
