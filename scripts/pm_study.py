@@ -344,8 +344,8 @@ def _tables(results) -> str:
     k = len(next(iter(cells.values())))
     n_eval = results["reference"]["eval_pairs"]
     cell = lambda rs, key: "{:.3f} ± {:.3f}".format(*_mean_se([r[key] for r in rs]))  # noqa: E731
-    lines = [f"Mean ± standard error over {k} seeds (validation draw and batch order), at the LR chosen on "
-             "validation. The seeds share the test pairs, so this is training noise only; one accuracy of 0.7 on "
+    lines = [f"Mean ± standard error over {k} seeds (validation draw and batch order), at the LR chosen on",
+             "validation. The seeds share the test pairs, so this is training noise only; one accuracy of 0.7 on",
              f"{n_eval} pairs has a sampling error of ±{(0.21 / n_eval) ** 0.5:.3f} on top.", "",
              "| objective | init | metric | n=0 | " + " | ".join(f"n={n}" for n in sizes) + " |",
              "|---|---|---|---|" + "---|" * len(sizes)]
@@ -355,9 +355,9 @@ def _tables(results) -> str:
                 first = cells[(objective, arm, sizes[0])][0]
                 row = [f"{first['init_' + metric]:.3f}"] + [cell(cells[(objective, arm, n)], metric) for n in sizes]
                 lines.append(f"| {objective} | {init} | {name} | " + " | ".join(row) + " |")
-    lines += ["", "PMP − SFT-init accuracy vs annotators, each seed paired with itself over the same test pairs: "
-              "mean ± standard error over seeds (training noise), then in brackets the standard error over the "
-              f"{results['reference']['eval_pairs']} test pairs of the seed-averaged difference (test-set noise):",
+    lines += ["", "PMP − SFT-init accuracy vs annotators, each seed paired with itself over the same test pairs:",
+              "mean ± standard error over seeds (training noise), then in brackets the standard error over the",
+              f"{n_eval} test pairs of the seed-averaged difference (test-set noise):",
               "", "| objective | " + " | ".join(f"n={n}" for n in sizes) + " |", "|---|" + "---|" * len(sizes)]
     for objective in objectives:
         lines.append(f"| {objective} | " + " | ".join(_diff_cell(cells[(objective, "pmp", n)]) for n in sizes) + " |")
@@ -453,7 +453,8 @@ ranked and binary fine-tunes) and once with the imitation objective (start of th
 
 Fine-tuning protocol (the `rm` recipe's `train.epochs`, `rm.val_fraction`, `rm.select_by`): the first n rows
 of `comparisons/mixed/train`; {args["val_fraction"]:.0%} of them, drawn from the seed, are a validation split and
-the rest train. Batch 32, a constant LR after {args["warmup"]} warm-up steps, epochs by n ({budget}).
+the rest train. Batch 32, a constant LR after {args["warmup"]} warm-up steps, epochs by n:
+{budget}.
 After every epoch the run validates; it exports the params with the best validation {args["select_by"]}
 (`rm.select_by={args["select_by"]}`; a tie keeps the earlier step), the initial model included. LR grid
 {args["lrs"]}: every LR runs with seed {args["seeds"].split(",")[0]}, the one with the best validation
