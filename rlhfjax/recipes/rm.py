@@ -14,7 +14,8 @@ imitation), the final r_chosen − r_rejected of every eval pair (`eval_margins.
 Fine-tuning options (all off by default; the run is then steps-based on every training pair):
 - `train.epochs` > 0: that many passes over the training pairs instead of `train.steps` (every pair
   exactly once per epoch, the last batch padded with masked rows); evals run at every epoch's end;
-  `summary.json["steps"]` is the resolved step count (config.json keeps the config as given).
+  `summary.json["steps"]` is the resolved step count (config.json is rewritten to the config as given
+  when the run ends, so `pmp`'s re-run check sees what was asked for).
 - `rm.val_fraction` > 0: a fixed random subset of the training pairs (drawn from `seed`) is held out for
   validation: at every eval, `val/loss` (the objective's own loss) and `val/accuracy`. The params with
   the best `rm.select_by` metric, the initial params included (step 0), are kept on device and in
