@@ -63,9 +63,16 @@ class Stages:
         self.timings[name] = round(time.time() - t, 1)
         print(f"== {name}: {self.timings[name]} s", flush=True)
 
-    def record(self, results: dict) -> None:
-        results["timings_s"] = self.timings
-        results["total_s"] = round(time.time() - self.t0, 1)
+    def record(self, results: dict, out: str | None = None) -> None:
+        """Stage timings and total wall time into `results`. With `out`, stages reused from an earlier
+        invocation keep the timings that invocation measured (from `<out>/results.json`), and the total
+        adds up the invocations that did work, so a re-run that only re-renders keeps the real numbers."""
+        prev = {}
+        if out and os.path.exists(os.path.join(out, "results.json")):
+            prev = load_results(out)
+        elapsed = round(time.time() - self.t0, 1)
+        results["timings_s"] = {**prev.get("timings_s", {}), **self.timings}
+        results["total_s"] = prev["total_s"] + (elapsed if self.timings else 0.0) if "total_s" in prev else elapsed
 
 
 def load_results(out: str) -> dict:

@@ -91,7 +91,7 @@ def main(argv=None) -> int:
         rows = read_jsonl(os.path.join(workdir, "metrics.jsonl"))
         results["dpo"][f"{beta:g}"] = {"evals": _curve(rows),
                                        "train_end": {k: v for k, v in rows[-1].items() if k.startswith("dpo/")}}
-    stages.record(results)
+    stages.record(results, out)
     _study.save_results(out, results)
     _render(results, args.doc_dir)
     print(_table(results), flush=True)

@@ -134,7 +134,7 @@ def main(argv=None) -> int:
                                                  *(sys.argv[1:] if argv is None else argv)]),
                "machine": _study.machine(), "sweep": sweep.to_dict(), "rows": rows,
                "sft_dir": sft_dir, "rm_dir": rm_dir, "loadavg_start": load_start}
-    stages.record(results)
+    stages.record(results, out)
     results["loadavg_end"] = os.getloadavg()
     _study.save_results(out, results)
     text = _render(results, sweep)

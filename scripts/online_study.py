@@ -85,12 +85,28 @@ def main(argv=None) -> int:
                 summary = json.load(f)
             results["runs"][f"{arm}_seed{seed}"] = {
                 "arm": arm, "seed": seed, "records": summary["records"], "final": summary["final"],
-                "labels": summary["labels"], "curve": read_jsonl(os.path.join(workdir, "curve.jsonl"))}
-    stages.record(results)
+                "labels": summary["labels"], "curve": read_jsonl(os.path.join(workdir, "curve.jsonl")),
+                "pair_gold": [_pair_gold(os.path.join(workdir, f"round_{r}", "comparisons.jsonl"))
+                              for r in range(rounds)]
+                + [_pair_gold(os.path.join(workdir, "final", "eval_comparisons.jsonl"))]}
+    stages.record(results, out)
     _study.save_results(out, results)
     _render(results, args.doc_dir)
     print(_table(results), flush=True)
     return 0
+
+
+def _pair_gold(path: str) -> dict:
+    """How much the gold reward separates a file's comparisons: mean |Δgold| and the share gold ties."""
+    import numpy as np
+
+    from rlhfjax.data.hh import load_hh
+    from rlhfjax.data.toylab import gold_rewards
+
+    pairs, _ = load_hh(path, split="train")
+    prompts = [p.prompt for p in pairs]
+    diff = np.abs(gold_rewards(prompts, [p.chosen for p in pairs]) - gold_rewards(prompts, [p.rejected for p in pairs]))
+    return {"abs_dgold": float(diff.mean()), "gold_ties": float(np.mean(diff == 0)), "pairs": len(pairs)}
 
 
 def _sqrt(x):
@@ -199,6 +215,16 @@ def _round_table(results) -> str:
     return "\n".join(lines)
 
 
+def _pair_table(results) -> str:
+    lines = ["| arm | seed | " + " | ".join(f"round {r}" for r in range(results["args"]["rounds"]))
+             + " | final policy (held-out) |", "|---|---|" + "---|" * (results["args"]["rounds"] + 1)]
+    for run in results["runs"].values():
+        cells = [f"{g['abs_dgold']:.3f} ({g['gold_ties']:.0%})" for g in run["pair_gold"]]
+        cells = cells[:-1] + ["–"] * (results["args"]["rounds"] + 1 - len(cells)) + cells[-1:]
+        lines.append(f"| {run['arm']} | {run['seed']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def _write_doc(results, path: str) -> None:
     t = results["timings_s"]
     timing = ", ".join(f"{k} {v:.0f} s" for k, v in t.items()) or "every run reused"
@@ -231,6 +257,11 @@ Online rounds: PM_r is scored on held-out pairs from π_r (the policy it is abou
 against); PM_{{r−1}} on the same pairs shows how stale the previous round's PM had become.
 
 {_round_table(results)}
+
+How far apart the two responses of a comparison are in gold reward (mean |Δgold|, and the share of pairs
+gold ties), per round's training comparisons and for the held-out pairs from the final policy:
+
+{_pair_table(results)}
 """
     _study.write_doc(path, head)
 

@@ -98,7 +98,7 @@ def main(argv=None) -> int:
         *common, f"--config.bon.num_prompts={args.eval_limit}"]), bon_dir, mesh))
     with open(os.path.join(bon_dir, "summary.json")) as f:
         results["bon"] = json.load(f)["table"]
-    stages.record(results)
+    stages.record(results, out)
     _study.save_results(out, results)
     _render(results, args.doc_dir)
     print(_table(results), flush=True)
