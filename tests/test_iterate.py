@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from rlhfjax import parallel
+from rlhfjax.analysis.calibration import pair_metrics
 from rlhfjax.cli import main
 from rlhfjax.config import load_config
 from rlhfjax.data.labelling import read_jsonl
@@ -144,7 +145,7 @@ def test_pair_metrics_against_a_direct_count():
     rng = np.random.default_rng(0)
     margin = rng.normal(size=200).round(1)  # some exact zeros
     gold = rng.normal(size=200).round(1)
-    out = comparisons.pair_metrics(margin, gold)
+    out = pair_metrics(margin, gold)
     acc = sum(1.0 if m > 0 else 0.5 if m == 0 else 0.0 for m in margin) / len(margin)
     decided = [(m, g) for m, g in zip(margin, gold) if g != 0]
     agree = sum(1.0 if m * g > 0 else 0.5 if m == 0 else 0.0 for m, g in decided) / len(decided)

@@ -13,7 +13,8 @@ import pytest
 from rlhfjax.config import load_config
 from rlhfjax.models import init_scalar_params, preset
 from rlhfjax.objectives import rm as rm_objective
-from rlhfjax.recipes import rm
+from rlhfjax.recipes import common, rm
+from rlhfjax.train import early_stopping
 from rlhfjax.train.optim import default_optim_config, make_optimizer, make_schedule
 from rlhfjax.train.state import TrainState
 from rlhfjax.train.update import update
@@ -46,7 +47,7 @@ def test_early_stopping_keeps_the_best_validation_checkpoint_and_its_step_across
     metric, better = rm.SELECT_BY[select_by]
     sign = 1 if better is min else -1
     want = int(np.argmin(sign * np.asarray(values)))  # the first step with the best value
-    tracker = rm.BestParams(str(tmp_path / "best"), metric, better)
+    tracker = early_stopping.BestParams(str(tmp_path / "best"), metric, better)
     for step, value in enumerate(values[:5]):
         params = _params(step)
         tracker.offer(step, {metric: value}, params)
@@ -54,7 +55,7 @@ def test_early_stopping_keeps_the_best_validation_checkpoint_and_its_step_across
             leaf.delete()  # what the next update's donation does: the tracker must hold its own copy
     tracker.close()
 
-    resumed = rm.BestParams(str(tmp_path / "best"), metric, better)  # a restarted run
+    resumed = early_stopping.BestParams(str(tmp_path / "best"), metric, better)  # a restarted run
     assert resumed.restore(_params(0))
     for step, value in enumerate(values[5:], start=5):
         resumed.offer(step, {metric: value}, _params(step))
@@ -69,8 +70,8 @@ def test_early_stopping_keeps_the_best_validation_checkpoint_and_its_step_across
 def test_epochs_visit_every_training_pair_exactly_once_per_epoch():
     cfg = load_config(f"{RM_CFG}:smoke", ["--config.train.epochs=3", "--config.train.batch_size=8"])
     examples = [f"pair{i}" for i in range(21)]  # not a multiple of the batch size
-    it = rm.train_iterator(cfg, examples, lambda items: list(items))
-    resolved = rm.resolve_epochs(cfg, len(it))
+    it = common.train_iterator(cfg, examples, lambda items: list(items))
+    resolved = common.resolve_epochs(cfg, len(it))
     per_epoch = math.ceil(21 / 8)
     assert resolved.train.steps == 3 * per_epoch and resolved.train.eval_every == per_epoch
     assert cfg.train.steps == 4  # the given config is not changed
@@ -82,7 +83,7 @@ def test_epochs_visit_every_training_pair_exactly_once_per_epoch():
         assert sorted(visited) == sorted(examples), epoch
         seen.append(visited)
     assert seen[0] != seen[1]  # reshuffled every epoch
-    assert rm.resolve_epochs(load_config(f"{RM_CFG}:smoke"), len(it)).train.steps == 4  # epochs = 0: steps
+    assert common.resolve_epochs(load_config(f"{RM_CFG}:smoke"), len(it)).train.steps == 4  # epochs = 0: steps
 
 
 def _pairs_batch(B=4, T=12, vocab=40, seed=0):

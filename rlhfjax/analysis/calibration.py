@@ -67,3 +67,14 @@ def plot_reliability(rel: Reliability, path: str, title: str = "PM calibration")
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def pair_metrics(margin: np.ndarray, gold_margin: np.ndarray | None = None) -> dict:
+    """accuracy (a margin of 0 counts half) and, given gold margins, agreement with gold's preference on
+    the pairs gold does not tie."""
+    out = {"accuracy": float(np.mean((margin > 0) + 0.5 * (margin == 0)))}
+    if gold_margin is not None:
+        decided = gold_margin != 0
+        m = margin[decided]
+        out["gold_agreement"] = float(np.mean((np.sign(m) == np.sign(gold_margin[decided])) + 0.5 * (m == 0)))
+    return out

@@ -7,9 +7,9 @@ are shuffled so a person labelling them cannot tell which came from where. Pairs
 are the same text are not worth a label: they are dropped, counted, and more prompts are sampled
 until the requested number of distinct pairs is reached.
 
-`pair_margins` scores comparisons with a scalar PM (r_chosen − r_rejected per pair) and
-`pair_metrics` turns margins into accuracy against the labels and, on the toy lab, agreement with
-the gold reward's preference.
+`pair_margins` scores comparisons with a scalar PM (r_chosen − r_rejected per pair);
+`analysis.calibration.pair_metrics` turns margins into accuracy against the labels and, on the toy lab,
+agreement with the gold reward's preference.
 """
 
 from __future__ import annotations
@@ -104,14 +104,3 @@ def pair_margins(pm_dir: str, pairs: list, *, encoder, mesh, batch_size: int, dt
             r_c, r_r = scores(params, parallel.shard_batch(batch, mesh))
             out.append(np.asarray(r_c - r_r)[: len(chunk)])
     return np.concatenate(out) if out else np.zeros((0,), np.float32)
-
-
-def pair_metrics(margin: np.ndarray, gold_margin: np.ndarray | None = None) -> dict:
-    """accuracy (a margin of 0 counts half) and, given gold margins, agreement with gold's preference on
-    the pairs gold does not tie."""
-    out = {"accuracy": float(np.mean((margin > 0) + 0.5 * (margin == 0)))}
-    if gold_margin is not None:
-        decided = gold_margin != 0
-        m = margin[decided]
-        out["gold_agreement"] = float(np.mean((np.sign(m) == np.sign(gold_margin[decided])) + 0.5 * (m == 0)))
-    return out

@@ -11,10 +11,12 @@ import os
 
 import datasets
 import ml_collections
+import numpy as np
 from jax.sharding import Mesh
 
 from rlhfjax import parallel
 from rlhfjax.data import tokenizing
+from rlhfjax.data.batching import BatchIterator
 from rlhfjax.data.sources import TOYLAB, ensure_toylab, is_toylab, resolve_source  # noqa: F401 (re-exported)
 from rlhfjax.data.tokenizing import encoder_for  # noqa: F401 (re-exported)
 from rlhfjax.errors import ConfigError
@@ -102,3 +104,39 @@ def fit(config, workdir: str, state: TrainState, train_iter, loss_fn, loss_confi
 
 def report_loading(name: str, report) -> None:
     print(f"{name}: {report.summary()}", flush=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Epochs and validation splits of offline recipes (rm uses them; any dataset objective can)
+
+
+def split_validation(examples, fraction: float, seed: int) -> tuple[list, list]:
+    """(train, validation): a fixed random `fraction` of `examples` (at least one) held out, drawn from
+    `seed`; both keep the original order."""
+    n = len(examples)
+    k = max(1, int(round(fraction * n)))
+    if not 0 < fraction < 1 or k >= n:
+        raise ConfigError(f"rm.val_fraction={fraction} of {n} training examples leaves no training or no "
+                          "validation examples")
+    held = set(np.random.default_rng([seed, 17]).permutation(n)[:k].tolist())  # own stream: not the batch order
+    return [ex for i, ex in enumerate(examples) if i not in held], [examples[i] for i in sorted(held)]
+
+
+def train_iterator(config, examples, collate) -> BatchIterator:
+    """Training batches, repeating forever. With `train.epochs` > 0 no pair is dropped: every epoch visits
+    each pair once, its last batch padded with masked rows (`row_mask_B` = 0)."""
+    epochs = int(config.train.get("epochs", 0) or 0)
+    return BatchIterator(examples, config.train.batch_size, collate, seed=config.seed, num_epochs=None,
+                         drop_last=epochs <= 0)
+
+
+def resolve_epochs(config, steps_per_epoch: int):
+    """`config` itself, or with `train.epochs` > 0 a copy with train.steps = epochs × batches per epoch and
+    an eval (and validation) at the end of every epoch."""
+    epochs = int(config.train.get("epochs", 0) or 0)
+    if epochs <= 0:
+        return config
+    config = config.copy_and_resolve_references()
+    config.train.steps = epochs * steps_per_epoch
+    config.train.eval_every = steps_per_epoch
+    return config

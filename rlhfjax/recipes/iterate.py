@@ -46,6 +46,7 @@ import ml_collections
 import numpy as np
 
 from rlhfjax import parallel
+from rlhfjax.analysis.calibration import pair_metrics
 from rlhfjax.config import save_config
 from rlhfjax.data.hh import load_hh, load_prompts
 from rlhfjax.data.labelling import export_tasks, import_labels, read_jsonl, write_jsonl
@@ -210,7 +211,7 @@ class _Run:
 
             prompts = [p.prompt for p in pairs]
             gold = gold_rewards(prompts, [p.chosen for p in pairs]) - gold_rewards(prompts, [p.rejected for p in pairs])
-        return {f"{prefix}{k}": v for k, v in comparisons.pair_metrics(margin, gold).items()}
+        return {f"{prefix}{k}": v for k, v in pair_metrics(margin, gold).items()}
 
     def round(self, r: int) -> dict | None:
         """Run round r (or what is left of it) → its record; None while waiting for external labels."""

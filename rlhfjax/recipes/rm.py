@@ -39,11 +39,10 @@ import time
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 
 from rlhfjax import parallel
-from rlhfjax.analysis.calibration import pairwise_predictions, plot_reliability, reliability
-from rlhfjax.data.batching import BatchIterator, collate_pairs, collate_ranked
+from rlhfjax.analysis.calibration import pair_metrics, pairwise_predictions, plot_reliability, reliability
+from rlhfjax.data.batching import collate_pairs, collate_ranked
 from rlhfjax.data.hh import load_hh, load_ranked
 from rlhfjax.data.sources import ranked_source
 from rlhfjax.errors import ConfigError
@@ -52,6 +51,7 @@ from rlhfjax.models.heads import without_lm_head
 from rlhfjax.models.hf import load_pretrained_scalar, save_pretrained, save_pretrained_scalar
 from rlhfjax.objectives import rm as rm_objective
 from rlhfjax.recipes import common
+from rlhfjax.train import early_stopping
 from rlhfjax.train.metrics import write_config
 from rlhfjax.train.state import create_on_mesh
 
@@ -84,82 +84,6 @@ def _is_scalar_checkpoint(path: str) -> bool:
         return False
     with open(cfg_path) as f:
         return any(a.endswith("ForSequenceClassification") for a in json.load(f).get("architectures") or [])
-
-
-def split_validation(examples, fraction: float, seed: int) -> tuple[list, list]:
-    """(train, validation): a fixed random `fraction` of `examples` (at least one) held out, drawn from
-    `seed`; both keep the original order."""
-    n = len(examples)
-    k = max(1, int(round(fraction * n)))
-    if not 0 < fraction < 1 or k >= n:
-        raise ConfigError(f"rm.val_fraction={fraction} of {n} training examples leaves no training or no "
-                          "validation examples")
-    held = set(np.random.default_rng([seed, 17]).permutation(n)[:k].tolist())  # own stream: not the batch order
-    return [ex for i, ex in enumerate(examples) if i not in held], [examples[i] for i in sorted(held)]
-
-
-def train_iterator(config, examples, collate) -> BatchIterator:
-    """Training batches, repeating forever. With `train.epochs` > 0 no pair is dropped: every epoch visits
-    each pair once, its last batch padded with masked rows (`row_mask_B` = 0)."""
-    epochs = int(config.train.get("epochs", 0) or 0)
-    return BatchIterator(examples, config.train.batch_size, collate, seed=config.seed, num_epochs=None,
-                         drop_last=epochs <= 0)
-
-
-def resolve_epochs(config, steps_per_epoch: int):
-    """`config` itself, or with `train.epochs` > 0 a copy with train.steps = epochs × batches per epoch and
-    an eval (and validation) at the end of every epoch."""
-    epochs = int(config.train.get("epochs", 0) or 0)
-    if epochs <= 0:
-        return config
-    config = config.copy_and_resolve_references()
-    config.train.steps = epochs * steps_per_epoch
-    config.train.eval_every = steps_per_epoch
-    return config
-
-
-class BestParams:
-    """The best params so far by one validation metric, on device and on disk (`directory`: an orbax
-    checkpoint of the params at that step with its metrics), so a resumed run still knows the best so
-    far and its step. A candidate replaces the best only if strictly better (ties keep the earlier
-    step) and only if it comes after it: a resumed run replays steps it has already offered."""
-
-    def __init__(self, directory: str, metric: str = "val/loss", better=min):
-        self.metric, self.better = metric, better
-        self.step: int | None = None
-        self.metrics: dict = {}
-        self.params = None
-        self.manager = ocp.CheckpointManager(os.path.abspath(directory),
-                                             options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True))
-
-    def restore(self, template) -> bool:
-        """Load the saved best, placed like `template` (params); False if there is none."""
-        step = self.manager.latest_step()
-        if step is None:
-            return False
-        target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), template)
-        out = self.manager.restore(step, args=ocp.args.Composite(params=ocp.args.StandardRestore(target),
-                                                                  meta=ocp.args.JsonRestore()))
-        self.step, self.metrics, self.params = step, dict(out["meta"]), out["params"]
-        return True
-
-    def offer(self, step: int, metrics: dict, params) -> bool:
-        """Keep `params` (copied: the next update donates them) if `metrics[self.metric]` beats the best."""
-        value = metrics[self.metric]
-        if self.step is not None:
-            best = self.metrics[self.metric]
-            if step <= self.step or value == best or self.better(value, best) != value:
-                return False
-        self.step, self.metrics = step, dict(metrics)
-        self.params = jax.tree.map(lambda x: jax.device_put(x, x.sharding, may_alias=False), params)
-        self.manager.save(step, args=ocp.args.Composite(params=ocp.args.StandardSave(self.params),
-                                                        meta=ocp.args.JsonSave(self.metrics)), force=True)
-        self.manager.wait_until_finished()
-        return True
-
-    def close(self):
-        self.manager.wait_until_finished()
-        self.manager.close()
 
 
 # One jitted function per loss config (hashable): runs in one process (sweeps, tests) reuse the compiled code.
@@ -216,9 +140,9 @@ def run_with_state(config, workdir: str, mesh=None):
     val_fraction = float(config.rm.get("val_fraction", 0.0) or 0.0)
     val_examples = []
     if val_fraction > 0:
-        train_examples, val_examples = split_validation(train_examples, val_fraction, config.seed)
-    train_iter = train_iterator(config, train_examples, collate)
-    config = resolve_epochs(config, len(train_iter))
+        train_examples, val_examples = common.split_validation(train_examples, val_fraction, config.seed)
+    train_iter = common.train_iterator(config, train_examples, collate)
+    config = common.resolve_epochs(config, len(train_iter))
     freeze_steps = int(config.rm.get("freeze_backbone_steps", 0) or 0)
     if freeze_steps > 0 and config.rm.objective == "imitation":
         raise ConfigError("rm.freeze_backbone_steps needs a scalar head to train alone; imitation has none")
@@ -251,13 +175,8 @@ def run_with_state(config, workdir: str, mesh=None):
             margins.append(np.asarray(r_c - r_r)[batch["row_mask_B"].astype(bool)])
         margin = np.concatenate(margins)
         rel = reliability(*pairwise_predictions(margin))
-        metrics = {"eval/accuracy": float(np.mean((margin > 0) + 0.5 * (margin == 0))),
-                   "eval/margin": float(margin.mean()), "eval/ece": rel.ece}
-        if gold_margin is not None:
-            decided = gold_margin != 0
-            m = margin[decided]
-            agree = (np.sign(m) == np.sign(gold_margin[decided])) + 0.5 * (m == 0)  # a tie is half right, as above
-            metrics["eval/gold_agreement"] = float(agree.mean())
+        metrics = {f"eval/{k}": v for k, v in pair_metrics(margin, gold_margin).items()}
+        metrics.update({"eval/margin": float(margin.mean()), "eval/ece": rel.ece})
         last_eval.update(margin=margin, reliability=rel)
         return metrics
 
@@ -269,7 +188,7 @@ def run_with_state(config, workdir: str, mesh=None):
         val_step = _validation_step(loss_config)
         val_batches = [collate(val_examples[i:i + B] + [None] * max(0, i + B - len(val_examples)))
                        for i in range(0, len(val_examples), B)]
-        best = BestParams(os.path.join(workdir, "best"), metric, better)
+        best = early_stopping.BestParams(os.path.join(workdir, "best"), metric, better)
         best.restore(state.params)
 
     def validate(params) -> dict:
