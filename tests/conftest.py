@@ -7,6 +7,15 @@ os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch the network
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# One persistent compilation cache for the session, shared with subprocesses (the notebook's kernel, CLI
+# subprocesses): tests that build the same computation again (each recipe's smoke run, jit caches cleared
+# between modules) load it instead of recompiling.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    import tempfile
+
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="rlhfjax-test-xla-cache-")
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 import jax  # noqa: E402
 
@@ -38,3 +47,11 @@ def train_lab(root):
 @pytest.fixture(scope="session")
 def trained_lab(tmp_path_factory):
     return train_lab(tmp_path_factory.mktemp("trained_lab"))
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _free_compiled_code():
+    """Drop jit caches after each test module: one process compiles thousands of XLA executables over the
+    suite, and keeping them all grows memory (and mapped code regions) until the process aborts."""
+    yield
+    jax.clear_caches()

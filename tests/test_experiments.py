@@ -32,7 +32,7 @@ def _runner(path):
 
 
 # Smoke variants another test already runs through the CLI, on a fresh toy lab, and checks more closely.
-RUN_ELSEWHERE = {"toylab_iterate.py": "tests/test_iterate.py"}
+RUN_ELSEWHERE = {"toylab_iterate.py": "tests/test_iterate.py", "toylab_ppo.py": "tests/test_api.py"}
 COMMAND_FILES = [p for p in FILES if _runner(p)[0] == "rlhfjax" and os.path.basename(p) not in RUN_ELSEWHERE]
 
 
@@ -45,7 +45,7 @@ def test_smoke_variants_run_elsewhere_are_run_there():
         with open(os.path.join(ROOT, test)) as f:
             text = f.read()
         command = _command(os.path.join(ROOT, "experiments", name))
-        assert f'"{name}"' in text and f'main(["{command}"' in text and ":smoke" in text, (name, test)
+        assert f'"{name}"' in text and f'main(["{command}", "--config"' in text and ":smoke" in text, (name, test)
 
 
 def test_script_configs_name_an_existing_script():
