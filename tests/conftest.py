@@ -10,10 +10,11 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # One persistent compilation cache for the session, shared with subprocesses (the notebook's kernel, CLI
 # subprocesses): tests that build the same computation again (each recipe's smoke run, jit caches cleared
 # between modules) load it instead of recompiling.
+_OWN_CACHE = None
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     import tempfile
 
-    os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="rlhfjax-test-xla-cache-")
+    _OWN_CACHE = os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="rlhfjax-test-xla-cache-")
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
@@ -55,3 +56,10 @@ def _free_compiled_code():
     suite, and keeping them all grows memory (and mapped code regions) until the process aborts."""
     yield
     jax.clear_caches()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if _OWN_CACHE:  # the session's cache only; one given from outside is the caller's to keep
+        import shutil
+
+        shutil.rmtree(_OWN_CACHE, ignore_errors=True)
