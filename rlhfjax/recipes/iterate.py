@@ -43,10 +43,10 @@ import time
 
 import jax
 import ml_collections
-import numpy as np
 
 from rlhfjax import parallel
 from rlhfjax.analysis.calibration import pair_metrics
+from rlhfjax.analysis.iterated import EVAL_KEYS, plot_curve, round_curve
 from rlhfjax.config import save_config
 from rlhfjax.data.hh import load_hh, load_prompts
 from rlhfjax.data.labelling import export_tasks, import_labels, read_jsonl, write_jsonl
@@ -64,7 +64,6 @@ METHODS = {"ppo": "rlhfjax.recipes.ppo", "superhf": "rlhfjax.recipes.superhf", "
            "grpo": "rlhfjax.recipes.grpo"}
 LABELLERS = ("simulated", "external")
 PM_INITS = ("previous", "base")
-EVAL_KEYS = ("eval/reward/gold", "eval/reward/proxy", "eval/kl/seq_mean")
 
 
 def _done(path: str) -> bool:
@@ -207,10 +206,9 @@ class _Run:
                                           batch_size=self.it.batch_size, dtype=self.config.policy.dtype)
         gold = None
         if is_toylab(self.config.data):
-            from rlhfjax.data.toylab import gold_rewards
+            from rlhfjax.data.toylab import gold_margins
 
-            prompts = [p.prompt for p in pairs]
-            gold = gold_rewards(prompts, [p.chosen for p in pairs]) - gold_rewards(prompts, [p.rejected for p in pairs])
+            gold = gold_margins(pairs)
         return {f"{prefix}{k}": v for k, v in pair_metrics(margin, gold).items()}
 
     def round(self, r: int) -> dict | None:
@@ -293,49 +291,6 @@ class _Run:
         return result
 
 
-def _curve(workdir: str, rounds: int) -> list[dict]:
-    """Every round's RL evals on one iteration axis (a round's step-0 eval repeats the previous end)."""
-    rows, offset = [], 0
-    for r in range(rounds):
-        path = os.path.join(workdir, f"round_{r}", "rl", "metrics.jsonl")
-        if not os.path.exists(path):
-            break
-        evals = [rec for rec in read_jsonl(path) if "eval/kl/seq_mean" in rec]
-        for rec in evals:
-            if r > 0 and rec["step"] == 0:
-                continue
-            rows.append({"iteration": offset + rec["step"], "round": r, **{k: rec[k] for k in EVAL_KEYS if k in rec}})
-        offset += max((rec["step"] for rec in evals), default=0)
-    return rows
-
-
-def plot_curve(rows: list[dict], path: str, title: str) -> str | None:
-    """Gold (and each round's proxy) reward vs √KL to π_0, rounds marked."""
-    if len(rows) < 2:
-        return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    d = np.sqrt(np.maximum([r["eval/kl/seq_mean"] for r in rows], 0.0))
-    if all("eval/reward/gold" in r for r in rows):
-        ax.plot(d, [r["eval/reward/gold"] for r in rows], "-o", color="C3", ms=3, label="gold")
-    for rnd in sorted({r["round"] for r in rows}):
-        idx = [i for i, r in enumerate(rows) if r["round"] == rnd and "eval/reward/proxy" in r]
-        ax.plot(d[idx], [rows[i]["eval/reward/proxy"] for i in idx], "--", color="C0", alpha=0.4 + 0.6 * (rnd + 1)
-                / (rows[-1]["round"] + 1), label="proxy (each round's PM)" if rnd == 0 else None)
-    ax.set_xlabel("√KL(π ‖ π_0)  [nats^½]")
-    ax.set_ylabel("reward")
-    ax.set_title(title)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
-
-
 def run(config, workdir: str, mesh=None) -> dict:
     """Run (or continue) every round; see the module docstring."""
     t0 = time.time()
@@ -358,7 +313,7 @@ def run(config, workdir: str, mesh=None) -> dict:
     final = job.final(rounds) if len(records) == rounds else None
     if len(records) == rounds and final is None:
         waiting = rounds
-    curve = _curve(workdir, len(records))
+    curve = round_curve(workdir, len(records))
     _write_rows(os.path.join(workdir, "curve.jsonl"), curve)
     plot = plot_curve(curve, os.path.join(workdir, "reward_vs_sqrt_kl.png"),
                       f"iterated {config.iterate.method}, {len(records)} of {rounds} rounds")
