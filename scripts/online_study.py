@@ -101,11 +101,10 @@ def _pair_gold(path: str) -> dict:
     import numpy as np
 
     from rlhfjax.data.hh import load_hh
-    from rlhfjax.data.toylab import gold_rewards
+    from rlhfjax.data.toylab import gold_margins
 
     pairs, _ = load_hh(path, split="train")
-    prompts = [p.prompt for p in pairs]
-    diff = np.abs(gold_rewards(prompts, [p.chosen for p in pairs]) - gold_rewards(prompts, [p.rejected for p in pairs]))
+    diff = np.abs(gold_margins(pairs))
     return {"abs_dgold": float(diff.mean()), "gold_ties": float(np.mean(diff == 0)), "pairs": len(pairs)}
 
 

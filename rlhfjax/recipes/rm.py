@@ -161,11 +161,9 @@ def run_with_state(config, workdir: str, mesh=None):
                     for i in range(0, len(eval_pairs), B)]
     gold_margin = None
     if common.is_toylab(config.data):
-        from rlhfjax.data.toylab import gold_rewards
+        from rlhfjax.data.toylab import gold_margins
 
-        prompts = [ex.prompt for ex in eval_pairs]
-        gold_margin = (gold_rewards(prompts, [ex.chosen for ex in eval_pairs])
-                       - gold_rewards(prompts, [ex.rejected for ex in eval_pairs]))
+        gold_margin = gold_margins(eval_pairs)
     last_eval: dict = {}
 
     def evaluate(state) -> dict:  # under the mesh (the loop runs it inside `fit`'s activation)

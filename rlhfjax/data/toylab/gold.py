@@ -99,3 +99,10 @@ def gold_reward(prompt: str, response: str, weights: GoldWeights = GoldWeights()
 def gold_rewards(prompts: list[str], responses: list[str], weights: GoldWeights = GoldWeights()) -> np.ndarray:
     """Gold rewards of a batch as float32 ``[B]`` (responses as decoded text, special tokens skipped)."""
     return np.asarray([gold_reward(p, r, weights) for p, r in zip(prompts, responses, strict=True)], np.float32)
+
+
+def gold_margins(pairs, weights: GoldWeights = GoldWeights()) -> np.ndarray:
+    """gold(chosen) − gold(rejected) of each comparison (anything with .prompt, .chosen, .rejected)."""
+    prompts = [p.prompt for p in pairs]
+    return (gold_rewards(prompts, [p.chosen for p in pairs], weights)
+            - gold_rewards(prompts, [p.rejected for p in pairs], weights))
