@@ -40,6 +40,7 @@ LOGICAL_RULES: tuple[tuple[str, Any], ...] = (
     ("heads", "tensor"),
     ("kv", "tensor"),
     ("mlp", "tensor"),
+    ("layers", None),  # scanned layers' stacked axis: every device holds its slice of each layer
 )
 
 STRATEGIES = {"dp": "data", "fsdp": "fsdp", "tp": "tensor"}
@@ -209,3 +210,14 @@ def check_batch_size(batch_size: int, mesh: Mesh, accum_steps: int = 1, what: st
                          f"{dict(mesh.shape)}; use a multiple of {dp} (or another --config.mesh.strategy)")
     if batch_size % accum_steps:
         raise ConfigError(f"{what}={batch_size} is not divisible by optim.grad_accum_steps={accum_steps}")
+
+
+def host(x) -> np.ndarray:
+    """A device array's full value on this host. Batch-sharded arrays of a multi-process run span
+    other hosts' devices, so they are all-gathered (every process gets the same numpy array);
+    anything this process can already read (single process, replicated) is fetched directly."""
+    if isinstance(x, jax.Array) and not x.is_fully_addressable and not x.is_fully_replicated:
+        from jax.experimental import multihost_utils
+
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return np.asarray(x)

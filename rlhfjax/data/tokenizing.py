@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 
-import numpy as np
 
 from rlhfjax.data.batching import Encoder, TokenizeConfig
 from rlhfjax.data.sources import ensure_toylab, is_toylab
@@ -35,5 +34,7 @@ def encoder_for(config, tokenizer) -> Encoder:
 
 def decode_responses(tokenizer, rollout) -> list[str]:
     """The text of each sampled response of a `sampling.Rollout` (its masked tokens, special tokens dropped)."""
-    tokens, mask = np.asarray(rollout.tokens_BxN), np.asarray(rollout.response_mask_BxN).astype(bool)
+    from rlhfjax.parallel import host  # deferred: data code does not otherwise need a backend
+
+    tokens, mask = host(rollout.tokens_BxN), host(rollout.response_mask_BxN).astype(bool)
     return [tokenizer.decode(t[m], skip_special_tokens=True).strip() for t, m in zip(tokens, mask)]

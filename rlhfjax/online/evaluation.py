@@ -106,13 +106,13 @@ def evaluate(policy_params, roles: Roles, gain, bias, batches: list[dict], mesh,
             ro, score = experience.sample_and_score(
                 policy_params, roles.reward.params, prompts["prompt_tokens_BxP"], prompts["prompt_mask_BxP"], key,
                 policy_cfg=roles.policy.cfg, reward_cfg=roles.reward.cfg, sampling=sampling, chunk_size=chunk_size)
-            proxy.append(np.asarray(ppo_math.normalise(score, gain, bias)))
+            proxy.append(parallel.host(ppo_math.normalise(score, gain, bias)))
         seq, smask = ro.sequence_BxL, ro.sequence_mask_BxL
         logp = experience.logp_phase(policy_params, seq, smask, **kw)
         ref = experience.logp_phase(roles.reference.params, seq, smask, **kw)
         per_token = ppo_math.kl_per_token(logp, ref, kl_estimator)
-        kl.append(np.asarray(jnp.sum(jnp.where(ro.response_mask_BxN.astype(bool), per_token, 0.0), axis=-1)))
-        length.append(np.asarray(ro.response_mask_BxN).sum(-1))
+        kl.append(parallel.host(jnp.sum(jnp.where(ro.response_mask_BxN.astype(bool), per_token, 0.0), axis=-1)))
+        length.append(parallel.host(ro.response_mask_BxN).sum(-1))
         responses = decode_responses(tokenizer, ro)
         if gold_fn is not None:
             gold.append(np.asarray(gold_fn(host["prompts"], responses)))
