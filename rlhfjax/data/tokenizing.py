@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 
-
 from rlhfjax.data.batching import Encoder, TokenizeConfig
 from rlhfjax.data.sources import ensure_toylab, is_toylab
 from rlhfjax.errors import ConfigError
