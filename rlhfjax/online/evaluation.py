@@ -47,7 +47,8 @@ def collate(examples, encoder) -> dict:
 
 
 def device_prompts(host: dict, mesh) -> dict:
-    """The token arrays of a host prompt batch, sharded over the mesh's data axes."""
+    """The token arrays of a whole host prompt batch (the same on every process), sharded over the mesh's
+    data axes."""
     return parallel.shard_batch({k: host[k] for k in ("prompt_tokens_BxP", "prompt_mask_BxP")}, mesh)
 
 
@@ -73,7 +74,9 @@ def fit_normaliser(policy_params, roles: Roles, examples, mesh, *, encoder, batc
     training prompts (`examples`). The one rule every method fits by: the batches are drawn with seed + 1
     and sampled with keys from fold_in(PRNGKey(seed), 2), so methods with the same seed and batch size
     (`train.eval_batch_size`) fit the same normaliser."""
-    prompt_iter = BatchIterator(examples, batch_size, lambda ex: collate(ex, encoder), seed=seed + 1, num_epochs=None)
+    # Whole batches on every process (process_count=1): they are placed like eval batches (`device_prompts`).
+    prompt_iter = BatchIterator(examples, batch_size, lambda ex: collate(ex, encoder), seed=seed + 1, num_epochs=None,
+                                process_index=0, process_count=1)
     rng = jax.random.fold_in(jax.random.PRNGKey(seed), 2)
     scores = []
     for i in range(num_batches):
