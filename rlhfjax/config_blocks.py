@@ -77,6 +77,7 @@ def toylab_online_config(temperature: float) -> ml_collections.ConfigDict:
     """The sections every online method on the toy lab shares (`online.runner`, `online.roles`): prompts,
     tokenizer, policy/reference, reward model + normaliser, rollout sampling, the random-model preset of
     smoke runs, mesh and optimizer. Each experiment file adds its method's section and `train`."""
+    from rlhfjax.distributed import default_config as distributed_config
     from rlhfjax.parallel import default_mesh_config
     from rlhfjax.train import default_optim_config
 
@@ -110,6 +111,7 @@ def toylab_online_config(temperature: float) -> ml_collections.ConfigDict:
     c.model.intermediate_size = 64
 
     c.mesh = default_mesh_config()  # dp over all devices; fsdp / tp / custom for models that need it
+    c.distributed = distributed_config()  # multi-process runs (TPU pod slices, GPU clusters)
     c.optim = default_optim_config()
     c.optim.total_steps = 0  # 0 = every optimizer step of the run (train.iterations × steps per iteration)
     return c
