@@ -13,6 +13,7 @@ Fine-tune an HF checkpoint instead: `--config.model.init_from=EleutherAI/pythia-
 import ml_collections
 
 from rlhfjax.config_blocks import train_config
+from rlhfjax.distributed import default_config as distributed_config
 from rlhfjax.parallel import default_mesh_config
 from rlhfjax.train import default_optim_config
 
@@ -49,6 +50,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
 
     c.train = train_config(steps=300, batch_size=32, eval_every=100)
     c.mesh = default_mesh_config()  # dp over all local devices; --config.mesh.strategy=fsdp|tp|custom
+    c.distributed = distributed_config()  # multi-process runs: `rlhfjax.distributed`
 
     c.sample = ml_collections.ConfigDict()
     c.sample.num_prompts = 4  # corpus prefixes continued greedily after training

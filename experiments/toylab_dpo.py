@@ -22,6 +22,7 @@ Run time: about 100 s on a 2-core CPU (measured 96-109 s for dpo, ipo, cdpo and 
 import ml_collections
 
 from rlhfjax.config_blocks import data_config, toy_model_config, train_config
+from rlhfjax.distributed import default_config as distributed_config
 from rlhfjax.parallel import default_mesh_config
 from rlhfjax.train import default_optim_config
 
@@ -78,6 +79,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
 
     c.train = train_config(steps=250, batch_size=64, eval_every=25)
     c.mesh = default_mesh_config()  # dp over all local devices; --config.mesh.strategy=fsdp|tp|custom
+    c.distributed = distributed_config()  # multi-process runs: `rlhfjax.distributed`
 
     if arg == "smoke":  # stands alone: a random tiny policy (pass policy.init_from to use a real one)
         c.policy.init_from = ""

@@ -20,6 +20,7 @@ import ml_collections
 
 from rlhfjax.config import load_config_file
 from rlhfjax.config_blocks import data_config, toy_model_config
+from rlhfjax.distributed import default_config as distributed_config
 from rlhfjax.parallel import default_mesh_config
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -67,6 +68,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.model.hidden_size = 32
     c.model.intermediate_size = 64
     c.mesh = default_mesh_config()
+    c.distributed = distributed_config()  # multi-process runs: `rlhfjax.distributed`
 
     if arg == "smoke":  # 2 tiny rounds from a random policy: exercises every stage in seconds
         c.policy.init_from = ""

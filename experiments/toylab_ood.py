@@ -13,6 +13,7 @@ against prompts/ood (held-out topics). Results in `<workdir>`: `summary.json`, `
 import ml_collections
 
 from rlhfjax.config_blocks import data_config, toy_model_config
+from rlhfjax.distributed import default_config as distributed_config
 from rlhfjax.parallel import default_mesh_config
 
 
@@ -33,6 +34,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     o.batch_size = 64  # prompts per jitted forward (fixed shape: the last batch is padded)
     o.shrinkage = 1e-6  # × mean variance added to the covariance diagonal (raise it when N ≲ hidden size)
     c.mesh = default_mesh_config()  # dp over all local devices (ood.batch_size must divide evenly); fsdp | tp
+    c.distributed = distributed_config()  # multi-process runs: `rlhfjax.distributed`
 
     if arg == "smoke":
         c.model.hidden_size = 32

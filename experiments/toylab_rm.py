@@ -12,6 +12,7 @@ Bai et al. 2022 train PMs for one epoch; the defaults here do about two over 4,0
 import ml_collections
 
 from rlhfjax.config_blocks import data_config, toy_model_config, train_config
+from rlhfjax.distributed import default_config as distributed_config
 from rlhfjax.parallel import default_mesh_config
 from rlhfjax.train import default_optim_config
 
@@ -44,6 +45,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
 
     c.train = train_config(steps=250, batch_size=32, eval_every=50)
     c.mesh = default_mesh_config()  # dp over all local devices; --config.mesh.strategy=fsdp|tp|custom
+    c.distributed = distributed_config()  # multi-process runs: `rlhfjax.distributed`
 
     if arg == "smoke":
         c.data.limit = 128

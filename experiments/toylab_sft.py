@@ -10,6 +10,7 @@ is the initial policy and reference for RM and PPO runs.
 import ml_collections
 
 from rlhfjax.config_blocks import data_config, sample_config, toy_model_config, train_config
+from rlhfjax.distributed import default_config as distributed_config
 from rlhfjax.parallel import default_mesh_config
 from rlhfjax.train import default_optim_config
 
@@ -30,6 +31,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
 
     c.train = train_config(steps=600, batch_size=32, eval_every=200)
     c.mesh = default_mesh_config()  # dp over all local devices; --config.mesh.strategy=fsdp|tp|custom
+    c.distributed = distributed_config()  # multi-process runs: `rlhfjax.distributed`
     c.sample = sample_config()
 
     if arg == "smoke":
