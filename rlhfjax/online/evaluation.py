@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rlhfjax import parallel
+from rlhfjax import distributed, parallel
 from rlhfjax.analysis.similarity import similarity_metrics
 from rlhfjax.data.batching import BatchIterator, collate_prompts
 from rlhfjax.data.examples import preview, prompt_preview
@@ -135,7 +135,7 @@ def evaluate(policy_params, roles: Roles, gain, bias, batches: list[dict], mesh,
         out["eval/reward/proxy"] = float(np.mean(np.concatenate(proxy)))
     if gold:
         out["eval/reward/gold"] = float(np.mean(np.concatenate(gold)))
-    if samples_path:  # the full texts; the log gets a short view of a couple
+    if samples_path and distributed.is_primary():  # the full texts; the log gets a short view of a couple
         with open(samples_path, "a") as f:
             f.writelines(json.dumps(r) + "\n" for r in saved)
     for r in saved[:NUM_SAMPLES_PRINTED]:
