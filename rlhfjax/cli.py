@@ -67,9 +67,14 @@ def _run(argv: list[str]) -> int:
     overrides, rest = split_overrides(argv)
     args = _parser().parse_args(rest)
     config = load_config(args.config, overrides)
+    from rlhfjax import distributed  # imports jax: after the cheap argument checks
+
+    if distributed.initialize(config.get("distributed")) and not args.workdir:
+        raise UserError("a multi-process run needs --workdir (the same directory, seen by every process)")
     workdir = args.workdir or os.path.join(project_root(args.config.partition(":")[0]), "runs",
                                            f"{args.command}-{time.strftime('%Y%m%d-%H%M%S')}")
-    save_config(config, workdir)
+    if distributed.is_primary():
+        save_config(config, workdir)
     print(f"rlhfjax {args.command}: run directory {workdir}", flush=True)
     module = importlib.import_module(COMMANDS[args.command][0])
     module.run(config, workdir)

@@ -163,9 +163,52 @@ def batch_sharding(mesh: Mesh, ndim: int = 2, rules=LOGICAL_RULES) -> NamedShard
     return NamedSharding(mesh, PS(lead, *([None] * (ndim - 1))))
 
 
-def shard_batch(batch, mesh: Mesh, rules=LOGICAL_RULES):
-    """device_put every array of a batch with its leading dim split over data+fsdp."""
-    return jax.tree.map(lambda x: jax.device_put(x, batch_sharding(mesh, np.ndim(x), rules)), batch)
+def shard_batch(batch, mesh: Mesh, rules=LOGICAL_RULES, *, process_rows: bool = False):
+    """Global device arrays from a host batch, the leading dim split over data+fsdp.
+
+    By default the host batch is the whole global batch, the same on every process (eval batches, prompt
+    lists); each process places the rows its devices hold. `process_rows=True`: it holds only this process's
+    rows of the global batch, as a `BatchIterator` yields them, and the global batch is every process's rows
+    in process order. One process: both are a plain device_put."""
+    multi = jax.process_count() > 1
+    if multi:
+        check_process_rows(mesh, rules)
+
+    def put(x):
+        x, sharding = np.asarray(x), batch_sharding(mesh, np.ndim(x), rules)
+        if not multi:
+            return jax.device_put(x, sharding)
+        if process_rows:
+            return jax.make_array_from_process_local_data(sharding, x)
+        return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+
+    return jax.tree.map(put, batch)
+
+
+def check_process_rows(mesh: Mesh, rules=LOGICAL_RULES) -> None:
+    """A multi-process run's batch rows must split over processes in order, process p holding the p-th of
+    `process_count` equal blocks (what `BatchIterator` yields): the mesh's batch axes must span the processes.
+    A mesh that replicates the batch across processes (tensor parallelism across hosts) is refused."""
+    P = jax.process_count()
+    n = data_parallel_size(mesh)
+    rows: dict[int, set[int]] = {}
+    for device, index in batch_sharding(mesh, 1, rules).devices_indices_map((n,)).items():
+        rows.setdefault(device.process_index, set()).update(range(n)[index[0]])
+    for p in range(P):
+        want = set(range(p * n // P, (p + 1) * n // P))
+        if n % P or rows.get(p) != want:
+            raise ConfigError(f"mesh {dict(mesh.shape)}: the batch rows of process {p} are {sorted(rows.get(p, ()))}, "
+                              f"not its block {sorted(want)} of {n}; the data-parallel axes (data, fsdp) must "
+                              f"span the {P} processes in order (keep tensor parallelism within a host)")
+
+
+def local_rows(x) -> np.ndarray:
+    """The rows (leading dim) of a batch-sharded array that this process's devices hold, in order: the
+    rows of the batch this process fed in (`shard_batch`). One process: the whole array."""
+    if jax.process_count() == 1 or x.is_fully_replicated:
+        return np.asarray(x)
+    shards = sorted({s.index[0].start or 0: s for s in x.addressable_shards}.items())
+    return np.concatenate([np.asarray(s.data) for _, s in shards])
 
 
 def replicate_rest(tree, mesh: Mesh):

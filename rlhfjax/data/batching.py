@@ -64,8 +64,15 @@ def default_buckets(max_len: int) -> tuple[int, ...]:
     return tuple(sorted({min(up8(max_len / 4), max_len), min(up8(max_len / 2), max_len), max_len}))
 
 
+# Set by `BatchIterator` while a multi-process run collates its rows: maps a local maximum length to the
+# maximum over all processes, so every process pads its rows of a global batch to the same bucket.
+_agree_length: Callable[[int], int] | None = None
+
+
 def bucket_length(n: int, buckets: Sequence[int]) -> int:
-    """Smallest bucket ≥ ``n``."""
+    """Smallest bucket ≥ ``n`` (≥ every process's ``n`` while a multi-process iterator collates)."""
+    if _agree_length is not None:
+        n = _agree_length(n)
     for b in sorted(buckets):
         if b >= n:
             return b
@@ -252,12 +259,14 @@ def collate_for(examples: Sequence[Any], encoder: Encoder, num_responses: int | 
 
 
 class BatchIterator:
-    """Deterministic, resumable, per-process-sharded batches over a list of examples.
+    """Deterministic, resumable batches over a list of examples, split over the processes of a run.
 
-    Epoch ``e`` visits a permutation drawn from ``(seed, e)``; process ``i`` of ``n`` takes every n-th
-    element of it (disjoint slices, equal length, so all processes step in lockstep) and only ever collates
-    (tokenizes) its own slice. ``batch_size`` is per process. ``state_dict()`` after k batches restores to
-    yield exactly batch k+1 next. ``num_epochs=None`` repeats forever.
+    Epoch ``e`` visits a permutation drawn from ``(seed, e)`` in global batches of ``batch_size``. Process
+    ``i`` of ``n`` yields only the ``i``-th contiguous block of ``batch_size / n`` rows of each global batch
+    and only ever collates (tokenizes) those rows; padded lengths are agreed across processes. The global
+    batch a multi-process run assembles (`parallel.shard_batch`, rows in process order) is therefore
+    exactly a single process's batch: a run does not depend on how many processes feed it. ``state_dict()``
+    after k batches restores to yield exactly batch k+1 next. ``num_epochs=None`` repeats forever.
     """
 
     def __init__(self, examples: Sequence[Any], batch_size: int, collate: Callable[[list], dict], *,
@@ -269,15 +278,16 @@ class BatchIterator:
             process_count = jax.process_count() if process_count is None else process_count
         if not 0 <= process_index < process_count:
             raise ValueError(f"process_index {process_index} not in [0, {process_count})")
+        if batch_size % process_count:
+            raise ConfigError(f"the global batch of {batch_size} does not split over {process_count} processes")
         self.examples, self.batch_size, self.collate = examples, batch_size, collate
         self.seed, self.shuffle, self.drop_last, self.num_epochs = seed, shuffle, drop_last, num_epochs
         self.process_index, self.process_count = process_index, process_count
-        self.per_process = len(examples) // process_count  # remainder dropped: equal steps on all hosts
-        self.steps_per_epoch = (self.per_process // batch_size if drop_last
-                                else math.ceil(self.per_process / batch_size))
+        self.local_batch_size = batch_size // process_count
+        self.steps_per_epoch = (len(examples) // batch_size if drop_last
+                                else math.ceil(len(examples) / batch_size))
         if self.steps_per_epoch == 0:
-            raise ValueError(f"{len(examples)} examples over {process_count} processes give no batch of "
-                             f"{batch_size}")
+            raise ValueError(f"{len(examples)} examples give no batch of {batch_size}")
         self.epoch, self.position = 0, 0
         self._order_epoch, self._order = -1, np.zeros(0, np.int64)
 
@@ -285,12 +295,11 @@ class BatchIterator:
         return self.steps_per_epoch
 
     def order(self, epoch: int) -> np.ndarray:
-        """Indices this process visits in ``epoch``."""
+        """Indices every process visits in ``epoch``, in global-batch order."""
         if self._order_epoch != epoch:
             n = len(self.examples)
-            perm = (np.random.default_rng([self.seed, epoch]).permutation(n) if self.shuffle
-                    else np.arange(n))
-            self._order = perm[self.process_index::self.process_count][:self.per_process]
+            self._order = (np.random.default_rng([self.seed, epoch]).permutation(n) if self.shuffle
+                           else np.arange(n))
             self._order_epoch = epoch
         return self._order
 
@@ -302,12 +311,14 @@ class BatchIterator:
             self.epoch, self.position = self.epoch + 1, 0
         if self.num_epochs is not None and self.epoch >= self.num_epochs:
             raise StopIteration
-        start = self.position * self.batch_size
-        idx = self.order(self.epoch)[start:start + self.batch_size]
-        items = [self.examples[int(i)] for i in idx]
-        items += [None] * (self.batch_size - len(items))  # padded, masked rows (drop_last=False only)
+        start = self.position * self.batch_size + self.process_index * self.local_batch_size
+        stop = min(start + self.local_batch_size, (self.position + 1) * self.batch_size)
+        items = [self.examples[int(i)] for i in self.order(self.epoch)[start:stop]]
+        items += [None] * (self.local_batch_size - len(items))  # padded, masked rows (drop_last=False only)
         self.position += 1
-        return self.collate(items)
+        if self.process_count == 1:
+            return self.collate(items)
+        return _collate_agreeing_lengths(self.collate, items)
 
     def state_dict(self) -> dict[str, int]:
         """JSON-serialisable position: restoring it continues with exactly the same batches."""
@@ -322,6 +333,17 @@ class BatchIterator:
                 raise ValueError(f"iterator state has {key}={state[key]} but this iterator has {mine}")
         self.seed, self.epoch, self.position = int(state["seed"]), int(state["epoch"]), int(state["position"])
         self._order_epoch = -1
+
+
+def _collate_agreeing_lengths(collate, items) -> dict:
+    global _agree_length
+    from rlhfjax.distributed import agree_max  # deferred: needs a backend
+
+    _agree_length = agree_max
+    try:
+        return collate(items)
+    finally:
+        _agree_length = None
 
 
 def make_iterator(examples: Sequence[Any], tokenizer_or_encoder, batch_size: int, *,

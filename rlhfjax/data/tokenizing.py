@@ -32,8 +32,13 @@ def encoder_for(config, tokenizer) -> Encoder:
 
 
 def decode_responses(tokenizer, rollout) -> list[str]:
-    """The text of each sampled response of a `sampling.Rollout` (its masked tokens, special tokens dropped)."""
+    """The text of each sampled response of a `sampling.Rollout` (all rows, gathered from every process)."""
     from rlhfjax.parallel import host  # deferred: data code does not otherwise need a backend
 
-    tokens, mask = host(rollout.tokens_BxN), host(rollout.response_mask_BxN).astype(bool)
-    return [tokenizer.decode(t[m], skip_special_tokens=True).strip() for t, m in zip(tokens, mask)]
+    return decode_rows(tokenizer, host(rollout.tokens_BxN), host(rollout.response_mask_BxN))
+
+
+def decode_rows(tokenizer, tokens_BxN, mask_BxN) -> list[str]:
+    """The text of each row's masked tokens (host arrays), special tokens dropped."""
+    mask_BxN = mask_BxN.astype(bool)
+    return [tokenizer.decode(t[m], skip_special_tokens=True).strip() for t, m in zip(tokens_BxN, mask_BxN)]

@@ -31,13 +31,13 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from rlhfjax import parallel
+from rlhfjax import distributed, parallel
 from rlhfjax.analysis import report as kl_report
 from rlhfjax.analysis.similarity import meteor_mode
 from rlhfjax.data.batching import BatchIterator, Encoder
 from rlhfjax.data.hh import load_prompts
 from rlhfjax.data.sources import is_toylab, resolve_source
-from rlhfjax.data.tokenizing import decode_responses, encoder_for, tokenizer_for
+from rlhfjax.data.tokenizing import decode_rows, encoder_for, tokenizer_for
 from rlhfjax.models.hf import save_pretrained
 from rlhfjax.objectives.ppo import has_eos, kl_per_token
 from rlhfjax.online import evaluation, experience
@@ -182,16 +182,19 @@ def run_online(setup: OnlineSetup, workdir: str, state: OnlineState, iterate: It
         def step_fn(state: OnlineState, it: int):
             t_iter = time.perf_counter()
             host = next(prompt_iter)
-            state, metrics, rollout = iterate(state, evaluation.device_prompts(host, mesh),
-                                              jax.random.fold_in(base_rng, 1000 + it))
+            prompts = parallel.shard_batch({k: host[k] for k in ("prompt_tokens_BxP", "prompt_mask_BxP")}, mesh,
+                                           process_rows=True)  # this process's rows of the global batch
+            state, metrics, rollout = iterate(state, prompts, jax.random.fold_in(base_rng, 1000 + it))
             state = state.replace(iteration=jnp.asarray(it, jnp.int32))
             metrics = dict(metrics)
             if setup.gold_fn is not None:
                 t = time.perf_counter()
-                per_prompt = rollout.tokens_BxN.shape[0] // len(host["prompts"])
-                prompts = [p for p in host["prompts"] for _ in range(per_prompt)]  # rows are grouped by prompt
-                responses = decode_responses(setup.tokenizer, rollout)
-                metrics["reward/gold"] = float(np.mean(setup.gold_fn(prompts, responses)))
+                # Each process scores the rows of its own prompts (rows are grouped by prompt).
+                tokens, mask = parallel.local_rows(rollout.tokens_BxN), parallel.local_rows(rollout.response_mask_BxN)
+                per_prompt = len(tokens) // len(host["prompts"])
+                prompts = [p for p in host["prompts"] for _ in range(per_prompt)]
+                gold = setup.gold_fn(prompts, decode_rows(setup.tokenizer, tokens, mask))
+                metrics["reward/gold"] = float(np.mean(distributed.gather_rows(gold)))
                 metrics["time/gold"] = time.perf_counter() - t
             elapsed = time.perf_counter() - t_iter
             metrics["time/iteration"] = elapsed
@@ -220,10 +223,11 @@ def run_online(setup: OnlineSetup, workdir: str, state: OnlineState, iterate: It
     model_dir = os.path.join(workdir, "model")
     export_cfg = roles.policy.cfg.replace(bos_token_id=setup.tokenizer.bos_token_id,
                                           eos_token_id=setup.tokenizer.eos_token_id, pad_token_id=setup.encoder.pad_id)
-    save_pretrained(export_cfg, state.train.params["policy"], model_dir, tokenizer=setup.tokenizer)
+    distributed.export(save_pretrained, export_cfg, state.train.params["policy"], model_dir, tokenizer=setup.tokenizer)
     # The reward-vs-√KL plot belongs to the run directory, not only to a later report; a run too short to
     # have a curve still finishes.
-    plot, why_not = kl_report.plot_run(workdir)
+    plot, why_not = kl_report.plot_run(workdir) if distributed.is_primary() else (None, "not process 0")
+    distributed.barrier("metrics written")  # every process reads process 0's metrics.jsonl below
     print(f"{name}: reward vs √KL plot: {plot}" if plot else f"{name}: no reward vs √KL plot: {why_not}", flush=True)
     rows = read_jsonl(os.path.join(workdir, "metrics.jsonl"))
     train_rows = [r for r in rows if "reward/proxy" in r]

@@ -54,9 +54,10 @@ def mesh_for(config, mesh: Mesh | None = None) -> Mesh:
     return mesh if mesh is not None else parallel.make_mesh(config.mesh)
 
 
-def shard(batch, mesh: Mesh):
-    """A host batch onto the mesh, leading dim over the data-parallel axes."""
-    return parallel.shard_batch(batch, mesh)
+def shard(batch, mesh: Mesh, process_rows: bool = False):
+    """A host batch onto the mesh, leading dim over the data-parallel axes: the whole global batch, or
+    (`process_rows`) this process's rows of it, as a `BatchIterator` yields them (`parallel.shard_batch`)."""
+    return parallel.shard_batch(batch, mesh, process_rows=process_rows)
 
 
 def model_params(section, vocab_size: int, rng, mesh: Mesh, kind: str = "lm") -> tuple[ModelConfig, dict, dict]:
@@ -89,7 +90,7 @@ def fit(config, workdir: str, state: TrainState, train_iter, loss_fn, loss_confi
     check_batch_size(config.train.batch_size, mesh, state.accum_steps)
     checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=config.train.keep_checkpoints)
     step_fn = offline_step(train_iter, loss_fn, frozen=frozen, loss_config=loss_config,
-                           prepare_batch=lambda batch: shard(batch, mesh))
+                           prepare_batch=lambda batch: shard(batch, mesh, process_rows=True))
     try:
         with parallel.activate(mesh):  # the models' logical constraints resolve against this mesh
             return run_loop(state, step_fn, num_steps=config.train.steps, run_dir=workdir, data_iter=train_iter,

@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rlhfjax import distributed
 from rlhfjax.data.batching import BatchIterator, collate_prompts, collate_sft
 from rlhfjax.data.examples import preview, prompt_preview
 from rlhfjax.data.hh import load_sft
@@ -102,8 +103,9 @@ def run_with_state(config, workdir: str, mesh=None):
             metrics["reward/gold"] = float(gold.mean())
             for row, g in zip(rows, gold):
                 row["gold"] = float(g)
-        with open(os.path.join(workdir, "samples.jsonl"), "a") as f:
-            f.writelines(json.dumps(r) + "\n" for r in rows)
+        if distributed.is_primary():
+            with open(os.path.join(workdir, "samples.jsonl"), "a") as f:
+                f.writelines(json.dumps(r) + "\n" for r in rows)
         for r in rows[:3]:
             print(f"  [{step}] {prompt_preview(r['prompt'])!r} -> {preview(r['completion'])!r}", flush=True)
         return metrics
@@ -113,7 +115,7 @@ def run_with_state(config, workdir: str, mesh=None):
 
     model_cfg = model_cfg.replace(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                                   pad_token_id=encoder.pad_id)
-    save_pretrained(model_cfg, state.params, os.path.join(workdir, "model"), tokenizer=tokenizer)
+    distributed.export(save_pretrained, model_cfg, state.params, os.path.join(workdir, "model"), tokenizer=tokenizer)
     final = {k: v for k, v in history[-1].items()} if history else {}
     summary = {"steps": config.train.steps, "final": final, "seconds": round(time.time() - t0, 1),
                "model_dir": os.path.join(workdir, "model")}

@@ -1,4 +1,7 @@
-"""Run-dir metrics: one JSON line per logged step (`metrics.jsonl`) plus TensorBoard scalars."""
+"""Run-dir metrics: one JSON line per logged step (`metrics.jsonl`) plus TensorBoard scalars.
+
+In a multi-process run only process 0 writes files (`rlhfjax.distributed`); every process still gets the
+logged records back, so code after the loop sees the same values everywhere."""
 
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ def drop_records_after(path: str, step: int) -> None:
     """Keep only the records of a step-keyed JSONL log (metrics.jsonl, samples.jsonl) with step <= `step`:
     what a resumed run does to the lines a killed process wrote after its last checkpoint, so each step's
     records appear once. Atomic (a crash leaves the old or the new file); a missing file is left missing."""
-    if not os.path.exists(path):
+    if jax.process_index() != 0 or not os.path.exists(path):
         return
     with open(path) as f:
         keep = [ln for ln in f if ln.strip() and json.loads(ln)["step"] <= step]
@@ -32,12 +35,14 @@ class MetricsWriter:
     """
 
     def __init__(self, run_dir: str, resume_step: int | None = None, tensorboard: bool = True):
-        os.makedirs(run_dir, exist_ok=True)
         self.path = os.path.join(run_dir, "metrics.jsonl")
+        self._file = self._tb = None
+        if jax.process_index() != 0:  # records only
+            return
+        os.makedirs(run_dir, exist_ok=True)
         if resume_step is not None:
             drop_records_after(self.path, resume_step)
         self._file = open(self.path, "a")
-        self._tb = None
         if tensorboard:
             from tensorboardX import SummaryWriter
             self._tb = SummaryWriter(os.path.join(run_dir, "tb"))
@@ -45,6 +50,8 @@ class MetricsWriter:
     def write(self, step: int, metrics: Mapping[str, Any]) -> dict[str, float]:
         """Fetch metrics to host (one transfer) and write them; returns the plain floats."""
         host = {k: float(np.asarray(v)) for k, v in jax.device_get(dict(metrics)).items()}
+        if self._file is None:
+            return host
         self._file.write(json.dumps({"step": int(step), **host}) + "\n")
         self._file.flush()
         if self._tb is not None:
@@ -53,7 +60,8 @@ class MetricsWriter:
         return host
 
     def close(self):
-        self._file.close()
+        if self._file is not None:
+            self._file.close()
         if self._tb is not None:
             self._tb.close()
 
@@ -64,13 +72,17 @@ def read_jsonl(path: str) -> list[dict[str, float]]:
 
 
 def write_config(run_dir: str, config: Mapping[str, Any]) -> None:
+    if jax.process_index() != 0:
+        return
     os.makedirs(run_dir, exist_ok=True)
     with open(os.path.join(run_dir, "config.json"), "w") as f:
         json.dump(config, f, indent=2, sort_keys=True, default=str)
 
 
 def write_json(path: str, payload) -> None:
-    """Atomic JSON write (a summary is either the old file or the whole new one)."""
+    """Atomic JSON write (a summary is either the old file or the whole new one); process 0 only."""
+    if jax.process_index() != 0:
+        return
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
         json.dump(payload, f, indent=2, sort_keys=True, default=float)

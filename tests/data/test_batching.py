@@ -12,6 +12,7 @@ from rlhfjax.data.hh import ASSISTANT, HUMAN, truncate_prompt_text
 from rlhfjax.data.examples import PreferencePair, PromptExample, RankedList, SFTExample
 from rlhfjax.data.toylab.tokenizer import train_tokenizer
 from rlhfjax.data.toylab.world import FILLER, TOPICS
+from rlhfjax.errors import ConfigError
 
 TOK = train_tokenizer()
 ASSISTANT_ID = TOK.convert_tokens_to_ids(ASSISTANT)
@@ -153,21 +154,46 @@ def test_shuffle_is_deterministic_by_seed_and_epoch():
     assert sorted(order(3, 2)) == list(range(40))
 
 
-def test_per_process_sharding_reads_disjoint_equal_slices():
-    seen = {}
-    for pi in range(3):
-        touched = []
+def test_processes_collate_only_their_block_and_together_give_the_one_process_batches():
+    def iterator(pi, count, touched=None, **kw):
+        def collate(items):
+            if touched is not None:
+                touched.extend(i for i in items if i is not None)
+            return {"x": np.array([-1 if i is None else i for i in items])}
 
-        def collate(items, touched=touched):
-            touched.extend(items)
-            return items
+        return BatchIterator(list(range(50)), 6, collate, seed=3, process_index=pi, process_count=count, **kw)
 
-        it = BatchIterator(list(range(50)), 4, collate, seed=3, process_index=pi, process_count=3, num_epochs=1)
-        batches = list(it)
-        assert len(batches) == len(it) == 4  # 50 // 3 = 16 per process, 4 batches of 4
-        seen[pi] = touched
-    assert all(len(s) == 16 for s in seen.values())
-    assert not set(seen[0]) & set(seen[1]) and not set(seen[1]) & set(seen[2]) and not set(seen[0]) & set(seen[2])
+    one = [b["x"] for b in iterator(0, 1, num_epochs=2)]
+    touched = {pi: [] for pi in range(3)}
+    parts = [list(iterator(pi, 3, touched[pi], num_epochs=2)) for pi in range(3)]
+    assert len(one) == 2 * (50 // 6) and all(len(p) == len(one) for p in parts)
+    for k, batch in enumerate(one):  # process p's rows are the p-th block of the same global batch
+        np.testing.assert_array_equal(np.concatenate([p[k]["x"] for p in parts]), batch)
+        assert all(len(p[k]["x"]) == 2 for p in parts)
+    per_epoch = [set(t[:len(t) // 2]) for t in touched.values()]
+    assert not per_epoch[0] & per_epoch[1] and not per_epoch[1] & per_epoch[2] and not per_epoch[0] & per_epoch[2]
+    # The last global batch, kept and padded: each process pads its own block.
+    tail = [list(iterator(pi, 3, drop_last=False))[-1]["x"] for pi in range(3)]
+    np.testing.assert_array_equal(np.concatenate(tail), list(iterator(0, 1, drop_last=False))[-1]["x"])
+    with pytest.raises(ConfigError, match="does not split over 4 processes"):
+        iterator(0, 4)
+
+
+def test_processes_pad_their_rows_to_the_longest_bucket_of_any_process(monkeypatch):
+    """Each process collates only its rows; the padded length is the bucket of the longest row on any process
+    (here a stand-in for the other process's maximum), so the rows form one global array."""
+    from rlhfjax import distributed
+
+    enc = Encoder(TOK, TokenizeConfig(max_prompt_len=64, max_response_len=16))
+    pairs = random_pairs(8)
+    alone = next(make_iterator(pairs, enc, 4, shuffle=False, process_index=0, process_count=1))
+    longest_elsewhere = alone["chosen_tokens_BxT"].shape[1] + 20
+    monkeypatch.setattr(distributed, "agree_max", lambda n: max(n, longest_elsewhere))
+    mine = next(make_iterator(pairs, enc, 8, shuffle=False, process_index=0, process_count=2))
+    assert mine["chosen_tokens_BxT"].shape[1] == bucket_length(longest_elsewhere, enc.config.seq_buckets)
+    assert mine["chosen_tokens_BxT"].shape[1] > alone["chosen_tokens_BxT"].shape[1]
+    n = alone["chosen_mask_BxT"].sum(1)
+    np.testing.assert_array_equal(mine["chosen_mask_BxT"].sum(1), n)  # the same tokens, more padding
 
 
 def test_last_partial_batch_is_padded_and_masked_when_not_dropped():
