@@ -43,7 +43,8 @@ def sample_pairs(policies: list, prompts: list, num_pairs: int, *, encoder, toke
     snapshots), on prompts drawn from `prompts` in a `seed`-shuffled order → (tasks, counts)."""
     rng = np.random.default_rng(seed)
     key = jax.random.PRNGKey(seed)
-    it = BatchIterator(prompts, batch_size, lambda ex: evaluation.collate(ex, encoder), seed=seed, num_epochs=None)
+    it = BatchIterator(prompts, batch_size, lambda ex: evaluation.collate(ex, encoder), seed=seed, num_epochs=None,
+                       process_index=0, process_count=1)  # whole batches on every process, like eval batches
     (cfg, params), earlier = policies[-1], policies[:-1]
     use_earlier = earlier_frac > 0 and bool(earlier)
     tasks, counts = [], {"identical": 0, "from_earlier": 0, "sampled": 0}

@@ -45,7 +45,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from rlhfjax import parallel
+from rlhfjax import distributed, parallel
 from rlhfjax.data import tokenizing
 from rlhfjax.data.batching import BatchIterator, collate_pairs
 from rlhfjax.data.hh import load_hh, load_ranked
@@ -160,6 +160,8 @@ def compute_reference_column(ref_params, cfg, pairs: list, encoder, batch_size: 
 
 
 def _save_npz_atomic(path: str, **arrays) -> None:
+    if not distributed.is_primary():
+        return
     tmp = path + ".tmp"
     with open(tmp, "wb") as f:
         np.savez(f, **arrays)
@@ -353,7 +355,7 @@ def run_with_state(config, workdir: str, mesh=None):
     model_dir = os.path.join(workdir, "model")
     export_cfg = policy_cfg.replace(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                                     pad_token_id=encoder.pad_id)
-    save_pretrained(export_cfg, state.params, model_dir, tokenizer=tokenizer)
+    distributed.export(save_pretrained, export_cfg, state.params, model_dir, tokenizer=tokenizer)
     rows = read_jsonl(os.path.join(workdir, "metrics.jsonl"))
     evals = [r for r in rows if "eval/dpo/loss" in r]
     summary = {"loss": loss_config.loss, "beta": loss_config.beta, "label_smoothing": loss_config.label_smoothing,

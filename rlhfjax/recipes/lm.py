@@ -15,13 +15,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rlhfjax import parallel
+from rlhfjax import distributed, parallel
 from rlhfjax.data.batching import BatchIterator
 from rlhfjax.errors import ConfigError, MissingPathError
 from rlhfjax.models.hf import load_tokenizer, save_pretrained
 from rlhfjax.objectives import lm as lm_objective
 from rlhfjax.recipes import common
 from rlhfjax.sampling import SamplingConfig, sample
+from rlhfjax.train.metrics import write_json
 
 # A seeded toy language: enough structure (agreement, fixed phrases) that a tiny model visibly
 # learns it within a few hundred steps.
@@ -98,7 +99,8 @@ def run(config, workdir: str, mesh=None) -> dict:
         tokenizer = load_tokenizer(config.model.init_from)
     else:
         tokenizer = train_word_tokenizer(texts)
-    tokenizer.save_pretrained(os.path.join(workdir, "tokenizer"))
+    if distributed.is_primary():
+        tokenizer.save_pretrained(os.path.join(workdir, "tokenizer"))
 
     rows = pack(texts, tokenizer, config.data.seq_len)
     order = np.random.default_rng(config.seed).permutation(len(rows))
@@ -145,9 +147,8 @@ def run(config, workdir: str, mesh=None) -> dict:
 
     model_cfg = model_cfg.replace(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                                   pad_token_id=tokenizer.pad_token_id)
-    save_pretrained(model_cfg, state.params, os.path.join(workdir, "model"), tokenizer=tokenizer)
+    distributed.export(save_pretrained, model_cfg, state.params, os.path.join(workdir, "model"), tokenizer=tokenizer)
     summary = {"final": history[-1] if history else {}, "steps": config.train.steps, "samples": samples,
                "seconds": round(time.time() - t0, 1)}
-    with open(os.path.join(workdir, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=2)
+    write_json(os.path.join(workdir, "summary.json"), summary)
     return summary

@@ -40,7 +40,7 @@ import time
 import jax
 import numpy as np
 
-from rlhfjax import parallel
+from rlhfjax import distributed, parallel
 from rlhfjax.analysis.calibration import pair_metrics, pairwise_predictions, plot_reliability, reliability
 from rlhfjax.data.batching import collate_pairs, collate_ranked
 from rlhfjax.data.hh import load_hh, load_ranked
@@ -231,17 +231,18 @@ def run_with_state(config, workdir: str, mesh=None):
     elif not history or "eval/accuracy" not in history[-1]:  # nothing left to train (resumed at the end)
         with parallel.activate(mesh):
             history.append({"step": int(jax.device_get(state.step)), **evaluate(state)})
-    np.save(os.path.join(workdir, "eval_margins.npy"), last_eval["margin"])  # per eval pair, for paired comparisons
-    plot_reliability(last_eval["reliability"], os.path.join(workdir, "calibration.png"),
-                     title=f"PM calibration ({config.rm.objective})")
+    if distributed.is_primary():
+        np.save(os.path.join(workdir, "eval_margins.npy"), last_eval["margin"])  # per eval pair, for paired tests
+        plot_reliability(last_eval["reliability"], os.path.join(workdir, "calibration.png"),
+                         title=f"PM calibration ({config.rm.objective})")
     model_cfg = loss_config.model.replace(pad_token_id=encoder.pad_id, eos_token_id=tokenizer.eos_token_id,
                                           bos_token_id=tokenizer.bos_token_id)
     model_dir = os.path.join(workdir, "model")
     if config.rm.objective == "imitation":
-        save_pretrained(model_cfg, state.params, model_dir, tokenizer=tokenizer)
+        distributed.export(save_pretrained, model_cfg, state.params, model_dir, tokenizer=tokenizer)
     else:  # with rm.lm_coef > 0 the auxiliary LM head is dropped: the export is the reward model
         params = without_lm_head(state.params) if config.rm.lm_coef > 0 else state.params
-        save_pretrained_scalar(model_cfg, params, model_dir, tokenizer=tokenizer, drop_bias=True)
+        distributed.export(save_pretrained_scalar, model_cfg, params, model_dir, tokenizer=tokenizer, drop_bias=True)
     final = dict(history[-1])
     summary = {"objective": config.rm.objective, "steps": config.train.steps, "final": final, "init": init_eval,
                "init_from": config.model.init_from, "data_dir": data_dir or "",
