@@ -124,3 +124,34 @@ def test_strategy_matches_single_device(single, strategy):
         assert _rel(a, b) <= 1e-5
     np.testing.assert_array_equal(np.asarray(roll.tokens_BxN), np.asarray(roll1.tokens_BxN))
     assert _rel(roll.policy_logp_BxN, roll1.policy_logp_BxN) <= 1e-5
+
+
+def _bytes_on(tree, device) -> int:
+    """Bytes of `tree`'s arrays held by one device, from their shardings."""
+    return sum(s.data.nbytes for x in jax.tree.leaves(tree) for s in x.addressable_shards if s.device == device)
+
+
+def _total_bytes(tree) -> int:
+    return sum(x.nbytes for x in jax.tree.leaves(tree))
+
+
+@pytest.mark.parametrize("strategy", ["fsdp", "tp"])
+def test_params_and_optimizer_state_bytes_per_device_shrink_with_the_mesh(strategy):
+    """FSDP: every parameter (on its `embed` axis) and its Adam moments are split 8 ways, so a device holds
+    1/8 of the params and of the optimizer state (the replicated step counts aside). TP: attention heads
+    (q, k, v, o), the MLP (gate, up, down) and the vocabulary are split over `tensor`; only the norm scales
+    stay whole (here 7.6x less per device)."""
+    mesh = mesh_for(strategy)
+    params, shards = parallel.init_sharded(_init, RNG, mesh)
+    opt_state = jax.jit(TX.init, out_shardings=parallel.opt_state_shardings(TX, params, shards, mesh))(params)
+    device = mesh.devices.flat[0]
+    for tree in (params, opt_state):
+        assert _total_bytes(tree) / _bytes_on(tree, device) > (7.99 if strategy == "fsdp" else 7.5)
+    large = [x for x in jax.tree.leaves(params) if x.ndim >= 2]
+    if strategy == "fsdp":
+        assert all(_bytes_on(x, device) * 8 == x.nbytes for x in large)
+    else:
+        layer = params["layer_0"]
+        for x in [*(layer["attn"][n]["kernel"] for n in ("q", "k", "v", "o")),
+                  *(layer["mlp"][n]["kernel"] for n in ("gate", "up", "down"))]:
+            assert "tensor" in x.sharding.spec and _bytes_on(x, device) * 8 == x.nbytes
