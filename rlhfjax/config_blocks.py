@@ -38,7 +38,7 @@ def toy_model_config() -> ml_collections.ConfigDict:
 def train_config(steps: int, batch_size: int, eval_every: int) -> ml_collections.ConfigDict:
     t = ml_collections.ConfigDict()
     t.steps = steps  # optimizer steps
-    t.batch_size = batch_size  # examples per step (per process)
+    t.batch_size = batch_size  # examples per step, in all (split over processes and data-parallel devices)
     t.log_every = max(1, eval_every // 4)
     t.eval_every = eval_every
     t.save_every = eval_every  # checkpoint period (the last step is always saved)
@@ -55,7 +55,7 @@ def online_train_config(iterations: int, batch_size: int, eval_every: int) -> ml
     t = train_config(steps=0, batch_size=batch_size, eval_every=eval_every)
     del t["steps"]
     t.iterations = iterations  # sample → score → update rounds
-    t.batch_size = batch_size  # prompts per iteration (per process)
+    t.batch_size = batch_size  # prompts per iteration, in all (split over processes and devices)
     # Held-out prompts per eval batch (and training prompts per reward-normaliser batch): one value for
     # every method, so all eval curves sample the same prompts with the same keys and every method fits
     # the same normaliser (the initial policy's eval is then identical across methods).
