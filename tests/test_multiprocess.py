@@ -23,6 +23,7 @@ import time
 
 import jax
 import numpy as np
+import pytest
 
 from rlhfjax.data.sources import ensure_toylab
 from rlhfjax.models.hf import load_pretrained
@@ -132,3 +133,27 @@ def test_two_processes_match_one_and_resume_after_a_kill(tmp_path):
         assert [r["step"] for r in got] == [r["step"] for r in want]
         assert [r.get("completion", r.get("response")) for r in got] == \
             [r.get("completion", r.get("response")) for r in want]
+
+
+def test_distributed_settings_come_from_config_then_environment(monkeypatch):
+    from rlhfjax import distributed
+    from rlhfjax.errors import ConfigError
+
+    for name in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"):
+        monkeypatch.delenv(name, raising=False)
+    c = distributed.default_config()
+    assert distributed._resolved(c) == {"initialization_timeout": 300}
+    assert distributed.initialize(c) is False  # auto without a coordinator: one process, nothing joined
+    monkeypatch.setenv("JAX_COORDINATOR_ADDRESS", "head:1234")
+    monkeypatch.setenv("JAX_NUM_PROCESSES", "4")
+    monkeypatch.setenv("JAX_PROCESS_ID", "3")
+    assert distributed._resolved(c) == {"coordinator_address": "head:1234", "num_processes": 4, "process_id": 3,
+                                        "initialization_timeout": 300}
+    c.coordinator_address, c.process_id, c.local_device_ids = "other:1", 0, "0,1"  # the config wins
+    assert distributed._resolved(c) == {"coordinator_address": "other:1", "num_processes": 4, "process_id": 0,
+                                        "local_device_ids": [0, 1], "initialization_timeout": 300}
+    c.mode = "off"
+    assert distributed.initialize(c) is False
+    c.mode = "sometimes"
+    with pytest.raises(ConfigError, match="distributed.mode"):
+        distributed.initialize(c)
