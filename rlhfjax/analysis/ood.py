@@ -149,7 +149,7 @@ def collect_activations(act_fn: Callable, params, prompts: Sequence, encoder, ba
             batch = parallel.shard_batch(batch, mesh)
         acts = act_fn(params, batch["prompt_tokens_BxP"], batch["prompt_mask_BxP"])
         for layer, a in acts.items():
-            chunks.setdefault(layer, []).append(np.asarray(a)[:n])
+            chunks.setdefault(layer, []).append(parallel.host(a)[:n])
     return {layer: np.concatenate(c) for layer, c in chunks.items()}
 
 

@@ -29,7 +29,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from rlhfjax import parallel
+from rlhfjax import distributed, parallel
 from rlhfjax.analysis import best_of_n
 from rlhfjax.analysis import report as kl_report
 from rlhfjax.analysis.similarity import meteor_mode, similarity_metrics
@@ -137,7 +137,7 @@ def run(config, workdir: str, mesh=None) -> dict:
         print(f"[bon] n={row['bon/n']:>3}: proxy {row['reward/proxy']:+.3f}{gold}  KL analytic "
               f"{row['kl/analytic']:.3f} plug-in {row['kl/plugin']:.3f}  METEOR {row['chosen/meteor_similarity']:.3f}",
               flush=True)
-    plot, why_not = kl_report.plot_run(workdir)
+    plot, why_not = kl_report.plot_run(workdir) if distributed.is_primary() else (None, "not process 0")
     summary = {"table": rows, "num_prompts": int(pools[0].shape[0]), "pool": int(config.bon.pool),
                "reward_normaliser": {"gain": float(gain), "bias": float(bias)}, "meteor": meteor_mode(),
                "plot": plot or why_not, "distill": distilled, "seconds": round(time.time() - t0, 1)}

@@ -295,6 +295,9 @@ def run(config, workdir: str, mesh=None) -> dict:
     """Run (or continue) every round; see the module docstring."""
     t0 = time.time()
     _check(config)
+    if jax.process_count() > 1:
+        raise ConfigError("rlhfjax iterate runs in one process (each round writes files its next step reads "
+                          "back)", "run a round's rm and RL stages as multi-process commands instead")
     os.makedirs(workdir, exist_ok=True)
     mesh = mesh if mesh is not None else parallel.make_mesh(config.mesh)
     job = _Run(config, workdir, mesh)

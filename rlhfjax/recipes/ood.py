@@ -29,7 +29,7 @@ import time
 import jax
 import numpy as np
 
-from rlhfjax import parallel
+from rlhfjax import distributed, parallel
 from rlhfjax.analysis.ood import (auroc, collect_activations, make_activation_fn, ood_report, plot_score_histograms,
                                   resolve_layers)
 from rlhfjax.data.hh import load_prompts
@@ -141,11 +141,13 @@ def run(config, workdir: str, mesh=None) -> dict:
     writer.close()
     best_layer, best_score = max(((layer, name) for layer in layers for name in SCORE_NAMES),
                                  key=lambda ls: per_layer[str(ls[0])][ls[1]]["auroc"])
-    hist = plot_score_histograms(all_scores[best_layer], os.path.join(workdir, "ood_hist.png"),
-                                 title=f"OOD scores, layer {best_layer} ({kind})")
-    np.savez(os.path.join(workdir, "scores.npz"),
-             **{f"layer{layer}_{name}_{part}": s for layer, sc in all_scores.items()
-                for name, pair in sc.items() for part, s in zip(("in", "ood"), pair)})
+    hist = None
+    if distributed.is_primary():
+        hist = plot_score_histograms(all_scores[best_layer], os.path.join(workdir, "ood_hist.png"),
+                                     title=f"OOD scores, layer {best_layer} ({kind})")
+        np.savez(os.path.join(workdir, "scores.npz"),
+                 **{f"layer{layer}_{name}_{part}": s for layer, sc in all_scores.items()
+                    for name, pair in sc.items() for part, s in zip(("in", "ood"), pair)})
 
     summary = {
         "model": config.model.init_from or "random init", "model_kind": kind,
