@@ -16,6 +16,7 @@ vocab on tensor=8), so every shape works on every mesh.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 from typing import Any
 
@@ -185,6 +186,7 @@ def shard_batch(batch, mesh: Mesh, rules=LOGICAL_RULES, *, process_rows: bool = 
     return jax.tree.map(put, batch)
 
 
+@functools.lru_cache(maxsize=None)  # once per mesh, not per batch
 def check_process_rows(mesh: Mesh, rules=LOGICAL_RULES) -> None:
     """A multi-process run's batch rows must split over processes in order, process p holding the p-th of
     `process_count` equal blocks (what `BatchIterator` yields): the mesh's batch axes must span the processes.

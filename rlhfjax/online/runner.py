@@ -223,7 +223,8 @@ def run_online(setup: OnlineSetup, workdir: str, state: OnlineState, iterate: It
     model_dir = os.path.join(workdir, "model")
     export_cfg = roles.policy.cfg.replace(bos_token_id=setup.tokenizer.bos_token_id,
                                           eos_token_id=setup.tokenizer.eos_token_id, pad_token_id=setup.encoder.pad_id)
-    distributed.export(save_pretrained, export_cfg, state.train.params["policy"], model_dir, tokenizer=setup.tokenizer)
+    distributed.export(save_pretrained, export_cfg, state.train.params["policy"], model_dir,
+                       tokenizer=setup.tokenizer)
     # The reward-vs-√KL plot belongs to the run directory, not only to a later report; a run too short to
     # have a curve still finishes.
     plot, why_not = kl_report.plot_run(workdir) if distributed.is_primary() else (None, "not process 0")
