@@ -42,12 +42,34 @@ def train_lab(root):
     rm.run(load_config(os.path.join(exp, "toylab_rm.py"), [
         lab, f"--config.train.steps={TRAINED_RM_STEPS}", *off, f"--config.model.init_from={root / 'sft' / 'model'}"]),
         str(root / "rm"))
+    return lab_paths(root)
+
+
+def lab_paths(root):
     return {"data": root / "data", "sft": root / "sft" / "model", "rm": root / "rm" / "model"}
 
 
 @pytest.fixture(scope="session")
 def trained_lab(tmp_path_factory):
-    return train_lab(tmp_path_factory.mktemp("trained_lab"))
+    """Built once per test run: with pytest-xdist, the first worker that needs it builds it in the run's
+    shared temporary directory while the others wait for it."""
+    from filelock import FileLock
+
+    base = tmp_path_factory.getbasetemp()
+    root = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "trained_lab"
+    with FileLock(str(root) + ".lock"):
+        if not (root / "built").exists():
+            root.mkdir(parents=True, exist_ok=True)
+            train_lab(root)
+            (root / "built").write_text("")
+    return lab_paths(root)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Files holding a test marked `slow` run first (in file order), so that with pytest-xdist
+    (scripts/test.sh runs two workers) the longest tests are not the last ones to start."""
+    slow = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow)  # stable: the order within each group is kept
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -43,6 +43,7 @@ def test_config_from_python_values_equals_the_cli_strings(lab):
         api.config(PPO, {"kl.init_coeff": 0.1})
 
 
+@pytest.mark.slow
 def test_api_metrics_equal_the_cli_and_k_steps_at_a_time_equal_one_run(lab, tmp_path, capsys):
     """The API run goes in two pieces (1 iteration, then the rest after reopening the directory): every
     record the CLI's uninterrupted run logged, and the final policy, must come out the same."""

@@ -51,6 +51,7 @@ def two_rounds(tmp_path_factory):
     return load_config(f"{EXP}:smoke", extra), lab, work, summary
 
 
+@pytest.mark.slow
 def test_two_rounds_make_two_pms_two_policies_and_exactly_the_labels_asked_for(two_rounds):
     cfg, _, work, summary = two_rounds
     n, rounds = cfg.iterate.comparisons, cfg.iterate.rounds

@@ -148,6 +148,7 @@ def sweep_script():
     sys.path.remove(os.path.join(ROOT, "scripts"))
 
 
+@pytest.mark.slow
 def test_sweep_script_smoke_end_to_end(tmp_path, sweep_script, capsys):
     """The :smoke sweep: a CSV row per eval of every (method, value), the PNG and the markdown summary; a
     re-run reuses every finished run. (No persistent compilation cache: it would outlive this test.)"""

@@ -7,8 +7,9 @@ step-2 checkpoint) and restarted; it must resume and continue exactly.
 
 Tolerance against one process: the two runs do the same arithmetic except for the order of the
 cross-device reductions (gloo between processes vs in-process), so they agree to float32 rounding:
-metrics to 1e-5 relative (+1e-6 absolute), final params to 1e-5 absolute. The resumed step must
-equal the killed run's own record of it exactly.
+metrics to 1e-5 relative or 1e-5 absolute (a KL is a small difference of log-probs near -5, so its
+rounding error is absolute: ~1e-7 on KL, ~2e-6 on √KL), final params to 1e-5 absolute. The resumed
+step must equal the killed run's own record of it exactly.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ DRIVER = os.path.join(ROOT, "tests", "helpers_multiprocess.py")
 SFT = os.path.join(ROOT, "experiments", "toylab_sft.py:smoke")
 PPO = os.path.join(ROOT, "experiments", "toylab_ppo.py:smoke")
 UNTIMED = ("time/", "perf/")  # wall-clock metrics differ between any two runs
-RTOL, ATOL, PARAM_ATOL = 1e-5, 1e-6, 1e-5
+RTOL, ATOL, PARAM_ATOL = 1e-5, 1e-5, 1e-5
 
 
 def _free_port() -> int:
@@ -76,7 +77,9 @@ def _commands(lab: str, workdir: str) -> list[list[str]]:
     return [["sft", SFT, os.path.join(workdir, "sft"), *common, "--config.train.steps=5",
              "--config.train.save_every=2", "--config.train.eval_every=0"],
             ["ppo", PPO, os.path.join(workdir, "ppo"), *common, "--config.train.iterations=2",
-             "--config.train.save_every=1", f"--config.policy.init_from={os.path.join(workdir, 'sft', 'model')}"]]
+             "--config.train.save_every=1", f"--config.policy.init_from={os.path.join(workdir, 'sft', 'model')}",
+             # fewer programs to compile (the value on the policy's trunk, one minibatch): CI time
+             "--config.value.model=policy_head", "--config.ppo.epochs=1", "--config.ppo.num_minibatches=1"]]
 
 
 def _timed_free(record: dict) -> dict:
@@ -100,6 +103,7 @@ def _assert_same_params(got_dir: str, want_dir: str) -> None:
     assert max(diffs) <= PARAM_ATOL, max(diffs)
 
 
+@pytest.mark.slow
 def test_two_processes_match_one_and_resume_after_a_kill(tmp_path):
     lab = str(tmp_path / "lab")
     ensure_toylab(lab, 0)

@@ -4,6 +4,7 @@ the suite's briefly trained SFT policy and reward model, and its summary covers 
 import os
 
 import nbformat
+import pytest
 from nbclient import NotebookClient
 
 NOTEBOOK = os.path.join(os.path.dirname(__file__), "..", "experiments", "notebooks", "ablate_objectives.ipynb")
@@ -15,6 +16,7 @@ def test_committed_notebook_has_no_outputs():
     assert code and all(not c.outputs and c.execution_count is None for c in code)
 
 
+@pytest.mark.slow
 def test_ablation_notebook_runs_top_to_bottom(trained_lab, tmp_path, monkeypatch):
     monkeypatch.setenv("ABLATE_BUDGET", "tiny")
     monkeypatch.setenv("ABLATE_SFT", str(trained_lab["sft"]))

@@ -48,6 +48,7 @@ def _correct(workdir):
     return (margin > 0) + 0.5 * (margin == 0)
 
 
+@pytest.mark.slow
 def test_pm_beats_chance_by_a_wide_margin(trained):
     summary, workdir = trained["ranked"]
     final = summary["final"]
