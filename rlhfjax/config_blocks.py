@@ -32,6 +32,10 @@ def toy_model_config() -> ml_collections.ConfigDict:
     m.intermediate_size = 192
     m.max_position_embeddings = 64
     m.dtype = "float32"  # compute dtype; "bfloat16" on accelerators
+    m.scan_layers = False  # True: one scanned block, params stacked on a `layers` axis (compile time ~ 1 layer)
+    # per-block remat: none | nothing_saveable (keep block inputs only) | dots_saveable (keep matmul outputs) |
+    # dots_with_no_batch_dims_saveable | everything_saveable
+    m.remat_policy = "none"
     return m
 
 
@@ -91,6 +95,8 @@ def toylab_online_config(temperature: float) -> ml_collections.ConfigDict:
     c.policy = ml_collections.ConfigDict()
     c.policy.init_from = "runs/toylab/sft/model"  # initial policy AND frozen reference (HF/rlhfjax LM dir)
     c.policy.dtype = "float32"  # compute dtype of policy, reference, reward (and value) models
+    c.policy.scan_layers = False  # every role: one scanned block, params stacked (as model.scan_layers)
+    c.policy.remat_policy = "none"  # every role: per-block remat (as model.remat_policy)
     # The frozen KL anchor: "" = policy.init_from (the usual case); `rlhfjax iterate` sets the first
     # round's policy here while later rounds start from the current one.
     c.reference = ml_collections.ConfigDict({"init_from": ""})

@@ -30,12 +30,17 @@ def _ours(cfg, params, tokens, mask, positions):
     return np.asarray(out.logits)
 
 
+# Params per layer, or stacked for one scanned block (model.scan_layers) with a remat policy.
+LAYOUTS = {"per_layer": {}, "scanned": {"scan_layers": True, "remat_policy": "dots_saveable"}}
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("family,variant", CASES)
 @pytest.mark.parametrize("pads", [(0, 0, 0), (0, 3, 7)], ids=["no_pad", "left_pad"])
-def test_logits_match_transformers(tmp_path, family, variant, pads):
+def test_logits_match_transformers(tmp_path, family, variant, pads, layout):
     torch_model = make_checkpoint(family, tmp_path / "ckpt", variant)
-    cfg, params = load_pretrained(str(tmp_path / "ckpt"))
-    assert cfg.family == family
+    cfg, params = load_pretrained(str(tmp_path / "ckpt"), **LAYOUTS[layout])
+    assert cfg.family == family and ("layers" in params) == cfg.scan_layers
     tokens, mask, positions = _batch(pads)
     ours = _ours(cfg, params, tokens, mask, positions)
     ref = torch_logits(torch_model, tokens, mask, positions)
@@ -56,10 +61,11 @@ def test_left_padding_does_not_change_real_token_logits(tmp_path, family, varian
     np.testing.assert_allclose(shifted[:, 5:], plain, atol=1e-5)
 
 
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("family,variant", CASES)
-def test_export_round_trip(tmp_path, family, variant):
+def test_export_round_trip(tmp_path, family, variant, layout):
     torch_model = make_checkpoint(family, tmp_path / "ckpt", variant)
-    cfg, params = load_pretrained(str(tmp_path / "ckpt"))
+    cfg, params = load_pretrained(str(tmp_path / "ckpt"), **LAYOUTS[layout])
     # A small shard limit forces the sharded (index.json) layout on both write and read.
     save_pretrained(cfg, params, str(tmp_path / "export"), max_shard_bytes=20_000)
     assert (tmp_path / "export" / "model.safetensors.index.json").exists()
@@ -76,6 +82,6 @@ def test_export_round_trip(tmp_path, family, variant):
     valid = mask.astype(bool)
     np.testing.assert_array_less(np.abs(ours[valid] - theirs[valid]).max(), TOL)
     # ...and rlhfjax reads its own export back to identical params.
-    cfg2, params2 = load_pretrained(str(tmp_path / "export"))
+    cfg2, params2 = load_pretrained(str(tmp_path / "export"), **LAYOUTS[layout])
     assert cfg2 == cfg
     np.testing.assert_array_equal(_ours(cfg2, params2, tokens, mask, positions), ours)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from helpers_runtime import VOCAB, left_padded, lm_logits, sharp_params, tiny_cfg
-from rlhfjax.models import api
+from rlhfjax.models import api, stack_layers
 from rlhfjax.sampling import SamplingConfig, process_logits, sample
 
 PROMPTS = [[5, 9, 3, 17], [22, 7], [40, 41, 42, 43, 44, 45], [11]]
@@ -67,10 +67,14 @@ def test_eos_stops_and_masks_rest():
     assert m.sum() < m.size  # some row really stopped early
 
 
+@pytest.mark.parametrize("scanned", [False, True], ids=["per_layer", "scanned"])
 @pytest.mark.parametrize("family", ["gpt2", "llama"])
-def test_logps_match_teacher_forcing(family):
+def test_logps_match_teacher_forcing(family, scanned):
     cfg = tiny_cfg(family)
     params = sharp_params(cfg, scale=2.0)  # flatter distributions: sampling is non-trivial
+    if scanned:  # one scanned block over stacked params, a stacked KV cache, per-block remat
+        cfg = cfg.replace(scan_layers=True, remat_policy="nothing_saveable")
+        params = stack_layers(params, cfg.num_layers)
     toks, mask = left_padded(PROMPTS, 7)
     temp = SamplingConfig(max_new_tokens=10, temperature=0.7, top_k=20, top_p=0.9, eos_id=3)
     out = sample(params, toks, mask, jax.random.PRNGKey(1), model_cfg=cfg, cfg=temp)

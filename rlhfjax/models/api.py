@@ -23,7 +23,8 @@ import jax.numpy as jnp
 
 from rlhfjax.models.config import ModelConfig
 from rlhfjax.models.heads import ScalarModel, ValueHead, last_token_index, read_at
-from rlhfjax.models.transformer import Block, DecoderOutput, Transformer, init_cache, positions_from_mask
+from rlhfjax.models.transformer import (Block, DecoderOutput, Transformer, init_cache, positions_from_mask,
+                                        unstack_layers)
 
 FINAL_NORM = -1  # `activations` layer index of the final-norm output
 
@@ -148,8 +149,11 @@ def activations(params, cfg: ModelConfig, seq_BxL, mask_BxL, layers: Sequence[in
     """{layer: BxLxE fp32}: the output of decoder block `layer` (`FINAL_NORM` = −1: after the final
     norm) of an LM (`scalar_model=False`, LM head optional in `params`) or a `ScalarModel`.
 
-    Captured with `nn.intercept_methods`, so no mutable collection is needed.
+    Captured with `nn.intercept_methods`, so no mutable collection is needed. Scanned layers run unscanned
+    here (params unstacked), since a scanned block is one traced call for every layer.
     """
+    if cfg.scan_layers:
+        params, cfg = unstack_layers(params, cfg.num_layers), cfg.replace(scan_layers=False)
     wanted = set(layers)
     captured: dict[int, jax.Array] = {}
 

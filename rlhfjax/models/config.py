@@ -17,6 +17,9 @@ from rlhfjax.errors import ConfigError
 SUPPORTED_FAMILIES = ("gpt2", "gpt_neox", "llama", "qwen2")
 ACTIVATIONS = ("gelu_tanh", "gelu_exact", "silu", "relu")
 ROPE_SCALINGS = (None, "linear", "llama3")
+# Per-block rematerialisation (`jax.checkpoint_policies`): what the backward pass may keep of a block's forward.
+REMAT_POLICIES = ("none", "nothing_saveable", "dots_saveable", "dots_with_no_batch_dims_saveable",
+                  "everything_saveable")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,6 +62,9 @@ class ModelConfig:
 
     dtype: str = "float32"  # activation / matmul dtype ("bfloat16" for fast training)
     param_dtype: str = "float32"
+    # Execution choices (not architecture; HF checkpoints do not record them):
+    scan_layers: bool = False  # one scanned block, params stacked on a leading `layers` axis (`stack_layers`)
+    remat_policy: str = "none"  # per-block remat: none | nothing_saveable | dots_saveable | ... (REMAT_POLICIES)
 
     # Tokens that are not part of the architecture but that users of a checkpoint need.
     bos_token_id: int | None = None
@@ -84,6 +90,8 @@ class ModelConfig:
             raise ConfigError(
                 f"num_heads={self.num_heads} is not a multiple of num_kv_heads={self.kv_heads}"
             )
+        if self.remat_policy not in REMAT_POLICIES:
+            raise ConfigError(f"remat_policy must be one of {REMAT_POLICIES}, got {self.remat_policy!r}")
         for name in ("dtype", "param_dtype"):
             jnp.dtype(getattr(self, name))  # fails early on a typo
 

@@ -22,12 +22,18 @@ def preset_from_config(section, vocab_size: int) -> ModelConfig:
         raise ConfigError(f"config.model: {e}") from None
 
 
+def execution(section) -> dict:
+    """How a `model` section's model runs, whatever its weights: compute dtype, scanned layers, remat."""
+    return {"dtype": section.get("dtype", "float32"), "scan_layers": bool(section.get("scan_layers", False)),
+            "remat_policy": section.get("remat_policy", "none")}
+
+
 def model_from_config(section, vocab_size: int, rng: jax.Array) -> tuple[ModelConfig, dict]:
     """`section.init_from` set: load that HF checkpoint (architecture fields ignored, `dtype` kept).
     Otherwise: `preset_from_config` with random params."""
     if section.get("init_from"):
         from rlhfjax.models.hf import load_pretrained
 
-        return load_pretrained(section.init_from, dtype=section.get("dtype", "float32"))
+        return load_pretrained(section.init_from, **execution(section))
     cfg = preset_from_config(section, vocab_size)
     return cfg, init_params(cfg, rng)

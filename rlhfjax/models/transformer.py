@@ -27,7 +27,9 @@ import numpy as np
 from rlhfjax.models.config import ModelConfig
 
 INIT_STD = 0.02
-Cache = dict[str, dict[str, jax.Array]]  # {"layer_i": {"k": BxSxKxD, "v": BxSxKxD}}
+# {"layer_i": {"k": BxSxKxD, "v": BxSxKxD}}; scanned layers: {"layers": {"k": NxBxSxKxD, "v": ...}}
+Cache = dict[str, dict[str, jax.Array]]
+SCANNED = "layers"  # the params (and cache) key of the scanned block, stacked on a leading layer axis
 
 
 def _dense(features: int, axes: tuple[str | None, str | None], use_bias: bool, cfg: ModelConfig,
@@ -182,7 +184,8 @@ class Transformer(nn.Module):
     """Decoder-only LM. `lm_head=False` gives the backbone used under scalar heads.
 
     Each block's output is sown into the `intermediates` collection as `hidden_{i}`, readable with
-    `apply(..., mutable=["intermediates"])` (a no-op otherwise, so training pays nothing).
+    `apply(..., mutable=["intermediates"])` (a no-op otherwise, so training pays nothing; unscanned layout
+    only: `models.api.activations` reads any layout).
     """
 
     cfg: ModelConfig
@@ -208,14 +211,23 @@ class Transformer(nn.Module):
             x = x + pos_embed(positions_BxT)
         x = nn.with_logical_constraint(x.astype(cfg.compute_dtype), ("batch", "length", "embed"))
 
-        new_cache = {} if cache is not None else None
-        for i in range(cfg.num_layers):
-            name = f"layer_{i}"
-            x, layer_cache = Block(cfg, name=name)(
-                x, positions_BxT, mask_BxS, None if cache is None else cache[name], cache_index)
-            self.sow("intermediates", f"hidden_{i}", x)
-            if cache is not None:
-                new_cache[name] = layer_cache
+        block = _block_class(cfg)
+        if cfg.scan_layers:  # one block traced once, scanned over its stacked params (and stacked cache)
+            scanned = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True},
+                              in_axes=(nn.broadcast, nn.broadcast, 0, nn.broadcast), length=cfg.num_layers,
+                              metadata_params={nn.PARTITION_NAME: "layers"})
+            x, stacked = scanned(cfg, name=SCANNED)(x, positions_BxT, mask_BxS,
+                                                    None if cache is None else cache[SCANNED], cache_index)
+            new_cache = None if cache is None else {SCANNED: stacked}
+        else:
+            new_cache = {} if cache is not None else None
+            for i in range(cfg.num_layers):
+                name = f"layer_{i}"
+                x, layer_cache = block(cfg, name=name)(
+                    x, positions_BxT, mask_BxS, None if cache is None else cache[name], cache_index)
+                self.sow("intermediates", f"hidden_{i}", x)
+                if cache is not None:
+                    new_cache[name] = layer_cache
         hidden = Norm(cfg, name="final_norm")(x)
 
         logits = None
@@ -229,11 +241,46 @@ class Transformer(nn.Module):
 
 
 def init_cache(cfg: ModelConfig, batch: int, length: int, dtype=None) -> Cache:
-    """Zeroed KV cache for `length` slots."""
+    """Zeroed KV cache for `length` slots (stacked on a leading layer axis for scanned layers)."""
     dtype = dtype or cfg.compute_dtype
     shape = (batch, length, cfg.kv_heads, cfg.dim_per_head)
+    if cfg.scan_layers:
+        shape = (cfg.num_layers, *shape)
+        return {SCANNED: {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}}
     return {f"layer_{i}": {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}
             for i in range(cfg.num_layers)}
+
+
+def _block_class(cfg: ModelConfig):
+    """`Block`, wrapped in `nn.remat` with `cfg.remat_policy` (the backward pass recomputes what the
+    policy does not save)."""
+    if cfg.remat_policy == "none":
+        return Block
+    policy = getattr(jax.checkpoint_policies, cfg.remat_policy)
+    return nn.remat(Block, policy=policy, prevent_cse=not cfg.scan_layers)  # scan already blocks CSE
+
+
+def stack_layers(params, num_layers: int):
+    """Per-layer params (`layer_0` … `layer_{n-1}`, at any depth: LM, ScalarModel backbone) → one
+    `layers` entry whose leaves are stacked on a leading axis: the layout of `scan_layers=True`."""
+    if not isinstance(params, dict):
+        return params
+    if "layer_0" not in params:
+        return {k: stack_layers(v, num_layers) for k, v in params.items()}
+    names = [f"layer_{i}" for i in range(num_layers)]
+    stacked = jax.tree.map(lambda *xs: (np.stack if isinstance(xs[0], np.ndarray) else jnp.stack)(xs),
+                           *[params[n] for n in names])
+    return {**{k: v for k, v in params.items() if k not in names}, SCANNED: stacked}
+
+
+def unstack_layers(params, num_layers: int):
+    """The inverse of `stack_layers`: `layers` → `layer_0` … `layer_{n-1}`."""
+    if not isinstance(params, dict):
+        return params
+    if SCANNED not in params:
+        return {k: unstack_layers(v, num_layers) for k, v in params.items()}
+    rest = {k: v for k, v in params.items() if k != SCANNED}
+    return {**rest, **{f"layer_{i}": jax.tree.map(lambda x, i=i: x[i], params[SCANNED]) for i in range(num_layers)}}
 
 
 def positions_from_mask(mask_BxT):

@@ -61,7 +61,7 @@ def _random(config, vocab_size: int, kind: str, role: str):
         raise ConfigError(f"{role}.init_from is empty",
                           f"set {role}.init_from (e.g. runs/toylab/sft/model for the policy, runs/toylab/rm/model "
                           "for the reward model), or a `model` section for a random one")
-    cfg = preset_from_config(config.model, vocab_size)
+    cfg = preset_from_config(config.model, vocab_size).replace(**_execution(config))
     rng = jax.random.fold_in(jax.random.PRNGKey(config.seed), 0 if kind == "lm" else 1)
     if kind == "lm":
         return cfg, init_params(cfg, rng)
@@ -71,12 +71,19 @@ def _random(config, vocab_size: int, kind: str, role: str):
     return cfg, params
 
 
+def _execution(config) -> dict:
+    """How every role runs (not what it is): `policy.scan_layers` and `policy.remat_policy`."""
+    return {"scan_layers": bool(config.policy.get("scan_layers", False)),
+            "remat_policy": config.policy.get("remat_policy", "none")}
+
+
 def load_roles(config, mesh, vocab_size: int, *, with_value: bool) -> Roles:
     """Load every role from `config` and place it on `mesh` by its logical axes."""
     dtype = config.policy.dtype
-    policy_cfg, policy_host = (load_pretrained(config.policy.init_from, dtype=dtype) if config.policy.init_from
+    kw = {"dtype": dtype, **_execution(config)}
+    policy_cfg, policy_host = (load_pretrained(config.policy.init_from, **kw) if config.policy.init_from
                                else _random(config, vocab_size, "lm", "policy"))
-    reward_cfg, reward_host = (load_pretrained_scalar(config.reward.init_from, dtype=dtype)
+    reward_cfg, reward_host = (load_pretrained_scalar(config.reward.init_from, **kw)
                                if config.reward.init_from else _random(config, vocab_size, "scalar", "reward"))
 
     def role(name, kind, cfg, host, init_from):
@@ -85,7 +92,7 @@ def load_roles(config, mesh, vocab_size: int, *, with_value: bool) -> Roles:
 
     ref_from = config.reference.init_from if "reference" in config else ""
     if ref_from and ref_from != config.policy.init_from:
-        ref_cfg, ref_host = load_pretrained(ref_from, dtype=dtype)
+        ref_cfg, ref_host = load_pretrained(ref_from, **kw)
         if ref_cfg.vocab_size != policy_cfg.vocab_size:
             raise ConfigError(f"reference vocab_size {ref_cfg.vocab_size} != policy's {policy_cfg.vocab_size}",
                               "the reference must share the policy's tokenizer")
@@ -102,7 +109,7 @@ def load_roles(config, mesh, vocab_size: int, *, with_value: bool) -> Roles:
         elif config.value.model == "separate":
             init_from = config.value.init_from or config.reward.init_from
             cfg, host = ((reward_cfg, reward_host) if init_from == config.reward.init_from
-                         else load_pretrained_scalar(init_from, dtype=dtype))
+                         else load_pretrained_scalar(init_from, **kw))
             roles.value = role("value", "scalar", cfg, host, init_from)
         else:
             raise ConfigError(f"value.model must be one of {VALUE_MODELS}, got {config.value.model!r}")

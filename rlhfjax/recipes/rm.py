@@ -47,6 +47,7 @@ from rlhfjax.data.hh import load_hh, load_ranked
 from rlhfjax.data.sources import ranked_source
 from rlhfjax.errors import ConfigError
 from rlhfjax.models import api
+from rlhfjax.models.factory import execution
 from rlhfjax.models.heads import without_lm_head
 from rlhfjax.models.hf import load_pretrained_scalar, save_pretrained, save_pretrained_scalar
 from rlhfjax.objectives import rm as rm_objective
@@ -65,7 +66,7 @@ def _init_params(config, tokenizer, rng, mesh):
         model_cfg, objective=config.rm.objective, lm_coef=config.rm.lm_coef)
     init_from = config.model.init_from
     if init_from and config.rm.objective != "imitation" and config.rm.lm_coef == 0 and _is_scalar_checkpoint(init_from):
-        model_cfg, host = load_pretrained_scalar(init_from, dtype=config.model.dtype)  # e.g. PMP stage 1
+        model_cfg, host = load_pretrained_scalar(init_from, **execution(config.model))  # e.g. PMP stage 1
         shardings = api.param_shardings(model_cfg, mesh, "scalar")
         return loss_cfg(model_cfg), api.place(host, shardings), shardings
     model_cfg, lm_params, _ = common.model_params(config.model, len(tokenizer), rng, mesh, "lm")

@@ -20,7 +20,7 @@ import numpy as np
 from flax import traverse_util
 
 from rlhfjax.models.config import ModelConfig
-from rlhfjax.models.transformer import init_params
+from rlhfjax.models.transformer import init_params, stack_layers, unstack_layers
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,7 +84,10 @@ def _flat(params) -> dict[str, Any]:
 
 
 def to_hf_state_dict(cfg: ModelConfig, params) -> dict[str, jax.Array]:
-    """HF *ForCausalLM tensor names -> arrays (jnp ops, so it also traces under eval_shape)."""
+    """HF *ForCausalLM tensor names -> arrays (jnp ops, so it also traces under eval_shape); scanned
+    (stacked) params are split into HF's per-layer tensors."""
+    if cfg.scan_layers:
+        params, cfg = unstack_layers(params, cfg.num_layers), cfg.replace(scan_layers=False)
     fam = _FAMILIES[cfg.family]
     flat = _flat(params)
     out: dict[str, jax.Array] = {}
@@ -120,7 +123,11 @@ def to_hf_state_dict(cfg: ModelConfig, params) -> dict[str, jax.Array]:
 
 def from_hf_state_dict(cfg: ModelConfig, tensors: Mapping[str, np.ndarray], dtype=np.float32,
                        lm_head: bool = True):
-    """Inverse of `to_hf_state_dict`, on host numpy arrays; expects names already normalised."""
+    """Inverse of `to_hf_state_dict`, on host numpy arrays; expects names already normalised. Stacked for
+    `cfg.scan_layers`."""
+    if cfg.scan_layers:
+        flat = from_hf_state_dict(cfg.replace(scan_layers=False), tensors, dtype, lm_head)
+        return stack_layers(flat, cfg.num_layers)
     fam = _FAMILIES[cfg.family]
     expected = expected_param_shapes(cfg, lm_head)
     flat: dict[str, np.ndarray] = {}
@@ -162,11 +169,13 @@ def from_hf_state_dict(cfg: ModelConfig, tensors: Mapping[str, np.ndarray], dtyp
 
 
 def expected_param_shapes(cfg: ModelConfig, lm_head: bool = True) -> dict[str, tuple[int, ...]]:
+    cfg = cfg.replace(scan_layers=False)  # the per-layer layout the weight tables name
     abstract = jax.eval_shape(lambda: init_params(cfg, jax.random.PRNGKey(0), lm_head=lm_head))
     return {k: tuple(v.shape) for k, v in _flat(abstract).items()}
 
 
 def expected_hf_shapes(cfg: ModelConfig, lm_head: bool = True) -> dict[str, tuple[int, ...]]:
+    cfg = cfg.replace(scan_layers=False)
     abstract = jax.eval_shape(lambda: init_params(cfg, jax.random.PRNGKey(0), lm_head=lm_head))
     return {k: tuple(v.shape) for k, v in jax.eval_shape(lambda p: to_hf_state_dict(cfg, p), abstract).items()}
 
