@@ -245,7 +245,8 @@ def test_run_writes_metrics_evals_column_and_model(straight):
     for r in evals:
         for key in ("eval/dpo/accuracy", "eval/dpo/margin", "eval/dpo/logp_drift_chosen",
                     "eval/dpo/logp_drift_rejected", "eval/dpo/gold_agreement", "eval/reward/gold", "eval/kl/seq_mean",
-                    "eval/response/length", "eval/distinct_1", "eval/meteor_similarity"):
+                    "eval/response/length", "eval/distinct_1", "eval/meteor_similarity", "eval/gold/helpful",
+                    "eval/gold/harmless", "eval/refusal/benign"):
             assert np.isfinite(r[key]), key
         assert "eval/reward/proxy" not in r  # no reward model given
     train = rows[1]

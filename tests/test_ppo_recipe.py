@@ -192,6 +192,11 @@ def test_smoke_run_logs_metrics_and_resumes_exactly(lab):
     # policy is the reference, so its KL is exactly 0.
     assert [r["step"] for r in evals] == [0, 2, 3] and evals[0]["eval/kl/seq_mean"] == 0.0
     assert all(np.isfinite(r["eval/reward/gold"]) and r["eval/num_prompts"] == 16 for r in evals)
+    for r in evals:  # the toy lab's behaviour metrics: components add up to gold; rates are rates
+        assert r["eval/gold/helpful"] + r["eval/gold/harmless"] == pytest.approx(r["eval/reward/gold"], abs=1e-5)
+        assert all(0.0 <= r[k] <= 1.0 for k in ("eval/refusal/benign", "eval/refusal/harmful",
+                                                "eval/compliance/harmful") if k in r)
+        assert "eval/refusal/benign" in r
     assert evals[-1]["eval/kl/seq_mean"] != 0.0 and summary["evals"] == evals
     # Evals measure KL with the training estimator (k3 here: non-negative, like the training curve).
     assert summary["kl_estimator"] == "k3" and all(r["eval/kl/seq_mean"] >= 0.0 for r in evals)

@@ -91,14 +91,16 @@ def fit_normaliser(policy_params, roles: Roles, examples, mesh, *, encoder, batc
 
 def evaluate(policy_params, roles: Roles, gain, bias, batches: list[dict], mesh, *, sampling: SamplingConfig, rng,
              tokenizer, gold_fn=None, chunk_size: int | None = None, samples_path: str | None = None,
-             step: int = 0, kl_estimator: str = "k1") -> dict:
+             step: int = 0, kl_estimator: str = "k1", gold_metrics_fn=None) -> dict:
     """The policy on held-out prompt batches (module docstring). `gold_fn(prompts, responses)` →
-    gold rewards (the toy lab's), or None; `roles.reward` None: no proxy reward (gain, bias unused)."""
+    gold rewards (the toy lab's), or None; `gold_metrics_fn(prompts, responses)` → more eval metrics of
+    the samples (the toy lab's `behaviour_metrics`: gold components, refusal and compliance rates), or
+    None; `roles.reward` None: no proxy reward (gain, bias unused)."""
     N = sampling.max_new_tokens
     if chunk_size and batches:  # a chunk that divides the eval batch, no larger than asked (memory)
         chunk_size = math.gcd(chunk_size, len(batches[0]["prompts"]))
     kw = dict(model_cfg=roles.policy.cfg, num_response=N, temperature=sampling.temperature, chunk_size=chunk_size)
-    proxy, kl, length, gold, saved, texts = [], [], [], [], [], []
+    proxy, kl, length, gold, saved, texts, prompt_texts = [], [], [], [], [], [], []
     for i, host in enumerate(batches):
         prompts = device_prompts(host, mesh)
         key = jax.random.fold_in(rng, i)
@@ -124,6 +126,7 @@ def evaluate(policy_params, roles: Roles, gain, bias, batches: list[dict], mesh,
                           **({"proxy": float(proxy[-1][j])} if proxy else {}),
                           **({"gold": float(gold[-1][j])} if gold else {})})
         texts.extend(responses)
+        prompt_texts.extend(host["prompts"])
     if not kl:
         return {}
     out = {"eval/kl/seq_mean": float(np.mean(np.concatenate(kl))),
@@ -135,6 +138,8 @@ def evaluate(policy_params, roles: Roles, gain, bias, batches: list[dict], mesh,
         out["eval/reward/proxy"] = float(np.mean(np.concatenate(proxy)))
     if gold:
         out["eval/reward/gold"] = float(np.mean(np.concatenate(gold)))
+    if gold_metrics_fn is not None:
+        out.update({f"eval/{k}": v for k, v in gold_metrics_fn(prompt_texts, texts).items()})
     if samples_path and distributed.is_primary():  # the full texts; the log gets a short view of a couple
         with open(samples_path, "a") as f:
             f.writelines(json.dumps(r) + "\n" for r in saved)

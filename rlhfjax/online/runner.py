@@ -73,6 +73,7 @@ class OnlineSetup:
     encoder: Encoder
     sampling: SamplingConfig  # how rollouts (and evals) sample: temperature, EOS, fixed length
     gold_fn: Callable | None  # toy lab: gold_rewards(prompts, responses); else None
+    gold_metrics_fn: Callable | None = None  # toy lab: behaviour_metrics (gold components, refusals) at evals
 
     @property
     def num_response(self) -> int:
@@ -91,10 +92,10 @@ def prepare(config, mesh, *, with_value: bool) -> OnlineSetup:
     sampling = SamplingConfig(max_new_tokens=config.data.max_response_len, temperature=float(config.rollout.temperature),
                               top_p=float(config.rollout.get("top_p", 1.0)), eos_id=tokenizer.eos_token_id,
                               pad_id=encoder.pad_id)
-    gold_fn = None
+    gold_fn = gold_metrics_fn = None
     if is_toylab(config.data):
-        from rlhfjax.data.toylab import gold_rewards as gold_fn
-    return OnlineSetup(config, mesh, roles, tokenizer, encoder, sampling, gold_fn)
+        from rlhfjax.data.toylab import behaviour_metrics as gold_metrics_fn, gold_rewards as gold_fn
+    return OnlineSetup(config, mesh, roles, tokenizer, encoder, sampling, gold_fn, gold_metrics_fn)
 
 
 def create_state(setup: OnlineSetup, params: dict, shardings: dict, *, total_steps: int, method_state: Any = ()):
@@ -205,6 +206,7 @@ def run_online(setup: OnlineSetup, workdir: str, state: OnlineState, iterate: It
             return evaluation.evaluate(
                 state.train.params["policy"], roles, state.reward_gain, state.reward_bias, evals, mesh,
                 sampling=setup.sampling, rng=eval_rng, tokenizer=setup.tokenizer, gold_fn=setup.gold_fn,
+                gold_metrics_fn=setup.gold_metrics_fn,
                 chunk_size=chunk_size, samples_path=os.path.join(workdir, "samples.jsonl"),
                 step=int(state.iteration), kl_estimator=kl_estimator)
 

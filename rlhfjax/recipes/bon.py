@@ -61,28 +61,32 @@ def distill_config(config) -> ml_collections.ConfigDict:
 
 
 def sample_pools(policy_params, setup, batches, mesh, *, pool: int, rng, gain, bias):
-    """→ proxy (P, pool), gold (P, pool) or None, completions as token tuples and texts (P lists of pool)."""
+    """→ proxy (P, pool), gold (P, pool) or None, completions as token tuples and texts (P lists of pool),
+    the P prompt texts."""
     roles = setup.roles
-    proxy, gold, keys, texts = [], [], [], []
+    proxy, gold, keys, texts, prompt_texts = [], [], [], [], []
     for i, host in enumerate(batches):
         prompts = evaluation.device_prompts(host, mesh)
         ro, raw = experience.sample_and_score(
             policy_params, roles.reward.params, prompts["prompt_tokens_BxP"], prompts["prompt_mask_BxP"],
             jax.random.fold_in(rng, i), policy_cfg=roles.policy.cfg, reward_cfg=roles.reward.cfg,
             sampling=setup.sampling, num_samples=pool, chunk_size=pool)
-        proxy.append(np.asarray(normalise(raw, gain, bias)).reshape(-1, pool))
+        proxy.append(parallel.host(normalise(raw, gain, bias)).reshape(-1, pool))
         responses = decode_responses(setup.tokenizer, ro)
-        tokens, mask = np.asarray(ro.tokens_BxN), np.asarray(ro.response_mask_BxN).astype(bool)
+        tokens, mask = parallel.host(ro.tokens_BxN), parallel.host(ro.response_mask_BxN).astype(bool)
         rows = [tuple(t[m].tolist()) for t, m in zip(tokens, mask)]
         keys += [rows[j:j + pool] for j in range(0, len(rows), pool)]
         texts += [responses[j:j + pool] for j in range(0, len(responses), pool)]
+        prompt_texts += host["prompts"]
         if setup.gold_fn is not None:
             per_row = [p for p in host["prompts"] for _ in range(pool)]
             gold.append(np.asarray(setup.gold_fn(per_row, responses), np.float64).reshape(-1, pool))
-    return np.concatenate(proxy), (np.concatenate(gold) if gold else None), keys, texts
+    return np.concatenate(proxy), (np.concatenate(gold) if gold else None), keys, texts, prompt_texts
 
 
-def table(proxy, gold, keys, texts, ns: list[int]) -> list[dict]:
+def table(proxy, gold, keys, texts, prompts, ns: list[int], gold_metrics_fn=None) -> list[dict]:
+    """One row per n; `gold_metrics_fn(prompts, chosen texts)` (the toy lab's behaviour metrics) adds
+    the chosen completions' gold components and refusal and compliance rates."""
     rows = []
     for n in ns:
         idx = best_of_n.best_in_groups(proxy, n)
@@ -94,6 +98,8 @@ def table(proxy, gold, keys, texts, ns: list[int]) -> list[dict]:
             row["reward/gold"] = float(np.take_along_axis(gold, idx, 1).mean())
         chosen = [t[j] for t, j in zip(texts, idx[:, 0])]  # one per prompt: completions to different prompts
         row.update({f"chosen/{k}": v for k, v in similarity_metrics(chosen).items()})
+        if gold_metrics_fn is not None:
+            row.update(gold_metrics_fn(prompts, chosen))
         rows.append(row)
     return rows
 
@@ -127,7 +133,7 @@ def run(config, workdir: str, mesh=None) -> dict:
                 num_batches=config.reward.norm_batches, seed=config.seed)
         pools = sample_pools(policy, setup, batches, mesh, pool=config.bon.pool, rng=jax.random.fold_in(rng, 3),
                              gain=gain, bias=bias)
-    rows = table(*pools, ns)
+    rows = table(*pools, ns, gold_metrics_fn=setup.gold_metrics_fn)
     writer = MetricsWriter(workdir, resume_step=-1)  # a rerun replaces the records (-1 keeps none)
     for row in rows:
         writer.write(row["bon/n"], row)

@@ -289,9 +289,9 @@ def run_with_state(config, workdir: str, mesh=None):
         # Held-out sampling evaluation, as the online methods do it.
         sampling = SamplingConfig(max_new_tokens=config.eval.max_new_tokens, temperature=float(config.eval.temperature),
                                   top_p=float(config.eval.top_p), eos_id=tokenizer.eos_token_id, pad_id=encoder.pad_id)
-        gold_fn = None
+        gold_fn = gold_metrics_fn = None
         if toylab:
-            from rlhfjax.data.toylab import gold_rewards as gold_fn
+            from rlhfjax.data.toylab import behaviour_metrics as gold_metrics_fn, gold_rewards as gold_fn
         prompt_data = ml_collections.ConfigDict(config.data.to_dict())
         if toylab:
             prompt_data.data_dir = ""  # the toy lab's prompts have no annotator pools
@@ -344,7 +344,7 @@ def run_with_state(config, workdir: str, mesh=None):
                 state.params, roles, gain, bias, prompt_batches, mesh, sampling=sampling, rng=eval_rng,
                 tokenizer=tokenizer, gold_fn=gold_fn, chunk_size=config.eval.chunk_size or None,
                 samples_path=os.path.join(workdir, "samples.jsonl"), step=int(state.step),
-                kl_estimator=config.eval.kl_estimator))
+                kl_estimator=config.eval.kl_estimator, gold_metrics_fn=gold_metrics_fn))
             del ref, roles
         return metrics
 
