@@ -68,6 +68,16 @@ def online_train_config(iterations: int, batch_size: int, eval_every: int) -> ml
     return t
 
 
+def prompt_config() -> ml_collections.ConfigDict:
+    p = ml_collections.ConfigDict()
+    # A text file the policy sees before every prompt it samples from, in training rollouts and evals
+    # (Askell et al. 2021's prompted baseline; experiments/contexts/toylab_hhh.txt for the toy lab): its
+    # tokens go after BOS and before the prompt's, never truncated; the reward model, the eval KL reference
+    # and gold see the prompt without it (rlhfjax.data.batching, rlhfjax.online.experience). "" = none.
+    p.context_file = ""
+    return p
+
+
 def sample_config() -> ml_collections.ConfigDict:
     s = ml_collections.ConfigDict()
     s.num_prompts = 64  # eval prompts sampled at each eval
@@ -91,6 +101,7 @@ def toylab_online_config(temperature: float) -> ml_collections.ConfigDict:
     c.data.max_prompt_len = 16
     c.data.max_response_len = 24  # = generated tokens per response, fixed (toy-lab responses fit in 24)
     c.tokenizer = ml_collections.ConfigDict({"path": ""})  # "" = the toy lab's tokenizer, else policy's
+    c.prompt = prompt_config()
 
     c.policy = ml_collections.ConfigDict()
     c.policy.init_from = "runs/toylab/sft/model"  # initial policy AND frozen reference (HF/rlhfjax LM dir)

@@ -9,6 +9,12 @@ rows of a last partial batch (``drop_last=False``); all their token masks are 0 
 Truncation: prompts lose whole early turns first and then tokens from the left, so the final Assistant turn
 (the generation slot) always survives; responses are cut on the right (no EOS is added to a cut response,
 so the model never learns to stop mid-sentence).
+
+A prompt context (``Encoder(..., context=text)``, the config's ``prompt.context_file``) is a fixed text the
+*policy* sees before every prompt it samples from: BOS, the context's tokens (the text encoded on its own,
+without special tokens), then the prompt's own tokens after BOS, truncated as without a context — the
+context is never cut, it adds its length to every prompt bucket. Prompt batches then also carry the prompt
+without it (``plain_prompt_*``), for whatever judges the response (reward model, KL reference, gold).
 """
 
 from __future__ import annotations
@@ -86,7 +92,7 @@ class Encoder:
     (encodings are cached, since pairs share prompts and epochs repeat).
     """
 
-    def __init__(self, tokenizer, config: TokenizeConfig = TokenizeConfig()):
+    def __init__(self, tokenizer, config: TokenizeConfig = TokenizeConfig(), context: str = ""):
         self.tokenizer = tokenizer
         self.config = config
         self.stats: collections.Counter = collections.Counter()
@@ -100,6 +106,26 @@ class Encoder:
             raise ValueError("tokenizer has neither a pad nor an eos token")
         self.prompt_ids = functools.lru_cache(maxsize=1 << 16)(self._prompt_ids)
         self.response_ids = functools.lru_cache(maxsize=1 << 16)(self._response_ids)
+        self.context = context
+        if context and self.template != "hh":
+            raise ConfigError("a prompt context needs the hh template (data.template='hh', or a tokenizer "
+                              "without a chat template)", "for a chat model, put the context in a system turn")
+        self.context_ids = tuple(self._encode_text(context, special=False)) if context else ()
+
+    @property
+    def prompt_buckets(self) -> tuple[int, ...]:
+        """Padded lengths of prompt-only batches: the configured ones plus the context's length."""
+        return tuple(b + len(self.context_ids) for b in self.config.prompt_bucket_lengths)
+
+    def policy_prompt_ids(self, prompt: str) -> tuple[int, ...]:
+        """The prompt as the policy samples from it: with the context (module docstring), if any."""
+        ids = self.prompt_ids(prompt)
+        if not self.context_ids:
+            return ids
+        bos = self.tokenizer.bos_token_id
+        if bos is not None and ids and ids[0] == bos:
+            return (bos, *self.context_ids, *ids[1:])
+        return (*self.context_ids, *ids)
 
     # -- prompts -------------------------------------------------------------------------------
     def _encode_text(self, text: str, special: bool) -> list[int]:
@@ -202,19 +228,29 @@ def collate_sft(examples: Sequence[SFTExample | None], encoder: Encoder) -> dict
     return {"tokens_BxT": t, "mask_BxT": m, "response_mask_BxT": rm, "row_mask_B": _row_mask(examples)}
 
 
-def collate_prompts(examples: Sequence[PromptExample | str | None], encoder: Encoder) -> dict[str, np.ndarray]:
-    """Prompts → left-padded ``prompt_tokens_BxP``, ``prompt_mask_BxP``, and ``row_mask_B``."""
-    ids = [None if ex is None else encoder.prompt_ids(ex if isinstance(ex, str) else ex.prompt)
-           for ex in examples]
-    length = bucket_length(max([len(p) for p in ids if p is not None], default=1),
-                           encoder.config.prompt_bucket_lengths)
-    tokens = np.full((len(ids), length), encoder.pad_id, np.int32)
+def _left_pad(ids, buckets, pad_id):
+    length = bucket_length(max([len(p) for p in ids if p is not None], default=1), buckets)
+    tokens = np.full((len(ids), length), pad_id, np.int32)
     mask = np.zeros((len(ids), length), np.int32)
     for i, p in enumerate(ids):
         if p:
             tokens[i, length - len(p):] = p
             mask[i, length - len(p):] = 1
-    return {"prompt_tokens_BxP": tokens, "prompt_mask_BxP": mask, "row_mask_B": _row_mask(examples)}
+    return tokens, mask
+
+
+def collate_prompts(examples: Sequence[PromptExample | str | None], encoder: Encoder) -> dict[str, np.ndarray]:
+    """Prompts → left-padded ``prompt_tokens_BxP``, ``prompt_mask_BxP``, and ``row_mask_B``; with a context
+    (module docstring) these hold the policy's prompts and ``plain_prompt_{tokens,mask}_BxP`` the prompts alone."""
+    texts = [None if ex is None else ex if isinstance(ex, str) else ex.prompt for ex in examples]
+    ids = [None if t is None else encoder.policy_prompt_ids(t) for t in texts]
+    tokens, mask = _left_pad(ids, encoder.prompt_buckets, encoder.pad_id)
+    batch = {"prompt_tokens_BxP": tokens, "prompt_mask_BxP": mask, "row_mask_B": _row_mask(examples)}
+    if encoder.context_ids:
+        plain = [None if t is None else encoder.prompt_ids(t) for t in texts]
+        tokens, mask = _left_pad(plain, encoder.config.prompt_bucket_lengths, encoder.pad_id)
+        batch.update(plain_prompt_tokens_BxP=tokens, plain_prompt_mask_BxP=mask)
+    return batch
 
 
 def collate_ranked(examples: Sequence[RankedList | None], encoder: Encoder,

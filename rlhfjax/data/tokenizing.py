@@ -24,11 +24,28 @@ def tokenizer_for(config, init_from: str = ""):
     raise ConfigError("no tokenizer", "set tokenizer.path or the initial model's init_from (or use data.source='toylab')")
 
 
-def encoder_for(config, tokenizer) -> Encoder:
-    """Tokenization with `data.max_prompt_len`, `data.max_response_len` and `data.template`."""
+def encoder_for(config, tokenizer, *, with_context: bool = True) -> Encoder:
+    """Tokenization with `data.max_prompt_len`, `data.max_response_len`, `data.template` and, unless
+    `with_context` is False, the prompt context of `prompt.context_file` (`read_context`)."""
     return Encoder(tokenizer, TokenizeConfig(max_prompt_len=config.data.max_prompt_len,
                                              max_response_len=config.data.max_response_len,
-                                             template=config.data.template))
+                                             template=config.data.template),
+                   context=read_context(config) if with_context else "")
+
+
+def read_context(config) -> str:
+    """The text of `prompt.context_file` ("" when unset or the config has no `prompt` section). Used as
+    written, except trailing newlines: the prompt after it starts its own turn."""
+    path = config.prompt.get("context_file", "") if "prompt" in config else ""
+    if not path:
+        return ""
+    if not os.path.isfile(path):
+        raise ConfigError(f"prompt.context_file {path!r} does not exist")
+    with open(path, encoding="utf-8") as f:
+        text = f.read().rstrip("\n")
+    if not text.strip():
+        raise ConfigError(f"prompt.context_file {path!r} is empty", "leave prompt.context_file unset for no context")
+    return text
 
 
 def decode_responses(tokenizer, rollout) -> list[str]:

@@ -7,7 +7,8 @@ Held-out evaluation samples the current policy on fixed prompt batches with fixe
 different iterations differ only by the policy) and reports:
   eval/reward/proxy     normalised RM score            eval/reward/gold   toy lab only
   eval/kl/seq_mean      Σ_t kl_t on the samples, with the estimator the method trains with (k1, k2, k3:
-                        `objectives.ppo.kl_per_token`), so train and eval KL curves are comparable
+                        `objectives.ppo.kl_per_token`), so train and eval KL curves are comparable; with a
+                        prompt context, from the reference on the plain prompt (`experience.judged_sequence`)
   eval/response/length  tokens incl. EOS               eval/num_prompts
   eval/meteor_similarity, eval/distinct_1, eval/distinct_2, eval/response/words   reward hacking and
                         diversity of the samples (`analysis.similarity`; METEOR between completions to
@@ -49,7 +50,7 @@ def collate(examples, encoder) -> dict:
 def device_prompts(host: dict, mesh) -> dict:
     """The token arrays of a whole host prompt batch (the same on every process), sharded over the mesh's
     data axes."""
-    return parallel.shard_batch({k: host[k] for k in ("prompt_tokens_BxP", "prompt_mask_BxP")}, mesh)
+    return parallel.shard_batch(experience.prompt_arrays(host), mesh)
 
 
 def eval_batches(source: str, data_dir: str | None, split: str, limit: int, encoder, batch_size: int,
@@ -84,7 +85,7 @@ def fit_normaliser(policy_params, roles: Roles, examples, mesh, *, encoder, batc
         _, score = experience.sample_and_score(
             policy_params, roles.reward.params, prompts["prompt_tokens_BxP"], prompts["prompt_mask_BxP"],
             jax.random.fold_in(rng, i), policy_cfg=roles.policy.cfg, reward_cfg=roles.reward.cfg, sampling=sampling,
-            chunk_size=chunk_size)
+            chunk_size=chunk_size, **experience.plain_prompts(prompts))
         scores.append(score)
     return ppo_math.fit_reward_normalisation(jnp.concatenate(scores))
 
@@ -110,11 +111,13 @@ def evaluate(policy_params, roles: Roles, gain, bias, batches: list[dict], mesh,
         else:
             ro, score = experience.sample_and_score(
                 policy_params, roles.reward.params, prompts["prompt_tokens_BxP"], prompts["prompt_mask_BxP"], key,
-                policy_cfg=roles.policy.cfg, reward_cfg=roles.reward.cfg, sampling=sampling, chunk_size=chunk_size)
+                policy_cfg=roles.policy.cfg, reward_cfg=roles.reward.cfg, sampling=sampling, chunk_size=chunk_size,
+                **experience.plain_prompts(prompts))
             proxy.append(parallel.host(ppo_math.normalise(score, gain, bias)))
-        seq, smask = ro.sequence_BxL, ro.sequence_mask_BxL
-        logp = experience.logp_phase(policy_params, seq, smask, **kw)
-        ref = experience.logp_phase(roles.reference.params, seq, smask, **kw)
+        logp = experience.logp_phase(policy_params, ro.sequence_BxL, ro.sequence_mask_BxL, **kw)
+        # KL from the reference on the plain prompt: a prompted policy's distance from the unprompted one.
+        ref = experience.logp_phase(roles.reference.params,
+                                    *experience.judged_sequence(ro, **experience.plain_prompts(prompts)), **kw)
         per_token = ppo_math.kl_per_token(logp, ref, kl_estimator)
         kl.append(parallel.host(jnp.sum(jnp.where(ro.response_mask_BxN.astype(bool), per_token, 0.0), axis=-1)))
         length.append(parallel.host(ro.response_mask_BxN).sum(-1))

@@ -18,6 +18,13 @@ ratio is 1 bit for bit. That needs the same XLA computation on both sides: the t
 phases run in chunks of `chunk_size` rows (`lax.map`; PPO: its minibatch), because the matmul
 kernels' summation order depends on the batch dimension. Chunking also bounds activation memory.
 Frozen models (reference, reward) are arguments, never closed over.
+
+A prompt context (`prompt.context_file`, `data.batching`) is what the *policy* sees: it samples, and its
+log-probs are taken, on context + prompt. The reward model scores the response after the plain prompt
+(`judged_sequence`): it judges the answer to the request, not the context, and its normaliser is fitted
+the same way. Held-out evals measure KL from the reference on the plain prompt too (online.evaluation), so
+a prompted policy sits at its true distance from the unprompted one; inside RL training the KL penalty
+anchors to the reference given the same context as the policy (its own starting point).
 """
 
 from __future__ import annotations
@@ -26,12 +33,31 @@ import functools
 import time
 
 import jax
+import jax.numpy as jnp
 
 from rlhfjax.models import ModelConfig, api
 from rlhfjax.objectives.ppo import policy_forward
 from rlhfjax.sampling import Rollout, SamplingConfig, sample
 
 sample_phase = sample
+PROMPT_KEYS = ("prompt_tokens_BxP", "prompt_mask_BxP", "plain_prompt_tokens_BxP", "plain_prompt_mask_BxP")
+
+
+def prompt_arrays(batch: dict) -> dict:
+    """The token arrays of a prompt batch (`data.batching.collate_prompts`): the policy's prompts and,
+    with a context, the plain ones."""
+    return {k: batch[k] for k in PROMPT_KEYS if k in batch}
+
+
+def judged_sequence(ro: Rollout, plain_prompt_BxP=None, plain_mask_BxP=None, num_samples: int = 1):
+    """(sequence_BxL, mask_BxL) a judge of the response sees: the plain prompt (repeated `num_samples`
+    times per row, like the sampler's) + the response when given, else the rollout's own sequence."""
+    if plain_prompt_BxP is None:
+        return ro.sequence_BxL, ro.sequence_mask_BxL
+    prompt = jnp.repeat(plain_prompt_BxP, num_samples, axis=0).astype(jnp.int32)
+    mask = jnp.repeat(plain_mask_BxP, num_samples, axis=0).astype(ro.response_mask_BxN.dtype)
+    return (jnp.concatenate([prompt, ro.tokens_BxN.astype(jnp.int32)], axis=1),
+            jnp.concatenate([mask, ro.response_mask_BxN], axis=1))
 
 
 def in_chunks(fn, chunk_size: int | None):
@@ -103,12 +129,21 @@ class Phases:
 
 def sample_and_score(policy_params, reward_params, prompt_BxP, prompt_mask_BxP, rng, *, policy_cfg: ModelConfig,
                      reward_cfg: ModelConfig, sampling: SamplingConfig, num_samples: int = 1,
-                     chunk_size: int | None = None, phases: Phases | None = None) -> tuple[Rollout, jax.Array]:
+                     chunk_size: int | None = None, phases: Phases | None = None, plain_prompt_BxP=None,
+                     plain_mask_BxP=None) -> tuple[Rollout, jax.Array]:
     """N completions per prompt from the policy, scored by the reward model → (Rollout, raw score_B·N).
-    Rows [i·N, (i+1)·N) belong to prompt i."""
+    Rows [i·N, (i+1)·N) belong to prompt i. With `plain_prompt_BxP` (the prompts without the policy's
+    context) the reward model scores plain prompt + response (`judged_sequence`)."""
     phases = phases or Phases(timed=False)
     ro = phases("generate", sample_phase(policy_params, prompt_BxP, prompt_mask_BxP, rng, model_cfg=policy_cfg,
                                          cfg=sampling, num_samples=num_samples))
-    score = phases("score", score_phase(reward_params, ro.sequence_BxL, ro.sequence_mask_BxL, model_cfg=reward_cfg,
-                                        chunk_size=chunk_size))
+    seq, smask = judged_sequence(ro, plain_prompt_BxP, plain_mask_BxP, num_samples)
+    score = phases("score", score_phase(reward_params, seq, smask, model_cfg=reward_cfg, chunk_size=chunk_size))
     return ro, score
+
+
+def plain_prompts(prompts: dict) -> dict:
+    """`sample_and_score`'s plain-prompt arguments from a prompt batch (empty without a context)."""
+    if "plain_prompt_tokens_BxP" not in prompts:
+        return {}
+    return {"plain_prompt_BxP": prompts["plain_prompt_tokens_BxP"], "plain_mask_BxP": prompts["plain_prompt_mask_BxP"]}

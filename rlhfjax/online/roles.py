@@ -46,7 +46,7 @@ class Role:
 class Roles:
     policy: Role  # initial params; the trained ones live in the method's TrainState
     reference: Role
-    reward: Role
+    reward: Role | None  # None: a method without a reward model (context distillation)
     value: Role | None = None  # None: the method has no value function
 
     @property
@@ -77,13 +77,15 @@ def _execution(config) -> dict:
             "remat_policy": config.policy.get("remat_policy", "none")}
 
 
-def load_roles(config, mesh, vocab_size: int, *, with_value: bool) -> Roles:
-    """Load every role from `config` and place it on `mesh` by its logical axes."""
+def load_roles(config, mesh, vocab_size: int, *, with_value: bool, reward_optional: bool = False) -> Roles:
+    """Load every role from `config` and place it on `mesh` by its logical axes (`reward_optional` and an
+    empty `reward.init_from`: no reward role)."""
     dtype = config.policy.dtype
     kw = {"dtype": dtype, **_execution(config)}
     policy_cfg, policy_host = (load_pretrained(config.policy.init_from, **kw) if config.policy.init_from
                                else _random(config, vocab_size, "lm", "policy"))
-    reward_cfg, reward_host = (load_pretrained_scalar(config.reward.init_from, **kw)
+    no_reward = reward_optional and not config.reward.init_from
+    reward_cfg, reward_host = ((None, None) if no_reward else load_pretrained_scalar(config.reward.init_from, **kw)
                                if config.reward.init_from else _random(config, vocab_size, "scalar", "reward"))
 
     def role(name, kind, cfg, host, init_from):
@@ -100,7 +102,8 @@ def load_roles(config, mesh, vocab_size: int, *, with_value: bool) -> Roles:
         ref_from, ref_cfg, ref_host = config.policy.init_from, policy_cfg, policy_host
     roles = Roles(policy=role("policy", "lm", policy_cfg, policy_host, config.policy.init_from),
                   reference=role("reference", "lm", ref_cfg, ref_host, ref_from),
-                  reward=role("reward", "scalar", reward_cfg, reward_host, config.reward.init_from))
+                  reward=None if no_reward else role("reward", "scalar", reward_cfg, reward_host,
+                                                     config.reward.init_from))
     if with_value:
         if config.value.model == "policy_head":
             if config.value.init_from:

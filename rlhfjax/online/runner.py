@@ -7,11 +7,13 @@ method (SuperHF, best-of-n, RLOO/GRPO), differ only in the iteration function th
     summary, state = run_online(setup, workdir, state, iterate, name="ppo")
 
 `iterate(state, prompts, rng) -> (state, metrics, rollout)` gets an `OnlineState`, one prompt batch
-on the mesh (`prompt_tokens_BxP`, `prompt_mask_BxP`) and this iteration's key; it returns the new
+on the mesh (`prompt_tokens_BxP`, `prompt_mask_BxP`; with a prompt context also `plain_prompt_*`, see
+`online.experience`) and this iteration's key; it returns the new
 state, its metrics (jnp scalars) and the rollout it trained on (B·N rows when it sampled N per
 prompt, grouped by prompt), on which the runner computes the toy lab's gold reward.
 
 Config read here: data.* (prompts: train split for training, eval split for evals), tokenizer.path,
+prompt.context_file (a fixed text the policy sees before every prompt, in training and evals),
 policy/reward/value (roles), rollout.temperature, reward.normalise / norm_batches, train.iterations
 / batch_size (prompts per iteration) / eval_batch_size (eval and normaliser batches) / log_every /
 eval_every / save_every / keep_checkpoints,
@@ -74,21 +76,24 @@ class OnlineSetup:
     sampling: SamplingConfig  # how rollouts (and evals) sample: temperature, EOS, fixed length
     gold_fn: Callable | None  # toy lab: gold_rewards(prompts, responses); else None
     gold_metrics_fn: Callable | None = None  # toy lab: behaviour_metrics (gold components, refusals) at evals
+    rollout_encoder: Encoder | None = None  # training prompts, when not `encoder` (evals): context distillation
 
     @property
     def num_response(self) -> int:
         return self.sampling.max_new_tokens
 
 
-def prepare(config, mesh, *, with_value: bool) -> OnlineSetup:
+def prepare(config, mesh, *, with_value: bool, reward_optional: bool = False) -> OnlineSetup:
     """Tokenizer, encoder, roles placed on `mesh` and the rollout sampling config (batch sizes checked
-    against the mesh first: a clear error, not a sharding failure minutes in)."""
+    against the mesh first: a clear error, not a sharding failure minutes in). `reward_optional`: a
+    method that trains without a reward model gets none when `reward.init_from` is empty (evals then
+    report no proxy reward)."""
     parallel.check_batch_size(config.train.batch_size, mesh)
     if config.train.get("eval_batch_size"):
         parallel.check_batch_size(config.train.eval_batch_size, mesh, what="train.eval_batch_size")
     tokenizer = tokenizer_for(config, config.policy.init_from)
     encoder = encoder_for(config, tokenizer)
-    roles = load_roles(config, mesh, len(tokenizer), with_value=with_value)
+    roles = load_roles(config, mesh, len(tokenizer), with_value=with_value, reward_optional=reward_optional)
     sampling = SamplingConfig(max_new_tokens=config.data.max_response_len, temperature=float(config.rollout.temperature),
                               top_p=float(config.rollout.get("top_p", 1.0)), eos_id=tokenizer.eos_token_id,
                               pad_id=encoder.pad_id)
@@ -140,6 +145,11 @@ def summary_table(rows: list[dict], max_rows: int = 21) -> list[dict]:
     return [{"iteration": r["step"], **{k: r[k] for k in TABLE_KEYS if k in r}} for r in rows]
 
 
+def eval_key(config) -> jax.Array:
+    """The key of every held-out eval of a run (fixed: evals differ only by the policy)."""
+    return jax.random.fold_in(jax.random.PRNGKey(config.seed), 3)
+
+
 Iterate = Callable[[OnlineState, dict, jax.Array], tuple[OnlineState, dict, Any]]
 
 
@@ -158,15 +168,15 @@ def run_online(setup: OnlineSetup, workdir: str, state: OnlineState, iterate: It
     eval_B = config.train.get("eval_batch_size") or B
 
     def collate(examples):
-        return evaluation.collate(examples, setup.encoder)
+        return evaluation.collate(examples, setup.rollout_encoder or setup.encoder)
 
     prompt_iter = BatchIterator(examples, B, collate, seed=config.seed, num_epochs=None)
     base_rng = jax.random.PRNGKey(config.seed)
     checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=config.train.keep_checkpoints)
-    eval_rng = jax.random.fold_in(base_rng, 3)
+    eval_rng = eval_key(config)
     kl_estimator = config.kl.estimator if "kl" in config else "k1"  # evals measure KL as training does
     with parallel.activate(mesh):  # the models' logical constraints resolve against this mesh
-        if checkpointer.latest_step() is None and config.reward.normalise:
+        if checkpointer.latest_step() is None and config.reward.normalise and roles.reward is not None:
             # Batches of the eval batch size, not the method's: every method fits the same normaliser.
             gain, bias = evaluation.fit_normaliser(
                 state.train.params["policy"], roles, examples, mesh, encoder=setup.encoder, batch_size=eval_B,
@@ -183,7 +193,7 @@ def run_online(setup: OnlineSetup, workdir: str, state: OnlineState, iterate: It
         def step_fn(state: OnlineState, it: int):
             t_iter = time.perf_counter()
             host = next(prompt_iter)
-            prompts = parallel.shard_batch({k: host[k] for k in ("prompt_tokens_BxP", "prompt_mask_BxP")}, mesh,
+            prompts = parallel.shard_batch(experience.prompt_arrays(host), mesh,
                                            process_rows=True)  # this process's rows of the global batch
             state, metrics, rollout = iterate(state, prompts, jax.random.fold_in(base_rng, 1000 + it))
             state = state.replace(iteration=jnp.asarray(it, jnp.int32))
@@ -233,9 +243,9 @@ def run_online(setup: OnlineSetup, workdir: str, state: OnlineState, iterate: It
     distributed.barrier("metrics written")  # every process reads process 0's metrics.jsonl below
     print(f"{name}: reward vs √KL plot: {plot}" if plot else f"{name}: no reward vs √KL plot: {why_not}", flush=True)
     rows = read_jsonl(os.path.join(workdir, "metrics.jsonl"))
-    train_rows = [r for r in rows if "reward/proxy" in r]
+    train_rows = [r for r in rows if "time/iteration" in r]
     summary = {"iterations": iterations, "final": train_rows[-1] if train_rows else {},
-               "table": summary_table(train_rows), "evals": [r for r in rows if "eval/reward/proxy" in r],
+               "table": summary_table(train_rows), "evals": [r for r in rows if "eval/kl/seq_mean" in r],
                "reward_normaliser": {"gain": float(state.reward_gain), "bias": float(state.reward_bias)},
                "seconds": round(time.time() - t0, 1), "model_dir": model_dir, "kl_estimator": kl_estimator,
                "plot": plot, "meteor": meteor_mode(), **(summary_extra(state) if summary_extra else {})}

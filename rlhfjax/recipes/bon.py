@@ -70,7 +70,7 @@ def sample_pools(policy_params, setup, batches, mesh, *, pool: int, rng, gain, b
         ro, raw = experience.sample_and_score(
             policy_params, roles.reward.params, prompts["prompt_tokens_BxP"], prompts["prompt_mask_BxP"],
             jax.random.fold_in(rng, i), policy_cfg=roles.policy.cfg, reward_cfg=roles.reward.cfg,
-            sampling=setup.sampling, num_samples=pool, chunk_size=pool)
+            sampling=setup.sampling, num_samples=pool, chunk_size=pool, **experience.plain_prompts(prompts))
         proxy.append(parallel.host(normalise(raw, gain, bias)).reshape(-1, pool))
         responses = decode_responses(setup.tokenizer, ro)
         tokens, mask = parallel.host(ro.tokens_BxN), parallel.host(ro.response_mask_BxN).astype(bool)

@@ -47,7 +47,7 @@ def iterate(state, prompts, rng, *, setup, method, loss_cfg):
     ro, raw = experience.sample_and_score(
         state.train.params["policy"], roles.reward.params, prompts["prompt_tokens_BxP"], prompts["prompt_mask_BxP"],
         sample_rng, policy_cfg=roles.policy.cfg, reward_cfg=roles.reward.cfg, sampling=setup.sampling,
-        num_samples=k, chunk_size=chunk, phases=phases)
+        num_samples=k, chunk_size=chunk, phases=phases, **experience.plain_prompts(prompts))
     seq, smask, mask = ro.sequence_BxL, ro.sequence_mask_BxL, ro.response_mask_BxN
     kw = dict(model_cfg=roles.policy.cfg, num_response=setup.num_response, temperature=setup.sampling.temperature,
               chunk_size=chunk)

@@ -71,7 +71,7 @@ def collect(state: runner.OnlineState, setup: runner.OnlineSetup, prompts: dict,
     ro, raw_score = experience.sample_and_score(
         params["policy"], roles.reward.params, prompts["prompt_tokens_BxP"], prompts["prompt_mask_BxP"], rng,
         policy_cfg=roles.policy.cfg, reward_cfg=roles.reward.cfg, sampling=setup.sampling, chunk_size=chunk,
-        phases=phases)
+        phases=phases, **experience.plain_prompts(prompts))
     seq, smask = ro.sequence_BxL, ro.sequence_mask_BxL
     kw = dict(model_cfg=roles.policy.cfg, num_response=N, temperature=T, chunk_size=chunk)
     if roles.value_on_policy:  # one forward gives log-probs and values

@@ -1,0 +1,70 @@
+"""Context distillation (Askell et al. 2021, "A General Language Assistant as a Laboratory for Alignment"):
+train the policy *without* a context to behave like frozen weights *with* it.
+
+The teacher is a frozen copy of the initial weights, shown a fixed context before every prompt (a few
+demonstrations of good answers: `prompt.context_file`); the student starts from the same weights and sees
+the prompt alone. On responses y sampled from the prompted teacher (or taken from a dataset), the loss at
+each response position t is the KL over the whole vocabulary
+
+    KL_t = Σ_v p_teacher(v | context, x, y_<t) · (log p_teacher(v | …) − log p_student(v | x, y_<t))
+
+summed over response tokens with the token count as denominator (DESIGN convention 10): the token-mean
+KL(teacher ‖ student), the forward KL that Askell et al. minimise. It is 0 exactly when the student's
+next-token distributions equal the teacher's, e.g. with an empty context and equal weights; its gradient
+is the cross-entropy gradient towards the teacher's full distribution (the teacher's entropy is constant).
+
+Both sequences end with the same N response slots (prompts are left-padded), so teacher and student
+logits line up slot by slot (`objectives.ppo.policy_forward`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+from rlhfjax.models import ModelConfig
+from rlhfjax.objectives.ppo import entropy_from_logits, policy_forward
+from rlhfjax.objectives.superhf import vocab_kl
+
+BATCH_KEYS = ("sequence_BxL", "sequence_mask_BxL", "teacher_sequence_BxL", "teacher_sequence_mask_BxL",
+              "response_mask_BxN")
+
+
+@dataclasses.dataclass(frozen=True)
+class DistillLossConfig:
+    model: ModelConfig
+    num_response: int
+    temperature: float = 1.0  # both distributions at softmax(logits / T); 1 = the models' own
+
+
+def token_kl(teacher_logits_BxNxV, student_logits_BxNxV, mask_BxN):
+    """(Σ_masked KL(teacher ‖ student), masked token count, per-token KL_BxN)."""
+    kl = vocab_kl(teacher_logits_BxNxV, student_logits_BxNxV)
+    m = mask_BxN.astype(bool)
+    return jnp.sum(jnp.where(m, kl, 0.0)), m.sum().astype(jnp.float32), kl
+
+
+def loss_fn(params, batch, *, frozen, config: DistillLossConfig, rng):
+    """Σ_t KL(teacher ‖ student) over response tokens → (total, tokens, metrics).
+
+    `params = {"policy": student}`; `frozen` = the teacher's params; `batch` (`BATCH_KEYS`): the student's
+    sequence (plain prompt + response), the teacher's (context + prompt + response) and the response mask
+    of the last N slots, shared by both."""
+    del rng
+    kw = dict(model_cfg=config.model, num_response=config.num_response, temperature=config.temperature)
+    student = policy_forward(params["policy"], None, batch["sequence_BxL"], batch["sequence_mask_BxL"], **kw)
+    teacher_logits = jax.lax.stop_gradient(policy_forward(
+        frozen, None, batch["teacher_sequence_BxL"], batch["teacher_sequence_mask_BxL"], **kw)["logits_BxNxV"])
+    mask = batch["response_mask_BxN"]
+    total, count, _ = token_kl(teacher_logits, student["logits_BxNxV"], mask)
+    m = mask.astype(bool)
+    denom = jnp.maximum(count, 1.0)
+    ent, _ = entropy_from_logits(jax.lax.stop_gradient(student["logits_BxNxV"]), mask, shift=False)
+    teacher_ent, _ = entropy_from_logits(teacher_logits, mask, shift=False)
+    metrics = {"distill/kl": total / denom,
+               # NLL of the teacher's sampled tokens under the student: what plain SFT on them would train
+               "distill/student_nll": -jnp.sum(jnp.where(m, student["logp_BxN"], 0.0)) / denom,
+               "policy/entropy": ent / denom, "distill/teacher_entropy": teacher_ent / denom}
+    return total, count, metrics
