@@ -26,6 +26,9 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.reward.normalise = True  # only with a reward model
 
     c.distill = ml_collections.ConfigDict()
+    # teacher: responses sampled from the prompted teacher (Askell et al.); dataset: the demonstrations of the
+    # data source (the toy lab's sft/ split data.train_split) — the teacher's distributions on given text
+    c.distill.responses = "teacher"
     c.distill.temperature = 1.0  # the prompted teacher's sampling temperature (1: its own distribution)
     c.distill.loss_temperature = 1.0  # both distributions in the KL at softmax(logits / T)
     c.distill.epochs = 1  # passes over each iteration's teacher samples

@@ -92,6 +92,7 @@ def _choice_fields() -> dict[str, tuple[str, ...]]:
     from rlhfjax.online.roles import VALUE_MODELS
     from rlhfjax.parallel import STRATEGIES
     from rlhfjax.recipes.iterate import LABELLERS, METHODS, PM_INITS
+    from rlhfjax.recipes.distill import RESPONSES
     from rlhfjax.recipes.rm import SELECT_BY
     from rlhfjax.train.optim import SCHEDULES
 
@@ -101,7 +102,7 @@ def _choice_fields() -> dict[str, tuple[str, ...]]:
             "superhf.kl_prior": KL_PRIORS, "rloo.aggregation": AGGREGATIONS,
             "grpo.aggregation": AGGREGATIONS, "grpo.kl_estimator": KL_ESTIMATORS, "dpo.loss": DPO_LOSSES,
             "eval.kl_estimator": KL_ESTIMATORS, "iterate.method": tuple(METHODS), "iterate.labeller": LABELLERS,
-            "iterate.pm_init": PM_INITS, "rm.select_by": tuple(SELECT_BY)}
+            "iterate.pm_init": PM_INITS, "rm.select_by": tuple(SELECT_BY), "distill.responses": RESPONSES}
 
 
 def check_choices(cfg: ml_collections.ConfigDict, prefix: str = "") -> None:

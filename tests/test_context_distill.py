@@ -228,3 +228,34 @@ def test_one_iteration_trains_the_plain_student_on_the_prompted_teachers_tokens(
     changed = jax.tree.leaves(jax.tree.map(lambda a, b: float(jnp.abs(a - b).max()),
                                            new_state.train.params["policy"], setup.roles.reference.params))
     assert max(changed) > 0  # the student moved; the teacher (reference role) is a separate frozen copy
+
+
+def test_dataset_mode_distills_on_the_demonstrations_after_the_teachers_prompt(tmp_path, monkeypatch):
+    from rlhfjax import parallel
+    from rlhfjax.data.batching import collate_prompt_response
+    from rlhfjax.data.hh import load_sft
+    from rlhfjax.recipes import distill
+
+    config = load_config(os.path.join(ROOT, "experiments", "toylab_distill.py") + ":smoke",
+                         [f"--config.data.toylab_dir={tmp_path / 'lab'}", "--config.distill.responses=dataset"])
+    mesh = parallel.make_mesh(config.mesh)
+    setup, state, step = distill.build(config, mesh)
+    demos, _ = load_sft(str(tmp_path / "lab" / "sft"), split="train", limit=config.train.batch_size)
+    host = collate_prompt_response(demos, setup.rollout_encoder)
+    N = config.data.max_response_len
+    for i, ex in enumerate(demos):  # each response right-padded to N, EOS included when it fits
+        ids = setup.rollout_encoder.response_ids(ex.response)
+        assert host["response_tokens_BxN"][i, :len(ids)].tolist() == list(ids) and host["response_mask_BxN"][i].sum() == len(ids)
+    assert host["response_tokens_BxN"].shape == (len(demos), N)
+    seen = {}
+    real_update = distill.minibatch_update
+    monkeypatch.setattr(distill, "minibatch_update",
+                        lambda train, batch, *a, **kw: (seen.update(jax.tree.map(np.asarray, batch)),
+                                                        real_update(train, batch, *a, **kw))[1])
+    with parallel.activate(mesh):
+        step(state, parallel.shard_batch(experience.prompt_arrays(host), mesh), jax.random.PRNGKey(0))
+    np.testing.assert_array_equal(seen["teacher_sequence_BxL"],
+                                  np.concatenate([host["prompt_tokens_BxP"], host["response_tokens_BxN"]], 1))
+    np.testing.assert_array_equal(seen["sequence_BxL"],
+                                  np.concatenate([host["plain_prompt_tokens_BxP"], host["response_tokens_BxN"]], 1))
+    np.testing.assert_array_equal(seen["response_mask_BxN"], host["response_mask_BxN"])

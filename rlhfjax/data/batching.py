@@ -253,6 +253,22 @@ def collate_prompts(examples: Sequence[PromptExample | str | None], encoder: Enc
     return batch
 
 
+def collate_prompt_response(examples: Sequence[SFTExample | None], encoder: Encoder) -> dict[str, np.ndarray]:
+    """Demonstrations in a rollout's layout: the prompts as `collate_prompts` gives them (left-padded, with
+    the context if any) and ``response_tokens_BxN``, ``response_mask_BxN`` (right-padded to
+    ``max_response_len``), so prompt + response is a sequence whose last N slots hold the response, as the
+    sampler's are (context distillation on a dataset's responses)."""
+    batch = collate_prompts(examples, encoder)
+    N = encoder.config.max_response_len
+    tokens = np.full((len(examples), N), encoder.pad_id, np.int32)
+    mask = np.zeros((len(examples), N), np.int32)
+    for i, ex in enumerate(examples):
+        if ex is not None:
+            r = encoder.response_ids(ex.response)
+            tokens[i, :len(r)], mask[i, :len(r)] = r, 1
+    return {**batch, "response_tokens_BxN": tokens, "response_mask_BxN": mask}
+
+
 def collate_ranked(examples: Sequence[RankedList | None], encoder: Encoder,
                    num_responses: int) -> dict[str, np.ndarray]:
     """Ranked lists (best → worst) → ``{tokens,mask,response_mask}_BxKxT``, ``rank_mask_BxK``, ``row_mask_B``.

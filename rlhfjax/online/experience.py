@@ -40,12 +40,13 @@ from rlhfjax.objectives.ppo import policy_forward
 from rlhfjax.sampling import Rollout, SamplingConfig, sample
 
 sample_phase = sample
-PROMPT_KEYS = ("prompt_tokens_BxP", "prompt_mask_BxP", "plain_prompt_tokens_BxP", "plain_prompt_mask_BxP")
+PROMPT_KEYS = ("prompt_tokens_BxP", "prompt_mask_BxP", "plain_prompt_tokens_BxP", "plain_prompt_mask_BxP",
+               "response_tokens_BxN", "response_mask_BxN")
 
 
 def prompt_arrays(batch: dict) -> dict:
     """The token arrays of a prompt batch (`data.batching.collate_prompts`): the policy's prompts and,
-    with a context, the plain ones."""
+    with a context, the plain ones (and a dataset's responses: `collate_prompt_response`)."""
     return {k: batch[k] for k in PROMPT_KEYS if k in batch}
 
 

@@ -36,7 +36,7 @@ import numpy as np
 from rlhfjax import distributed, parallel
 from rlhfjax.analysis import report as kl_report
 from rlhfjax.analysis.similarity import meteor_mode
-from rlhfjax.data.batching import BatchIterator, Encoder
+from rlhfjax.data.batching import BatchIterator, Encoder, collate_prompt_response
 from rlhfjax.data.hh import load_prompts
 from rlhfjax.data.sources import is_toylab, resolve_source
 from rlhfjax.data.tokenizing import decode_rows, encoder_for, tokenizer_for
@@ -155,20 +155,28 @@ Iterate = Callable[[OnlineState, dict, jax.Array], tuple[OnlineState, dict, Any]
 
 def run_online(setup: OnlineSetup, workdir: str, state: OnlineState, iterate: Iterate, *, name: str,
                chunk_size: int | None = None, log_keys=("reward/proxy", "reward/gold", "kl/seq_mean"),
-               summary_extra: Callable[[OnlineState], dict] | None = None) -> tuple[dict, OnlineState]:
-    """Train `config.train.iterations` iterations of `iterate` (module docstring) and export."""
+               summary_extra: Callable[[OnlineState], dict] | None = None,
+               examples: list | None = None) -> tuple[dict, OnlineState]:
+    """Train `config.train.iterations` iterations of `iterate` (module docstring) and export. `examples`:
+    training rows other than the prompts of `data.*` (demonstrations: each batch then also carries their
+    responses, `data.batching.collate_prompt_response`)."""
     t0 = time.time()
     config, mesh, roles = setup.config, setup.mesh, setup.roles
     os.makedirs(workdir, exist_ok=True)
     source, data_dir = resolve_source(config.data, "prompts")
-    examples, report = load_prompts(source, data_dir=data_dir, split=config.data.train_split,
-                                    limit=config.data.limit or None)
-    print(f"{name} prompts: {report.summary()}", flush=True)
+    with_responses = examples is not None
+    if not with_responses:
+        examples, report = load_prompts(source, data_dir=data_dir, split=config.data.train_split,
+                                        limit=config.data.limit or None)
+        print(f"{name} prompts: {report.summary()}", flush=True)
     B = config.train.batch_size
     eval_B = config.train.get("eval_batch_size") or B
 
     def collate(examples):
-        return evaluation.collate(examples, setup.rollout_encoder or setup.encoder)
+        encoder = setup.rollout_encoder or setup.encoder
+        if with_responses:
+            return {**collate_prompt_response(examples, encoder), "prompts": [ex.prompt for ex in examples]}
+        return evaluation.collate(examples, encoder)
 
     prompt_iter = BatchIterator(examples, B, collate, seed=config.seed, num_epochs=None)
     base_rng = jax.random.PRNGKey(config.seed)

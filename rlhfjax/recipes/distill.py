@@ -3,9 +3,10 @@
 The teacher is the frozen initial policy (the reference role: `policy.init_from`, or `reference.init_from`)
 shown `prompt.context_file` before every prompt; the student (the trained policy) starts from the same
 weights and sees the prompt alone. One iteration (`iterate`): `train.batch_size` training prompts →
-one response each from the prompted teacher (T = `distill.temperature`) → `distill.epochs` ×
-`distill.num_minibatches` optimizer steps in one jit on KL(teacher ‖ student) over the vocabulary at
-every response token.
+one response each from the prompted teacher (T = `distill.temperature`), or with
+`distill.responses=dataset` the next `train.batch_size` demonstrations (the toy lab's SFT set, or the
+`{prompt, response}` rows of `data.source`) → `distill.epochs` × `distill.num_minibatches` optimizer
+steps in one jit on KL(teacher ‖ student) over the vocabulary at every response token.
 
 Evals sample the *student* without the context (the runner's held-out evals; KL from the unprompted
 initial policy), so iteration 0 is the plain policy. Before training, the prompted teacher itself is
@@ -25,17 +26,20 @@ import jax
 import jax.numpy as jnp
 
 from rlhfjax import parallel
+from rlhfjax.data.hh import load_sft
 from rlhfjax.data.sources import resolve_source
 from rlhfjax.data.tokenizing import encoder_for, read_context
 from rlhfjax.errors import ConfigError
 from rlhfjax.objectives import context_distill as cd
 from rlhfjax.online import evaluation, experience, runner
-from rlhfjax.sampling import SamplingConfig
+from rlhfjax.sampling import Rollout, SamplingConfig
 from rlhfjax.train.update import minibatch_update
 
 
 def check(config) -> None:
     d = config.distill
+    if d.responses not in RESPONSES:
+        raise ConfigError(f"distill.responses must be one of {RESPONSES}, got {d.responses!r}")
     if not read_context(config):
         raise ConfigError("context distillation needs prompt.context_file (the teacher's context)")
     if d.num_minibatches < 1 or config.train.batch_size % d.num_minibatches:
@@ -43,15 +47,30 @@ def check(config) -> None:
                           f"distill.num_minibatches={d.num_minibatches}")
 
 
+RESPONSES = ("teacher", "dataset")
+
+
+def dataset_rollout(prompts) -> Rollout:
+    """A dataset's responses after the teacher's prompts, in a rollout's layout (log-probs unused)."""
+    tokens, mask = prompts["response_tokens_BxN"], prompts["response_mask_BxN"]
+    zeros = jnp.zeros(tokens.shape, jnp.float32)
+    return Rollout(tokens_BxN=tokens, response_mask_BxN=mask, logp_BxN=zeros, policy_logp_BxN=zeros,
+                   sequence_BxL=jnp.concatenate([prompts["prompt_tokens_BxP"], tokens], axis=1),
+                   sequence_mask_BxL=jnp.concatenate([prompts["prompt_mask_BxP"], mask], axis=1))
+
+
 def iterate(state, prompts, rng, *, setup, loss_cfg, teacher_sampling: SamplingConfig):
     """One iteration (module docstring; the runner's `Iterate`). `prompts` carry the teacher's (context)
-    and the plain prompts."""
+    and the plain prompts, and with `distill.responses=dataset` the dataset's responses."""
     d, teacher = setup.config.distill, setup.roles.reference
     sample_rng, perm_rng = jax.random.split(rng)
     phases = experience.Phases()
-    ro = phases("generate", experience.sample_phase(teacher.params, prompts["prompt_tokens_BxP"],
-                                                    prompts["prompt_mask_BxP"], sample_rng, model_cfg=teacher.cfg,
-                                                    cfg=teacher_sampling))
+    if "response_tokens_BxN" in prompts:
+        ro = dataset_rollout(prompts)
+    else:
+        ro = phases("generate", experience.sample_phase(teacher.params, prompts["prompt_tokens_BxP"],
+                                                        prompts["prompt_mask_BxP"], sample_rng,
+                                                        model_cfg=teacher.cfg, cfg=teacher_sampling))
     seq, smask = experience.judged_sequence(ro, **experience.plain_prompts(prompts))
     batch = {"sequence_BxL": seq, "sequence_mask_BxL": smask, "teacher_sequence_BxL": ro.sequence_BxL,
              "teacher_sequence_mask_BxL": ro.sequence_mask_BxL, "response_mask_BxN": ro.response_mask_BxN}
@@ -112,9 +131,15 @@ def run_with_state(config, workdir: str, mesh=None):
               flush=True)
         return {"teacher_eval": out}
 
+    examples = None
+    if config.distill.responses == "dataset":
+        source, data_dir = resolve_source(config.data, "sft")
+        examples, report = load_sft(source, data_dir=data_dir, split=config.data.train_split,
+                                    limit=config.data.limit or None)
+        print(f"distill demonstrations: {report.summary()}", flush=True)
     return runner.run_online(setup, workdir, state, step, name="distill",
                              log_keys=("distill/kl", "reward/gold", "policy/entropy", "time/iteration"),
-                             summary_extra=teacher)
+                             summary_extra=teacher, examples=examples)
 
 
 TEACHER_KEYS = ("eval/reward/gold", "eval/kl/seq_mean", "eval/refusal/harmful", "eval/refusal/benign")
