@@ -46,6 +46,10 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.ppo.value_coef = 0.1  # LHP: vf_coef 0.1
     c.ppo.entropy_coef = 0.0  # Bai et al.: no entropy bonus
     c.ppo.remat = True  # recompute forwards in the backward: less memory, and ratio = 1 bit for bit at step 1
+    c.ppo.remat_policy = "nothing_saveable"  # what remat keeps (jax.checkpoint_policies): see docs/benchmarks.md
+    # True: each experience phase (score, log-probs, values, reference, advantages) its own jit, timed as
+    # time/<phase>; False: one fused jit after generation (time/experience), no host round trips between them
+    c.ppo.time_phases = False
     c.ppo.gamma = 1.0  # LHP / Bai et al.
     c.ppo.lam = 0.95  # LHP
     c.ppo.whiten_rewards = True  # LHP: whitened rewards (rescaled, mean kept)

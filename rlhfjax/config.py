@@ -82,7 +82,7 @@ def _resolve_run_paths(cfg: ml_collections.ConfigDict, root: str) -> None:
 def _choice_fields() -> dict[str, tuple[str, ...]]:
     """Fields whose value must be one of a few names, and those names (from the code that reads them)."""
     from rlhfjax.data.batching import TEMPLATES
-    from rlhfjax.models.config import SUPPORTED_FAMILIES
+    from rlhfjax.models.config import REMAT_POLICIES, SUPPORTED_FAMILIES
     from rlhfjax.objectives.dpo import LOSSES as DPO_LOSSES
     from rlhfjax.objectives.group_pg import AGGREGATIONS
     from rlhfjax.objectives.kl_control import CONTROLLERS
@@ -102,7 +102,8 @@ def _choice_fields() -> dict[str, tuple[str, ...]]:
             "superhf.kl_prior": KL_PRIORS, "rloo.aggregation": AGGREGATIONS,
             "grpo.aggregation": AGGREGATIONS, "grpo.kl_estimator": KL_ESTIMATORS, "dpo.loss": DPO_LOSSES,
             "eval.kl_estimator": KL_ESTIMATORS, "iterate.method": tuple(METHODS), "iterate.labeller": LABELLERS,
-            "iterate.pm_init": PM_INITS, "rm.select_by": tuple(SELECT_BY), "distill.responses": RESPONSES}
+            "iterate.pm_init": PM_INITS, "rm.select_by": tuple(SELECT_BY), "distill.responses": RESPONSES,
+            "ppo.remat_policy": tuple(p for p in REMAT_POLICIES if p != "none")}
 
 
 def check_choices(cfg: ml_collections.ConfigDict, prefix: str = "") -> None:

@@ -62,7 +62,7 @@ def setup(lab):
     return make_setup(lab)
 
 
-def experience(s, reference, adv=None):
+def experience(s, reference, adv=None, timed=True):
     """`ppo_recipe.collect` with the given reference params (and advantage config)."""
     roles = s["setup"].roles
     roles = dataclasses.replace(roles, reference=dataclasses.replace(roles.reference, params=reference),
@@ -74,7 +74,7 @@ def experience(s, reference, adv=None):
                                reward_bias=jnp.float32(0.0), iteration=jnp.int32(0))
     tok, mask = s["prompt"]
     return ppo_recipe.collect(state, setup, {"prompt_tokens_BxP": tok, "prompt_mask_BxP": mask},
-                              jax.random.PRNGKey(3), adv_cfg=adv or s["adv"])
+                              jax.random.PRNGKey(3), adv_cfg=adv or s["adv"], timed=timed)
 
 
 def first_update(s, exp):
@@ -108,6 +108,21 @@ def test_first_minibatch_ratio_one_and_zero_kl_at_reference(setup):
     assert float(m["ppo/approx_kl"][0]) == 0.0 and float(m["ppo/clipfrac"][0]) == 0.0
     # ... and the update moved the policy: later minibatches see a ratio != 1.
     assert float(m["ppo/approx_kl"][-1]) > 0.0
+
+
+def test_fused_experience_equals_the_timed_phases_and_keeps_the_first_ratio_exact(setup):
+    """ppo.time_phases=False runs scoring, log-probs, values, reference and advantages as one jit: the
+    same experience as the phases one by one, and still ratio 1 bit for bit on the first minibatch."""
+    reference = jax.tree.map(lambda x: x + 0.05 * jax.random.normal(jax.random.PRNGKey(9), x.shape), setup["policy"])
+    timed, fused = experience(setup, reference), experience(setup, reference, timed=False)
+    assert "time/score" in timed["metrics"] and "time/experience" in fused["metrics"]
+    assert "time/score" not in fused["metrics"]
+    for key, value in timed["batch"].items():
+        np.testing.assert_allclose(np.asarray(fused["batch"][key]), np.asarray(value), rtol=1e-5, atol=1e-6,
+                                   err_msg=key)
+    np.testing.assert_array_equal(np.asarray(fused["batch"]["old_logp_BxN"]), np.asarray(timed["batch"]["old_logp_BxN"]))
+    _, m = first_update(setup, fused)
+    assert float(m["ppo/ratio_min"][0]) == 1.0 and float(m["ppo/ratio_max"][0]) == 1.0
 
 
 def test_value_head_on_policy(lab):
@@ -169,7 +184,7 @@ def test_logged_kl_is_the_kl_in_the_rewards(setup):
 
 NAMED = ("reward/proxy", "reward/gold", "kl/seq_mean", "kl/sqrt", "kl/beta", "policy/entropy", "ppo/clipfrac",
          "ppo/approx_kl", "value/loss", "value/explained_variance", "response/length", "time/generate",
-         "time/score", "time/reference", "time/update", "perf/tokens_per_s")
+         "time/experience", "time/update", "perf/tokens_per_s")  # ppo.time_phases=False: scoring to advantages fused
 
 
 def _deterministic(rows, steps=None, evals=True):

@@ -38,10 +38,12 @@ __all__ = [
 # Forward passes
 
 
-def forward(params, cfg: ModelConfig, seq_BxL, mask_BxL, *, lm_head: bool = True) -> DecoderOutput:
-    """Full-sequence decoder forward → `DecoderOutput(logits BxLxV fp32 | None, hidden BxLxE)`."""
-    return Transformer(cfg, lm_head=lm_head).apply({"params": params}, seq_BxL, positions_from_mask(mask_BxL),
-                                                   mask_BxL)
+def forward(params, cfg: ModelConfig, seq_BxL, mask_BxL, *, lm_head: bool = True,
+            head_slots: tuple[int, int] | None = None) -> DecoderOutput:
+    """Full-sequence decoder forward → `DecoderOutput(logits BxLxV fp32 | None, hidden BxLxE)`; with
+    `head_slots=(a, b)` the logits are those of slots [a, b) only (the LM head runs there alone)."""
+    return Transformer(cfg, lm_head=lm_head, head_slots=head_slots).apply(
+        {"params": params}, seq_BxL, positions_from_mask(mask_BxL), mask_BxL)
 
 
 def lm_logits(params, cfg: ModelConfig, seq_BxL, mask_BxL):
@@ -81,8 +83,8 @@ def policy_outputs(params, cfg: ModelConfig, seq_BxL, mask_BxL, *, start: int, t
     states at the same slots: the state in which each token was chosen.
     """
     L = seq_BxL.shape[1]
-    out = forward(params, cfg, seq_BxL, mask_BxL)
-    logits = out.logits[:, start - 1:L - 1].astype(jnp.float32) / temperature
+    out = forward(params, cfg, seq_BxL, mask_BxL, head_slots=(start - 1, L - 1))  # no logits over the prompt
+    logits = out.logits.astype(jnp.float32) / temperature
     valid = mask_BxL[:, start:].astype(bool)
     result = {"logp_BxN": jnp.where(valid, selected_logp(logits, seq_BxL[:, start:]), 0.0), "logits_BxNxV": logits}
     if value_head is not None:

@@ -175,7 +175,7 @@ class Block(nn.Module):
 
 @flax.struct.dataclass
 class DecoderOutput:
-    logits: jax.Array | None  # BxTxV fp32, None without an LM head
+    logits: jax.Array | None  # BxTxV fp32 (the `head_slots` only, if given), None without an LM head
     hidden: jax.Array  # BxTxE after the final norm
     cache: Any = None  # updated KV cache when one was passed
 
@@ -190,6 +190,9 @@ class Transformer(nn.Module):
 
     cfg: ModelConfig
     lm_head: bool = True
+    # (a, b): the LM head runs on slots [a, b) only, so `logits` is Bx(b−a)xV. A teacher-forced loss needs the
+    # logits that predict the response alone; the prompt's would be most of the head's FLOPs and memory.
+    head_slots: tuple[int, int] | None = None
 
     @nn.compact
     def __call__(self, tokens_BxT, positions_BxT, mask_BxS, cache: Cache | None = None,
@@ -232,10 +235,11 @@ class Transformer(nn.Module):
 
         logits = None
         if self.lm_head:
+            at = hidden if self.head_slots is None else hidden[:, self.head_slots[0]:self.head_slots[1]]
             if cfg.tie_embeddings:
-                logits = embed.attend(hidden)
+                logits = embed.attend(at)
             else:
-                logits = _dense(cfg.vocab_size, ("embed", "vocab"), False, cfg, "lm_head")(hidden)
+                logits = _dense(cfg.vocab_size, ("embed", "vocab"), False, cfg, "lm_head")(at)
             logits = nn.with_logical_constraint(logits.astype(jnp.float32), ("batch", "length", "vocab"))
         return DecoderOutput(logits=logits, hidden=hidden, cache=new_cache)
 

@@ -375,6 +375,9 @@ class PPOLossConfig:
     # phase: without it, fusing the forward with the backward perturbs logits by ~1 ulp, and the first
     # minibatch's ratio is 1 only to ~5e-7 instead of exactly. Costs about one extra forward per step.
     remat: bool = True
+    # What the rematerialised forwards keep for the backward (jax.checkpoint_policies): nothing_saveable
+    # recomputes the whole forward; dots_saveable keeps the matmul outputs and recomputes the rest.
+    remat_policy: str = "nothing_saveable"
 
 
 def policy_forward(policy_params, value_head, seq_BxL, mask_BxL, *, model_cfg: ModelConfig, num_response: int,
@@ -405,7 +408,8 @@ def loss_fn(params, batch, *, frozen, config: PPOLossConfig, rng):
         return api.values(value, config.value_model, seq, smask, start=seq.shape[1] - N)
 
     if config.remat:
-        policy_fwd, value_fwd = jax.checkpoint(policy_fwd), jax.checkpoint(value_fwd)
+        policy = getattr(jax.checkpoint_policies, config.remat_policy)
+        policy_fwd, value_fwd = jax.checkpoint(policy_fwd, policy=policy), jax.checkpoint(value_fwd, policy=policy)
     out = policy_fwd(params["policy"], params["value"] if head_on_policy else None, seq, smask)
     logp, logits = out["logp_BxN"], out["logits_BxNxV"]
     values = out["values_BxN"] if head_on_policy else value_fwd(params["value"], seq, smask)

@@ -59,31 +59,58 @@ def loss_config(config, setup: runner.OnlineSetup) -> ppo_objective.PPOLossConfi
         policy_model=setup.roles.policy.cfg, value_model=None if setup.roles.value_on_policy else value.cfg,
         num_response=setup.num_response, temperature=setup.sampling.temperature, clip=float(p.clip),
         value_clip=float(p.value_clip), value_coef=float(p.value_coef), entropy_coef=float(p.entropy_coef),
-        remat=bool(p.remat))
+        remat=bool(p.remat), remat_policy=p.get("remat_policy", "nothing_saveable"))
 
 
-def collect(state: runner.OnlineState, setup: runner.OnlineSetup, prompts: dict, rng, *, adv_cfg, timed=True) -> dict:
-    """One iteration's experience, phase by phase → {batch, rollout, shaped, metrics (+ time/*),
-    kl_state (next), raw_score_B, ref_logp_BxN}."""
-    roles, params = setup.roles, state.train.params
-    chunk, N, T = minibatch_size(setup.config), setup.num_response, setup.sampling.temperature
-    phases = experience.Phases(timed)
-    ro, raw_score = experience.sample_and_score(
-        params["policy"], roles.reward.params, prompts["prompt_tokens_BxP"], prompts["prompt_mask_BxP"], rng,
-        policy_cfg=roles.policy.cfg, reward_cfg=roles.reward.cfg, sampling=setup.sampling, chunk_size=chunk,
-        phases=phases, **experience.plain_prompts(prompts))
+def _scored_experience(params, reference, reward, ro, plain, kl_state, gain, bias, *, cfgs, chunk, adv_cfg,
+                       value_on_policy, phases):
+    """RM score (on the judges' view of the rollout), policy log-probs and values, reference log-probs and
+    the advantages of one rollout, phase by phase (`phases` times each, or traces them into one jit).
+    `cfgs` = (policy, reward, value (None: a head on the policy) model configs, sampling temperature)."""
+    policy_cfg, reward_cfg, value_cfg, T = cfgs
+    N = ro.tokens_BxN.shape[1]
     seq, smask = ro.sequence_BxL, ro.sequence_mask_BxL
-    kw = dict(model_cfg=roles.policy.cfg, num_response=N, temperature=T, chunk_size=chunk)
-    if roles.value_on_policy:  # one forward gives log-probs and values
+    raw_score = phases("score", experience.score_phase(reward, *experience.judged_sequence(ro, **plain),
+                                                       model_cfg=reward_cfg, chunk_size=chunk))
+    kw = dict(model_cfg=policy_cfg, num_response=N, temperature=T, chunk_size=chunk)
+    if value_on_policy:  # one forward gives log-probs and values
         logp, values = phases("policy_logp", experience.logp_value_phase((params["policy"], params["value"]), seq,
                                                                          smask, **kw))
     else:
         logp = phases("policy_logp", experience.logp_phase(params["policy"], seq, smask, **kw))
-        values = phases("values", experience.value_phase(params["value"], seq, smask, model_cfg=roles.value.cfg,
+        values = phases("values", experience.value_phase(params["value"], seq, smask, model_cfg=value_cfg,
                                                          num_response=N, chunk_size=chunk))
-    ref_logp = phases("reference", experience.logp_phase(roles.reference.params, seq, smask, **kw))
-    batch, shaped, metrics, next_kl = phases("advantages", ppo_objective.experience_batch(
-        raw_score, logp, ref_logp, values, ro, state.method, state.reward_gain, state.reward_bias, cfg=adv_cfg))
+    ref_logp = phases("reference", experience.logp_phase(reference, seq, smask, **kw))
+    out = phases("advantages", ppo_objective.experience_batch(raw_score, logp, ref_logp, values, ro, kl_state, gain,
+                                                               bias, cfg=adv_cfg))
+    return (*out, raw_score, ref_logp)
+
+
+_UNTIMED = experience.Phases(timed=False)
+# The same phases as one program: no host round trip between them, buffers shared (`ppo.time_phases=False`).
+_fused_experience = jax.jit(functools.partial(_scored_experience, phases=_UNTIMED),
+                            static_argnames=("cfgs", "chunk", "adv_cfg", "value_on_policy"))
+
+
+def collect(state: runner.OnlineState, setup: runner.OnlineSetup, prompts: dict, rng, *, adv_cfg, timed=True) -> dict:
+    """One iteration's experience → {batch, rollout, shaped, metrics (+ time/*), kl_state (next), raw_score_B,
+    ref_logp_BxN}. `timed`: each phase its own jit, timed (`time/<phase>`); else generation, then the
+    scoring, log-prob, value and advantage phases fused into one jit (`time/experience`)."""
+    roles, params = setup.roles, state.train.params
+    chunk = minibatch_size(setup.config)
+    phases = experience.Phases(True)  # generation is timed either way
+    ro = phases("generate", experience.sample_phase(params["policy"], prompts["prompt_tokens_BxP"],
+                                                    prompts["prompt_mask_BxP"], rng, model_cfg=roles.policy.cfg,
+                                                    cfg=setup.sampling))
+    cfgs = (roles.policy.cfg, roles.reward.cfg, None if roles.value_on_policy else roles.value.cfg,
+            setup.sampling.temperature)
+    args = (params, roles.reference.params, roles.reward.params, ro, experience.plain_prompts(prompts), state.method,
+            state.reward_gain, state.reward_bias)
+    kw = dict(cfgs=cfgs, chunk=chunk, adv_cfg=adv_cfg, value_on_policy=roles.value_on_policy)
+    if timed:
+        batch, shaped, metrics, next_kl, raw_score, ref_logp = _scored_experience(*args, **kw, phases=phases)
+    else:
+        batch, shaped, metrics, next_kl, raw_score, ref_logp = phases("experience", _fused_experience(*args, **kw))
     return {"batch": batch, "rollout": ro, "shaped": shaped, "metrics": {**metrics, **phases.times},
             "kl_state": next_kl, "raw_score_B": raw_score, "ref_logp_BxN": ref_logp}
 
@@ -91,7 +118,7 @@ def collect(state: runner.OnlineState, setup: runner.OnlineSetup, prompts: dict,
 def iterate(state, prompts, rng, *, setup, adv_cfg, loss_cfg):
     """One PPO iteration: experience, then all epochs × minibatches (the runner's `Iterate`)."""
     sample_rng, perm_rng = jax.random.split(rng)
-    exp = collect(state, setup, prompts, sample_rng, adv_cfg=adv_cfg)
+    exp = collect(state, setup, prompts, sample_rng, adv_cfg=adv_cfg, timed=bool(setup.config.ppo.get("time_phases")))
     t = time.perf_counter()
     p = setup.config.ppo
     train, upd = ppo_objective.ppo_update(state.train, exp["batch"], perm_rng, loss_config=loss_cfg,
