@@ -24,7 +24,11 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.grpo.epochs = 1  # DeepSeekMath: μ = 1 policy update per batch of samples
     c.grpo.num_minibatches = 1  # train.batch_size × group_size rows split into this many steps per epoch
     c.grpo.clip = 0.2  # DeepSeekMath: ε = 0.2
-    c.grpo.remat = True  # the loss's forward is the log-prob phase's computation: the first ratio is exactly 1
+    # The first minibatch's ratio is exactly 1: own_logp uses the loss's own log-probs (gradient stopped) as
+    # π_old on the update's first step; remat instead makes the loss's forward the log-prob phase's computation
+    # (needs remat=True; one extra forward per step). See objectives/ppo.py and docs/benchmarks.md.
+    c.grpo.first_ratio = "own_logp"
+    c.grpo.remat = False  # rematerialise the loss's forward in the backward (activation memory)
 
     c.optim.learning_rate = 5e-5  # DeepSeekMath: 1e-6 for a 7B model; the toy policy needs more (note below)
     # Toy-lab note (measured with the test suite's briefly trained SFT policy and RM, 24 iterations): at

@@ -45,8 +45,12 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.ppo.value_clip = 0.2  # LHP: cliprange_value 0.2
     c.ppo.value_coef = 0.1  # LHP: vf_coef 0.1
     c.ppo.entropy_coef = 0.0  # Bai et al.: no entropy bonus
-    c.ppo.remat = True  # recompute forwards in the backward: less memory, and ratio = 1 bit for bit at step 1
-    c.ppo.remat_policy = "nothing_saveable"  # what remat keeps (jax.checkpoint_policies): see docs/benchmarks.md
+    # The first minibatch's ratio is exactly 1 (π_θ = π_old there): own_logp uses the loss's own log-probs,
+    # gradient stopped, as π_old on the update's first step (free); remat instead makes the loss's forward the
+    # same XLA computation as the log-prob phase (needs ppo.remat=True; ~20% of the update: docs/benchmarks.md)
+    c.ppo.first_ratio = "own_logp"
+    c.ppo.remat = False  # recompute the policy/value forwards in the backward (activation memory)
+    c.ppo.remat_policy = "nothing_saveable"  # what remat keeps (jax.checkpoint_policies)
     # True: each experience phase (score, log-probs, values, reference, advantages) its own jit, timed as
     # time/<phase>; False: one fused jit after generation (time/experience), no host round trips between them
     c.ppo.time_phases = False

@@ -86,7 +86,7 @@ def _choice_fields() -> dict[str, tuple[str, ...]]:
     from rlhfjax.objectives.dpo import LOSSES as DPO_LOSSES
     from rlhfjax.objectives.group_pg import AGGREGATIONS
     from rlhfjax.objectives.kl_control import CONTROLLERS
-    from rlhfjax.objectives.ppo import KL_ESTIMATORS
+    from rlhfjax.objectives.ppo import FIRST_RATIOS, KL_ESTIMATORS
     from rlhfjax.objectives.rm import OBJECTIVES
     from rlhfjax.objectives.superhf import KL_PRIORS
     from rlhfjax.online.roles import VALUE_MODELS
@@ -103,7 +103,8 @@ def _choice_fields() -> dict[str, tuple[str, ...]]:
             "grpo.aggregation": AGGREGATIONS, "grpo.kl_estimator": KL_ESTIMATORS, "dpo.loss": DPO_LOSSES,
             "eval.kl_estimator": KL_ESTIMATORS, "iterate.method": tuple(METHODS), "iterate.labeller": LABELLERS,
             "iterate.pm_init": PM_INITS, "rm.select_by": tuple(SELECT_BY), "distill.responses": RESPONSES,
-            "ppo.remat_policy": tuple(p for p in REMAT_POLICIES if p != "none")}
+            "ppo.remat_policy": tuple(p for p in REMAT_POLICIES if p != "none"), "ppo.first_ratio": FIRST_RATIOS,
+            "rloo.first_ratio": FIRST_RATIOS, "grpo.first_ratio": FIRST_RATIOS}
 
 
 def check_choices(cfg: ml_collections.ConfigDict, prefix: str = "") -> None:

@@ -106,8 +106,9 @@ def sample(params, prompt_BxP: jax.Array, prompt_mask_BxP: jax.Array, rng: jax.A
     prompt_mask = prompt_mask_BxP.astype(jnp.int32)
     mask_BxL = jnp.concatenate([prompt_mask, jnp.zeros((B, N), jnp.int32)], axis=1)
     cache = init_cache(model_cfg, B, L)
+    # Prompts are left-padded, so slot P − 1 holds every row's last prompt token: its logits are all we need.
     out = api.decode(params, model_cfg, prompt_BxP.astype(jnp.int32), positions_from_mask(prompt_mask), mask_BxL,
-                     cache, 0)
+                     cache, 0, last_logits_only=True)
     prompt_len_B = prompt_mask.sum(axis=1)
 
     init = dict(

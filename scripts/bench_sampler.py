@@ -7,6 +7,12 @@ Naive decode = the same jitted loop without a cache: every step re-runs the full
 fixed (P + N)-slot buffer (static shapes, as a cache-free JAX decoder must) and reads one logit row.
 Floor (GPU) = bytes read per decode step (all params + the whole K/V cache, which the sampler
 attends over in full each step) / HBM bandwidth; reported as tokens/s at that floor.
+
+Utilisation: FLOPs from XLA's cost analysis of the compiled sampler (`bench_ppo.compiled_stats`), which
+counts a loop body once: cached = analysis of `sample` (prefill + one decode step) + (N - 1) x one decode
+step analysed on its own; naive = analysis of `naive_sample` x N (its fori_loop body is the whole
+forward). Achieved FLOP/s = FLOPs / the best-of time above, as a % of a jitted 2048^3 matmul (best of 7,
+timed at the start: "matmul peak"); peak memory from the compiled sampler's `memory_analysis`.
 """
 
 from __future__ import annotations
@@ -20,6 +26,8 @@ import jax.numpy as jnp
 
 from rlhfjax.models import api, init_params, preset
 from rlhfjax.sampling import SamplingConfig, _pick, sample
+
+from bench_ppo import MATMUL_N, compiled_stats, fmt_mb, generate_stats, matmul_peak  # scripts/ is on sys.path
 
 SHAPES = {
     "tiny": dict(family="llama", vocab_size=128, hidden_size=64, num_layers=2, num_heads=4,
@@ -87,10 +95,13 @@ def main():
     params = init_params(cfg, jax.random.PRNGKey(0))
     sc = SamplingConfig(max_new_tokens=args.new_tokens, temperature=1.0, top_k=50)  # no EOS: full N
     gbps = args.hbm_gbps or next((v for k, v in HBM_GBPS.items() if k in dev.device_kind), None)
+    peak = matmul_peak(dtype, stat=min)  # best-of, as the sampler timings are
     print(f"device: {dev.device_kind} ({dev.platform}), shape {args.shape}, dtype {dtype}, "
           f"prompt {args.prompt_len}, new tokens {args.new_tokens}")
-    print("| batch | cached tok/s | naive tok/s | speed-up | floor tok/s | % of floor |")
-    print("|---|---|---|---|---|---|")
+    print(f"matmul peak ({dtype} {MATMUL_N}^3, best of 7): {peak / 1e9:,.1f} GFLOP/s")
+    print("| batch | cached tok/s | naive tok/s | speed-up | floor tok/s | % of floor | cached GFLOP | cached GFLOP/s "
+          "| cached % of matmul peak | cached peak MiB | naive GFLOP | naive GFLOP/s | naive % of matmul peak |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for B in args.batch:
         prompt = jax.random.randint(jax.random.PRNGKey(1), (B, args.prompt_len), 1, cfg.vocab_size)
         mask = jnp.ones_like(prompt)
@@ -99,16 +110,23 @@ def main():
         t_c = timed(lambda: sample(params, prompt, mask, rng, model_cfg=cfg, cfg=sc).tokens_BxN,
                     args.repeats)
         cached = n_tok / t_c
+        st = generate_stats(params, prompt, mask, rng, model_cfg=cfg, sampling=sc)
+        util = f"{st['flops'] / 1e9:,.3f} | {st['flops'] / t_c / 1e9:,.2f} | {100 * st['flops'] / t_c / peak:.1f}% | "
+        util += fmt_mb(st["peak_memory_bytes"])
         naive = speed = "-"
+        naive_util = "- | - | -"
         if not args.no_naive:
             t_n = timed(lambda: naive_sample(params, prompt, mask, rng, model_cfg=cfg, cfg=sc),
                         args.repeats)
             naive, speed = f"{n_tok / t_n:,.0f}", f"{t_n / t_c:.1f}x"
+            fl = compiled_stats(naive_sample, params, prompt, mask, rng, model_cfg=cfg, cfg=sc)["flops"]
+            fl *= args.new_tokens  # the fori_loop body (one full forward) is counted once
+            naive_util = f"{fl / 1e9:,.3f} | {fl / t_n / 1e9:,.2f} | {100 * fl / t_n / peak:.1f}%"
         floor = pct = "-"
         if gbps:
             f, _, _ = floor_tokens_per_s(cfg, params, B, args.prompt_len + args.new_tokens, gbps)
             floor, pct = f"{f:,.0f}", f"{100 * cached / f:.0f}%"
-        print(f"| {B} | {cached:,.0f} | {naive} | {speed} | {floor} | {pct} |", flush=True)
+        print(f"| {B} | {cached:,.0f} | {naive} | {speed} | {floor} | {pct} | {util} | {naive_util} |", flush=True)
 
 
 if __name__ == "__main__":

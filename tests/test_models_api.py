@@ -67,3 +67,25 @@ def test_activations_final_norm_is_the_hidden_state():
     hidden = api.forward(params, cfg, seq, mask).hidden
     np.testing.assert_allclose(np.asarray(acts[api.FINAL_NORM]), np.asarray(hidden), atol=1e-6)
     assert acts[0].shape == hidden.shape and not np.allclose(np.asarray(acts[0]), np.asarray(hidden))
+
+
+def test_lm_head_on_chosen_slots_equals_the_full_logits_there():
+    """head_slots (teacher-forced phases: the response's slots) and last_logits_only (the sampler's prefill)
+    give the full forward's logits at those slots, tied (GPT-2) and untied (Llama) heads alike."""
+    from rlhfjax.models import init_cache, init_params
+
+    for family in ("gpt2", "llama"):
+        cfg = tiny_cfg(family)
+        params = init_params(cfg, jax.random.PRNGKey(3))
+        seq, mask = left_padded(ROWS, 8)
+        full = np.asarray(api.forward(params, cfg, seq, mask).logits)
+        some = api.forward(params, cfg, seq, mask, head_slots=(3, 7))
+        assert some.logits.shape == (3, 4, cfg.vocab_size)
+        np.testing.assert_allclose(np.asarray(some.logits), full[:, 3:7], atol=1e-5)
+        np.testing.assert_allclose(np.asarray(some.hidden), np.asarray(api.forward(params, cfg, seq, mask).hidden),
+                                   atol=1e-6)  # the hidden states stay whole (value heads read them)
+        cache = init_cache(cfg, 3, 12)
+        cache_mask = jnp.concatenate([mask, jnp.zeros((3, 4), mask.dtype)], axis=1)
+        last = api.decode(params, cfg, seq, positions_from_mask(mask), cache_mask, cache, 0, last_logits_only=True)
+        assert last.logits.shape == (3, 1, cfg.vocab_size)
+        np.testing.assert_allclose(np.asarray(last.logits[:, 0]), full[:, -1], atol=1e-5)

@@ -102,8 +102,8 @@ def test_first_minibatch_ratio_one_and_zero_kl_at_reference(setup):
     assert mask.sum() > mask.shape[0]  # more than one token per row, so the alignment is exercised
 
     state, m = first_update(s, exp)
-    # First minibatch: π_θ = π_old, and (with remat, the default) the loss's forward is the same
-    # computation as the rollout's, so the ratio is 1 bit for bit.
+    # First minibatch: π_θ = π_old, and (ppo.first_ratio=own_logp, the default) π_old there is the loss's own
+    # log-prob, so the ratio is 1 bit for bit.
     assert float(m["ppo/ratio_min"][0]) == 1.0 and float(m["ppo/ratio_max"][0]) == 1.0
     assert float(m["ppo/approx_kl"][0]) == 0.0 and float(m["ppo/clipfrac"][0]) == 0.0
     # ... and the update moved the policy: later minibatches see a ratio != 1.
@@ -123,6 +123,23 @@ def test_fused_experience_equals_the_timed_phases_and_keeps_the_first_ratio_exac
     np.testing.assert_array_equal(np.asarray(fused["batch"]["old_logp_BxN"]), np.asarray(timed["batch"]["old_logp_BxN"]))
     _, m = first_update(setup, fused)
     assert float(m["ppo/ratio_min"][0]) == 1.0 and float(m["ppo/ratio_max"][0]) == 1.0
+
+
+@pytest.mark.parametrize("first_ratio, remat", [("own_logp", False), ("remat", True)])
+def test_both_ways_to_an_exact_first_ratio_take_the_same_step(setup, first_ratio, remat):
+    """The fast path (π_old from the loss's own first pass, no remat) and the rematerialised one are both
+    exactly 1 on the first minibatch and move the params the same way."""
+    exp = experience(setup, copy(setup["policy"]))
+    base, m_base = first_update(setup, exp)
+    s = {**setup, "lcfg": dataclasses.replace(setup["lcfg"], first_ratio=first_ratio, remat=remat)}
+    state, m = first_update(s, exp)
+    assert float(m["ppo/ratio_min"][0]) == 1.0 and float(m["ppo/ratio_max"][0]) == 1.0
+    for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(base.params)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
+    # Neither trick is free of meaning: without both, the rollout's log-probs are taken as they are.
+    s = {**setup, "lcfg": dataclasses.replace(setup["lcfg"], first_ratio="remat", remat=False)}
+    _, m = first_update(s, exp)
+    assert abs(float(m["ppo/ratio_max"][0]) - 1.0) < 1e-5  # ~1 ulp of the logits, not necessarily exact
 
 
 def test_value_head_on_policy(lab):

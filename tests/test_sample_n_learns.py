@@ -40,6 +40,8 @@ def test_online_sample_n_method_raises_held_out_gold_reward(method, trained_lab,
     assert [r["step"] for r in train] == list(range(1, ITERATIONS + 1))
     assert all(np.isfinite(r["kl/seq_mean"]) and np.isfinite(r["reward/gold"]) for r in train)
     assert summary["final"]["step"] == ITERATIONS and summary["meteor"].startswith("exact+stem")
+    if method != "superhf":  # the clipped-ratio methods: π_θ = π_old on each update's first minibatch, exactly
+        assert all(r["ppo/ratio_first_min"] == r["ppo/ratio_first_max"] == 1.0 for r in train)
 
 
 def test_best_of_16_raises_gold_reward(trained_lab, tmp_path):

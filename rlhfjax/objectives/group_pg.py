@@ -27,7 +27,8 @@ import jax.numpy as jnp
 
 from rlhfjax.errors import ConfigError
 from rlhfjax.models import ModelConfig
-from rlhfjax.objectives.ppo import clipped_surrogate, entropy_from_logits, kl_per_token, masked_mean, policy_forward
+from rlhfjax.objectives.ppo import (clipped_surrogate, entropy_from_logits, kl_per_token, masked_mean, policy_forward,
+                                   rollout_logp)
 
 AGGREGATIONS = ("token_mean", "sequence_mean", "sequence_sum")
 
@@ -79,7 +80,8 @@ class GroupLossConfig:
     kl_coef: float = 0.0  # β of the in-loss KL term (GRPO); 0 for RLOO, whose KL is in the reward
     kl_estimator: str = "k3"  # objectives.ppo.kl_per_token
     aggregation: str = "token_mean"  # AGGREGATIONS
-    remat: bool = True  # as PPO: the loss's forward is then the log-prob phase's computation (ratio = 1 exactly)
+    first_ratio: str = "own_logp"  # as PPO (objectives.ppo.PPOLossConfig): own_logp | remat
+    remat: bool = False  # rematerialise the forward (memory; first_ratio=remat)
 
 
 def loss_fn(params, batch, *, frozen, config: GroupLossConfig, rng):
@@ -96,7 +98,8 @@ def loss_fn(params, batch, *, frozen, config: GroupLossConfig, rng):
         params["policy"], batch["sequence_BxL"], batch["sequence_mask_BxL"])
     mask = batch["response_mask_BxN"]
     adv_BxN = jnp.broadcast_to(batch["advantages_B"][:, None], mask.shape)
-    loss_BxN, metrics = clipped_surrogate(out["logp_BxN"], batch["old_logp_BxN"], adv_BxN, mask, clip=config.clip)
+    old_logp = rollout_logp(batch, out["logp_BxN"], config.first_ratio == "own_logp")
+    loss_BxN, metrics = clipped_surrogate(out["logp_BxN"], old_logp, adv_BxN, mask, clip=config.clip)
     metrics["pg/loss_token_mean"] = masked_mean(loss_BxN, mask)
     if config.kl_coef > 0:
         kl = jnp.where(mask.astype(bool), kl_per_token(out["logp_BxN"], batch["ref_logp_BxN"], config.kl_estimator),

@@ -236,6 +236,28 @@ def clipped_surrogate(logp_BxT, old_logp_BxT, advantages_BxT, mask_BxT, *, clip:
     return jnp.where(mask, jnp.maximum(unclipped, clipped), 0.0), metrics
 
 
+FIRST_RATIOS = ("own_logp", "remat")
+
+
+def check_first_ratio(first_ratio: str, remat: bool, section: str = "ppo") -> None:
+    if first_ratio not in FIRST_RATIOS:
+        raise ConfigError(f"{section}.first_ratio must be one of {FIRST_RATIOS}, got {first_ratio!r}")
+    if first_ratio == "remat" and not remat:
+        raise ConfigError(f"{section}.first_ratio='remat' needs {section}.remat=True",
+                          f"set {section}.remat=True, or {section}.first_ratio='own_logp'")
+
+
+def rollout_logp(batch, logp_BxN, own_first_pass: bool):
+    """π_old's log-probs for the ratio. `own_first_pass`: on the update's first minibatch (`update_step_B`
+    0, the params that sampled the rollout) the loss's own log-probs, gradient stopped, so the ratio is
+    exactly 1 there whatever XLA does to the forward; later steps use the rollout's `old_logp_BxN`."""
+    old = batch["old_logp_BxN"]
+    if not own_first_pass or "update_step_B" not in batch:
+        return old
+    first = (batch["update_step_B"] == 0)[:, None]
+    return jnp.where(first, jax.lax.stop_gradient(logp_BxN), old)
+
+
 def ppo_policy_loss(logp_BxT, old_logp_BxT, advantages_BxT, mask_BxT, *, clip: float = 0.2):
     """`clipped_surrogate` summed over the masked tokens → (sum, count, metrics)."""
     loss_BxT, metrics = clipped_surrogate(logp_BxT, old_logp_BxT, advantages_BxT, mask_BxT, clip=clip)
@@ -370,11 +392,16 @@ class PPOLossConfig:
     value_clip: float = 0.2  # ε of the clipped value loss
     value_coef: float = 0.1
     entropy_coef: float = 0.0
-    # Rematerialise the policy/value forwards in the backward pass. Besides saving activation memory,
-    # it makes the loss's forward the same XLA computation as the rollout's forward-only log-prob
-    # phase: without it, fusing the forward with the backward perturbs logits by ~1 ulp, and the first
-    # minibatch's ratio is 1 only to ~5e-7 instead of exactly. Costs about one extra forward per step.
-    remat: bool = True
+    # How the first minibatch's ratio is exactly 1 (π_θ = π_old there):
+    #   own_logp: π_old on the update's first step is the loss's own log-prob, gradient stopped
+    #             (`rollout_logp`); no extra compute, so remat is free to be off;
+    #   remat:    the loss's forward is made the same XLA computation as the rollout's log-prob phase by
+    #             rematerialising it (`remat` below must be True): without that, fusing the forward with the
+    #             backward perturbs logits by ~1 ulp and the ratio is 1 only to ~5e-7. Costs about one
+    #             extra forward per step (docs/benchmarks.md).
+    first_ratio: str = "own_logp"
+    # Rematerialise the policy/value forwards in the backward pass (activation memory; `first_ratio=remat`).
+    remat: bool = False
     # What the rematerialised forwards keep for the backward (jax.checkpoint_policies): nothing_saveable
     # recomputes the whole forward; dots_saveable keeps the matmul outputs and recomputes the rest.
     remat_policy: str = "nothing_saveable"
@@ -413,8 +440,8 @@ def loss_fn(params, batch, *, frozen, config: PPOLossConfig, rng):
     out = policy_fwd(params["policy"], params["value"] if head_on_policy else None, seq, smask)
     logp, logits = out["logp_BxN"], out["logits_BxNxV"]
     values = out["values_BxN"] if head_on_policy else value_fwd(params["value"], seq, smask)
-    pg_sum, count, pg_metrics = ppo_policy_loss(logp, batch["old_logp_BxN"], batch["advantages_BxN"], mask,
-                                                clip=config.clip)
+    old_logp = rollout_logp(batch, logp, config.first_ratio == "own_logp")
+    pg_sum, count, pg_metrics = ppo_policy_loss(logp, old_logp, batch["advantages_BxN"], mask, clip=config.clip)
     vf_sum, _, vf_metrics = value_loss(values, batch["old_values_BxN"], batch["returns_BxN"], mask,
                                        clip=config.value_clip)
     if config.entropy_coef == 0:

@@ -55,11 +55,13 @@ def advantage_config(config, eos_id) -> ppo_objective.AdvantageConfig:
 
 def loss_config(config, setup: runner.OnlineSetup) -> ppo_objective.PPOLossConfig:
     p, value = config.ppo, setup.roles.value
+    first_ratio = p.get("first_ratio", "own_logp")
+    ppo_objective.check_first_ratio(first_ratio, bool(p.remat))
     return ppo_objective.PPOLossConfig(
         policy_model=setup.roles.policy.cfg, value_model=None if setup.roles.value_on_policy else value.cfg,
         num_response=setup.num_response, temperature=setup.sampling.temperature, clip=float(p.clip),
         value_clip=float(p.value_clip), value_coef=float(p.value_coef), entropy_coef=float(p.entropy_coef),
-        remat=bool(p.remat), remat_policy=p.get("remat_policy", "nothing_saveable"))
+        remat=bool(p.remat), remat_policy=p.get("remat_policy", "nothing_saveable"), first_ratio=first_ratio)
 
 
 def _scored_experience(params, reference, reward, ro, plain, kl_state, gain, bias, *, cfgs, chunk, adv_cfg,

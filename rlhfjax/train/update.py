@@ -137,6 +137,9 @@ def update(state: TrainState, batch, loss_fn: LossFn, frozen: Any = None, config
     return _update(state, batch, frozen, loss_fn=loss_fn, config=config)
 
 
+UPDATE_STEP_KEY = "update_step_B"  # added to each minibatch of a dict batch by `minibatch_update`
+
+
 def minibatch_indices(rng, batch_size: int, epochs: int, num_minibatches: int, shuffle: bool = True):
     """(epochs·num_minibatches, batch_size // num_minibatches) row indices: a fresh permutation per
     epoch, or the rows in order (`shuffle=False`: minibatch i is rows [i·m, (i+1)·m))."""
@@ -154,16 +157,22 @@ def minibatch_update(state: TrainState, batch, frozen, rng, *, loss_fn: LossFn, 
     """`epochs` passes over `batch` in `num_minibatches` minibatches, one optimizer step each, all in
     ONE jit (`lax.scan` of `apply_update`) → (state, metrics stacked over the E·M steps). Every
     array leaf of `batch` has the rows on its leading axis; `frozen` (e.g. reference params) is
-    shared by every step. PPO, RLOO/GRPO and SuperHF run their updates through it."""
+    shared by every step. PPO, RLOO/GRPO and SuperHF run their updates through it. A dict batch's
+    minibatches also carry `update_step_B` (the step's index 0 … E·M−1 on every row): step 0 is the one
+    whose params are still the rollout policy's."""
     B = jax.tree.leaves(batch)[0].shape[0]
     if num_minibatches < 1 or B % num_minibatches:
         raise ValueError(f"batch of {B} rows is not divisible by num_minibatches={num_minibatches}")
     idx = minibatch_indices(rng, B, epochs, num_minibatches, shuffle)
 
-    def step(state, idx_M):
-        return apply_update(state, jax.tree.map(lambda x: x[idx_M], batch), frozen, loss_fn, config)
+    def step(state, step_idx):
+        i, idx_M = step_idx
+        minibatch = jax.tree.map(lambda x: x[idx_M], batch)
+        if isinstance(minibatch, dict):  # which of the E·M steps this is, per row (so micro-batches split it)
+            minibatch = {**minibatch, UPDATE_STEP_KEY: jnp.full(idx_M.shape, i, jnp.int32)}
+        return apply_update(state, minibatch, frozen, loss_fn, config)
 
-    return jax.lax.scan(step, state, idx)
+    return jax.lax.scan(step, state, (jnp.arange(idx.shape[0], dtype=jnp.int32), idx))
 
 
 def check_nonfinite(state: TrainState, max_consecutive: int) -> None:

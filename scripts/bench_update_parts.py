@@ -1,0 +1,98 @@
+"""Where a PPO optimizer step's time goes: the policy's forward + backward, the value model's, the optimizer,
+and the whole step, each jitted on its own and timed, with XLA's FLOPs and % of a matmul timed in the same run.
+
+    python scripts/bench_update_parts.py --shape matmul-bound
+    python scripts/bench_update_parts.py --shape toy --batch 16 --prompt-len 16 --response-len 24
+
+One minibatch of random experience at `bench_ppo`'s shapes (`bench_ppo.build`), the recipe's loss
+(`objectives.ppo.loss_fn`) split into its two halves by zeroing the other half's coefficient would change
+the program, so the halves are the two models' own forward + backward: the policy's clipped surrogate
+and the value model's clipped value loss (`value_coef` = 1 here), as `jax.value_and_grad` of each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench_ppo  # noqa: E402
+
+from rlhfjax.models import api  # noqa: E402
+from rlhfjax.objectives import ppo as ppo_objective  # noqa: E402
+from rlhfjax.train.update import apply_update  # noqa: E402
+
+
+def _time(fn, *args, repeats: int = 5) -> float:
+    jax.block_until_ready(fn(*args))
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--shape", default="matmul-bound", choices=sorted(bench_ppo.SHAPES))
+    p.add_argument("--batch", type=int, default=32, help="rows of the minibatch")
+    p.add_argument("--prompt-len", type=int, default=32)
+    p.add_argument("--response-len", type=int, default=32)
+    p.add_argument("--dtype", default="float32")
+    args = p.parse_args(argv)
+    ns = argparse.Namespace(**vars(args), epochs=1, minibatches=1, remat=False, remat_policy="nothing_saveable",
+                            first_ratio="own_logp", scan_layers=False)
+    setup, state, _, lcfg, _ = bench_ppo.build(ns)
+    cfg, B, N, L = lcfg.policy_model, args.batch, args.response_len, args.prompt_len + args.response_len
+    rng = np.random.default_rng(0)
+    seq = jnp.asarray(rng.integers(4, cfg.vocab_size, (B, L)), jnp.int32)
+    ones = jnp.ones((B, L), jnp.int32)
+    params = state.train.params
+    kw = dict(model_cfg=cfg, num_response=N, temperature=lcfg.temperature)
+    old = ppo_objective.policy_forward(params["policy"], None, seq, ones, **kw)["logp_BxN"]
+    f32 = lambda: jnp.asarray(rng.normal(size=(B, N)), jnp.float32)  # noqa: E731
+    batch = {"sequence_BxL": seq, "sequence_mask_BxL": ones, "response_mask_BxN": jnp.ones((B, N), jnp.int32),
+             "old_logp_BxN": old, "advantages_BxN": f32(), "returns_BxN": f32(),
+             "old_values_BxN": api.values(params["value"], cfg, seq, ones, start=L - N)}
+
+    def policy_loss(policy):
+        logp = ppo_objective.policy_forward(policy, None, seq, ones, **kw)["logp_BxN"]
+        return ppo_objective.ppo_policy_loss(logp, batch["old_logp_BxN"], batch["advantages_BxN"],
+                                             batch["response_mask_BxN"])[0]
+
+    def value_loss(value):
+        v = api.values(value, cfg, seq, ones, start=L - N)
+        return ppo_objective.value_loss(v, batch["old_values_BxN"], batch["returns_BxN"], batch["response_mask_BxN"])[0]
+
+    grads = jax.grad(lambda p: policy_loss(p["policy"]) + value_loss(p["value"]))(params)
+    tx = state.train.tx
+    parts = {
+        "policy forward": (jax.jit(policy_loss), params["policy"]),
+        "policy forward + backward": (jax.jit(jax.value_and_grad(policy_loss)), params["policy"]),
+        "value forward + backward": (jax.jit(jax.value_and_grad(value_loss)), params["value"]),
+        "optimizer (AdamW, clip)": (jax.jit(lambda g, s, p: tx.update(g, s, p)), grads, state.train.opt_state, params),
+        "whole step (apply_update)": (jax.jit(lambda s, b: apply_update(s, b, None, ppo_objective.loss_fn, lcfg)),
+                                      state.train, batch),
+    }
+    mm = bench_ppo.matmul_times(args.dtype, 5)
+    peak = 2 * bench_ppo.MATMUL_N ** 3 / statistics.median(mm)
+    print(f"{args.shape}: minibatch {B} x ({args.prompt_len} + {N}), {args.dtype}; matmul peak {peak / 1e9:.1f} GFLOP/s")
+    print("| part | ms | GFLOP | GFLOP/s | % of matmul peak |\n|---|---|---|---|---|")
+    for name, (fn, *fargs) in parts.items():
+        flops = bench_ppo.compiled_stats(fn, *fargs)["flops"]
+        t = _time(fn, *fargs)
+        print(f"| {name} | {1e3 * t:.1f} | {flops / 1e9:.2f} | {flops / t / 1e9:.1f} | {100 * flops / t / peak:.0f}% |",
+              flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,54 @@
+"""scripts/bench_ppo.py's utilisation helpers: `compiled_stats` against analytic FLOPs, and the loop behaviour of
+XLA's cost analysis that the benchmarks' trip-count scaling relies on."""
+
+import importlib.util
+import os
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+ROOT = os.path.join(os.path.dirname(__file__), "..")
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_ppo_script", os.path.join(ROOT, "scripts", "bench_ppo.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_matmul_flops_are_2mkn_and_memory_covers_the_buffers(bench):
+    m, k, n = 24, 40, 56
+    a, b = jnp.ones((m, k)), jnp.ones((k, n))
+    st = bench.compiled_stats(jax.jit(lambda x, y: x @ y), a, b)
+    assert st["flops"] == 2 * m * k * n
+    if st["peak_memory_bytes"] is not None:  # None: no memory analysis on this backend
+        assert st["peak_memory_bytes"] >= 4 * (m * k + k * n + m * n)
+
+
+def test_loop_body_is_counted_once(bench):
+    """If XLA starts multiplying by the trip count, the benchmarks' scaling would double-count: fix them."""
+    m, trips = 32, 6
+    a = jnp.ones((m, m))
+    looped = jax.jit(lambda x: jax.lax.scan(lambda c, _: (c @ x, None), x, None, length=trips)[0])
+    st = bench.compiled_stats(looped, a)
+    assert st["flops"] < 2 * 2 * m ** 3  # one matmul (+ the loop counter), not `trips`
+    assert bench.scaled(st, trips)["flops"] >= trips * 2 * m ** 3
+
+
+def test_chunked_phase_scaled_by_chunks_matches_unchunked(bench):
+    """The teacher-forced phases run as a lax.map over chunks: XLA's count × chunks = the one-shot count."""
+    from rlhfjax.models import init_params, preset
+    from rlhfjax.online import experience
+
+    cfg = preset("llama", vocab_size=64, hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1,
+                 intermediate_size=64, max_position_embeddings=32)
+    params = init_params(cfg, jax.random.PRNGKey(0))
+    seq = jax.random.randint(jax.random.PRNGKey(1), (8, 12), 1, cfg.vocab_size)
+    kw = dict(model_cfg=cfg, num_response=4, temperature=1.0)
+    whole = bench.compiled_stats(experience.logp_phase, params, seq, jnp.ones_like(seq), **kw)
+    chunked = bench.compiled_stats(experience.logp_phase, params, seq, jnp.ones_like(seq), chunk_size=2, **kw)
+    assert bench.scaled(chunked, 4)["flops"] == pytest.approx(whole["flops"], rel=0.02)
+    assert chunked["flops"] < 0.5 * whole["flops"]
