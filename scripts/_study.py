@@ -32,6 +32,34 @@ def compilation_cache(out: str) -> None:
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
+def start(args, render) -> str | None:
+    """The study's output dir (`args.out`), created and given a compilation cache; None when `args.render`
+    asked only to redraw the doc and plots: `render(results, args.doc_dir)` from `<out>/results.json`."""
+    out = os.path.abspath(args.out)
+    os.makedirs(args.doc_dir, exist_ok=True)
+    if args.render:
+        render(load_results(out), args.doc_dir)
+        return None
+    os.makedirs(out, exist_ok=True)
+    compilation_cache(out)
+    return out
+
+
+def pyplot():
+    """matplotlib.pyplot on the file-only Agg backend (studies run headless)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def sqrt_kl(kl: float) -> float:
+    """√KL for the x axis; a slightly negative estimate (k1 on few samples) plots at 0."""
+    return max(kl, 0.0) ** 0.5
+
+
 def write_doc(path: str, generated: str) -> None:
     """`generated` + MARKER + whatever followed the marker in the existing doc (the prose by hand)."""
     tail = "\n"

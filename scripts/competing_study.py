@@ -102,13 +102,9 @@ def _is_harmful(prompt: str) -> bool:
 
 def main(argv=None) -> int:
     args = _args(argv)
-    out = os.path.abspath(args.out)
-    os.makedirs(args.doc_dir, exist_ok=True)
-    if args.render:
-        _render(_study.load_results(out), args.doc_dir)
+    out = _study.start(args, _render)
+    if out is None:
         return 0
-    os.makedirs(out, exist_ok=True)
-    _study.compilation_cache(out)
     from rlhfjax import parallel
     from rlhfjax.config import load_config
     from rlhfjax.data.hh import load_hh
@@ -209,30 +205,23 @@ def _render(results, doc_dir: str) -> None:
     _write_doc(results, os.path.join(doc_dir, "competing.md"))
 
 
-def _sqrt(x):
-    return max(x, 0.0) ** 0.5
-
-
 def _plot(results, path: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _study.pyplot()
 
     fig, axes = plt.subplots(2, 3, figsize=(15, 8))
     ctx = results["context"]
     for ax, (key, title) in zip(axes.flat, PANELS):
         for pool, curve in results["ppo"].items():
-            ax.plot([_sqrt(e["kl"]) for e in curve], [e[key] for e in curve], "o-", ms=3, color=STYLE[pool],
+            ax.plot([_study.sqrt_kl(e["kl"]) for e in curve], [e[key] for e in curve], "o-", ms=3, color=STYLE[pool],
                     label=f"PPO vs {pool} PM")
         d = ctx["distill"]
-        ax.plot([_sqrt(e["kl"]) for e in d], [e[key] for e in d], "^:", ms=3, color="C4",
+        ax.plot([_study.sqrt_kl(e["kl"]) for e in d], [e[key] for e in d], "^:", ms=3, color="C4",
                 label="context distillation (training)")
         t = ctx["teacher"]
-        ax.plot([_sqrt(t["kl"])], [t[key]], "*", ms=14, color="k", label="SFT + context prompt")
+        ax.plot([_study.sqrt_kl(t["kl"])], [t[key]], "*", ms=14, color="k", label="SFT + context prompt")
         if "without_refusal" in ctx:
             t = ctx["without_refusal"]
-            ax.plot([_sqrt(t["kl"])], [t[key]], "P", ms=10, color="0.5", label="SFT + context without its refusal")
+            ax.plot([_study.sqrt_kl(t["kl"])], [t[key]], "P", ms=10, color="0.5", label="SFT + context without its refusal")
         ax.set_title(title)
         ax.set_xlabel("√KL(π ‖ π_SFT)  (nats^½)")
         ax.grid(alpha=0.3)
@@ -243,10 +232,7 @@ def _plot(results, path: str) -> None:
 
 
 def _plot_pm(results, path: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _study.pyplot()
 
     cols = [f"acc_{q}" for q in POOLS] + ["gold", "gold_helpful", "gold_harmless"]
     labels = [f"{q} labels" for q in POOLS] + ["gold", "gold: helpful", "gold: harmless"]
@@ -277,7 +263,7 @@ def _pm_table(results) -> str:
 
 
 def _row(name: str, e: dict) -> str:
-    return (f"| {name} | {_sqrt(e['kl']):.2f} | {e['gold']:+.3f} | {e['helpful']:+.3f} | {e['harmless']:+.3f} | "
+    return (f"| {name} | {_study.sqrt_kl(e['kl']):.2f} | {e['gold']:+.3f} | {e['helpful']:+.3f} | {e['harmless']:+.3f} | "
             f"{e['refuse_benign']:.2f} | {e['refuse_harmful']:.2f} | {e['comply_harmful']:.2f} | {e['length']:.1f} |")
 
 

@@ -188,10 +188,7 @@ def _write_csv(rows, path: str) -> None:
 
 
 def _plot(results, methods: dict, path: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _study.pyplot()
     import numpy as np
 
     from rlhfjax.analysis.kl_scaling import ScalingFit

@@ -46,15 +46,11 @@ def _args(argv=None):
 
 def main(argv=None) -> int:
     args = _args(argv)
-    out = os.path.abspath(args.out)
-    os.makedirs(args.doc_dir, exist_ok=True)
-    if args.render:
-        _render(_study.load_results(out), args.doc_dir)
-        return 0
-    if args.budget % args.rounds or args.iterations % args.rounds:
+    if not args.render and (args.budget % args.rounds or args.iterations % args.rounds):
         raise SystemExit("--budget and --iterations must be divisible by --rounds")
-    os.makedirs(out, exist_ok=True)
-    _study.compilation_cache(out)
+    out = _study.start(args, _render)
+    if out is None:
+        return 0
     from rlhfjax import parallel
     from rlhfjax.config import load_config
     from rlhfjax.recipes import iterate, sft
@@ -108,20 +104,13 @@ def _pair_gold(path: str) -> dict:
     return {"abs_dgold": float(diff.mean()), "gold_ties": float(np.mean(diff == 0)), "pairs": len(pairs)}
 
 
-def _sqrt(x):
-    return max(x, 0.0) ** 0.5
-
-
 def _render(results, doc_dir: str) -> None:
     _plot(results, os.path.join(doc_dir, "online.png"))
     _write_doc(results, os.path.join(doc_dir, "online.md"))
 
 
 def _plot(results, path: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _study.pyplot()
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     seen = set()
@@ -129,7 +118,7 @@ def _plot(results, path: str) -> None:
         arm, curve = run["arm"], run["curve"]
         label = arm if arm not in seen else None
         seen.add(arm)
-        axes[0].plot([_sqrt(c["eval/kl/seq_mean"]) for c in curve], [c["eval/reward/gold"] for c in curve], "o-",
+        axes[0].plot([_study.sqrt_kl(c["eval/kl/seq_mean"]) for c in curve], [c["eval/reward/gold"] for c in curve], "o-",
                      ms=3, color=STYLE[arm], alpha=0.8, label=label)
         if arm == "online":  # PM accuracy on the latest policy's held-out pairs, round by round
             recs = run["records"]
@@ -165,8 +154,8 @@ def _row(run) -> dict:
     peak = max(curve, key=lambda c: c["eval/reward/gold"])
     last_pm = run["final"]["pm"][-1]
     return {"gold_start": curve[0]["eval/reward/gold"], "gold_end": curve[-1]["eval/reward/gold"],
-            "sqrt_kl_end": _sqrt(curve[-1]["eval/kl/seq_mean"]), "gold_peak": peak["eval/reward/gold"],
-            "sqrt_kl_peak": _sqrt(peak["eval/kl/seq_mean"]), "pm_acc": last_pm["accuracy"],
+            "sqrt_kl_end": _study.sqrt_kl(curve[-1]["eval/kl/seq_mean"]), "gold_peak": peak["eval/reward/gold"],
+            "sqrt_kl_peak": _study.sqrt_kl(peak["eval/kl/seq_mean"]), "pm_acc": last_pm["accuracy"],
             "pm_gold": last_pm["gold_agreement"]}
 
 

@@ -387,10 +387,7 @@ def _tables(results) -> str:
 
 
 def _plot(results, path: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _study.pyplot()
 
     cells, ref = _cells(results), results["reference"]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharex=True)

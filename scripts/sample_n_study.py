@@ -48,13 +48,9 @@ def _eval_curve(rows) -> list[dict]:
 
 def main(argv=None) -> int:
     args = _args(argv)
-    out = os.path.abspath(args.out)
-    os.makedirs(args.doc_dir, exist_ok=True)
-    if args.render:
-        _render(_study.load_results(out), args.doc_dir)
+    out = _study.start(args, _render)
+    if out is None:
         return 0
-    os.makedirs(out, exist_ok=True)
-    _study.compilation_cache(out)
     from rlhfjax import parallel
     from rlhfjax.config import load_config
     from rlhfjax.recipes import bon, grpo, ppo, rloo, rm, sft, superhf
@@ -110,20 +106,13 @@ def _render(results, doc_dir: str) -> None:
     _write_doc(results, os.path.join(doc_dir, "sample_n.md"))
 
 
-def _sqrt(x):
-    return max(x, 0.0) ** 0.5
-
-
 def _plot(results, path: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _study.pyplot()
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     for method, r in results["methods"].items():
         ev = r["evals"]
-        x = [_sqrt(e["kl"]) for e in ev]
+        x = [_study.sqrt_kl(e["kl"]) for e in ev]
         for ax, key in zip(axes, ("proxy", "gold", "meteor")):
             ax.plot(x, [e[key] for e in ev], "o-", color=STYLE[method], label=method, ms=3)
     bon_rows = results["bon"]
@@ -151,8 +140,8 @@ def _table(results) -> str:
             continue
         first, last = ev[0], ev[-1]
         peak = max(ev, key=lambda e: e["gold"])
-        lines.append(f"| {method} | {r['iterations']} | {_sqrt(last['kl']):.2f} | {last['proxy']:+.3f} | "
-                     f"{first['gold']:+.3f} | {last['gold']:+.3f} | {peak['gold']:+.3f} ({_sqrt(peak['kl']):.2f}) | "
+        lines.append(f"| {method} | {r['iterations']} | {_study.sqrt_kl(last['kl']):.2f} | {last['proxy']:+.3f} | "
+                     f"{first['gold']:+.3f} | {last['gold']:+.3f} | {peak['gold']:+.3f} ({_study.sqrt_kl(peak['kl']):.2f}) | "
                      f"{first['meteor']:.3f} → {last['meteor']:.3f} | {r['train_proxy_end']:+.3f} |")
     rows = results["bon"]
     peak = max(rows, key=lambda r: r["reward/gold"])

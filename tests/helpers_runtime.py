@@ -11,6 +11,12 @@ from rlhfjax.models import init_params, positions_from_mask, preset, Transformer
 VOCAB = 64
 
 
+def np_log_softmax(x):
+    """log softmax over the last axis in numpy: the reference the log-prob tests compare against."""
+    x = x - x.max(-1, keepdims=True)
+    return x - np.log(np.exp(x).sum(-1, keepdims=True))
+
+
 def tiny_cfg(family="llama", **kw):
     sizes = dict(vocab_size=VOCAB, hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64,
                  max_position_embeddings=128)

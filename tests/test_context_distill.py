@@ -9,7 +9,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from helpers_runtime import left_padded, sharp_params, tiny_cfg
+from helpers_runtime import left_padded, np_log_softmax, sharp_params, tiny_cfg
 from rlhfjax.config import load_config
 from rlhfjax.data.batching import collate_prompts
 from rlhfjax.data.hh import ASSISTANT, HUMAN
@@ -118,11 +118,6 @@ def test_judged_sequence_is_the_plain_prompt_then_the_response_repeated_per_samp
 # The loss
 
 
-def np_log_softmax(x):
-    x = x - x.max(-1, keepdims=True)
-    return x - np.log(np.exp(x).sum(-1, keepdims=True))
-
-
 def test_token_kl_matches_numpy_on_a_small_vocabulary():
     rng = np.random.default_rng(0)
     teacher, student = rng.normal(size=(3, 4, 6)) * 2, rng.normal(size=(3, 4, 6))
@@ -154,11 +149,11 @@ def _batch(cfg, context, rng, B=4, N=6):
 def test_loss_is_zero_with_an_empty_context_and_positive_with_one():
     cfg = tiny_cfg()
     params = init_params(cfg, jax.random.PRNGKey(0))
-    loss_cfg = cd.DistillLossConfig(model=cfg, num_response=6)
-    total, count, metrics = cd.loss_fn({"policy": params}, _batch(cfg, [], 0), frozen=params, config=loss_cfg, rng=None)
+    loss = jax.jit(lambda p, b: cd.loss_fn({"policy": p}, b, frozen=p, rng=None,
+                                            config=cd.DistillLossConfig(model=cfg, num_response=6)))
+    total, count, metrics = loss(params, _batch(cfg, [], 0))
     assert float(total) == 0.0 and count > 0
-    total, _, _ = cd.loss_fn({"policy": params}, _batch(cfg, [9, 10, 11, 12], 0), frozen=params, config=loss_cfg,
-                             rng=None)
+    total, _, _ = loss(params, _batch(cfg, [9, 10, 11, 12], 0))
     assert float(total) > 1e-4
 
 
@@ -172,6 +167,7 @@ def test_gradient_steps_move_the_student_towards_the_teacher():
     context = [20, 21, 22, 23, 24]
     train, held_out = _batch(cfg, context, 1, B=8), _batch(cfg, context, 2, B=8)
 
+    @jax.jit
     def kl(params, batch):
         total, count, _ = cd.loss_fn({"policy": params}, batch, frozen=teacher, config=loss_cfg, rng=None)
         return total / count
@@ -192,33 +188,42 @@ def test_gradient_steps_move_the_student_towards_the_teacher():
 # The recipe: one iteration trains on exactly the tokens the teacher saw
 
 
-def test_one_iteration_trains_the_plain_student_on_the_prompted_teachers_tokens(tmp_path, monkeypatch):
+def _spied_step(distill, monkeypatch):
+    """Record the batch `distill.iterate` hands to the update."""
+    seen, real_update = {}, distill.minibatch_update
+
+    def spy(train, batch, frozen, rng, **kw):
+        seen.clear()
+        seen.update(jax.tree.map(np.asarray, batch))
+        return real_update(train, batch, frozen, rng, **kw)
+
+    monkeypatch.setattr(distill, "minibatch_update", spy)
+    return seen
+
+
+def test_one_iteration_trains_the_plain_student_on_the_teachers_tokens(tmp_path, monkeypatch):
+    """distill.responses=teacher: the teacher samples after context + prompt and the student learns on the plain
+    prompt + the same response; responses=dataset: the demonstrations after each view of the prompt."""
     from rlhfjax import parallel
+    from rlhfjax.data.batching import collate_prompt_response
+    from rlhfjax.data.hh import load_prompts, load_sft
+    from rlhfjax.online import evaluation
     from rlhfjax.recipes import distill
 
     config = load_config(os.path.join(ROOT, "experiments", "toylab_distill.py") + ":smoke",
                          [f"--config.data.toylab_dir={tmp_path / 'lab'}"])
     mesh = parallel.make_mesh(config.mesh)
-    setup, state, step = distill.build(config, mesh)
+    setup, state, step = distill.build(config, mesh)  # the wiring is the same for both response sources
     assert setup.roles.reward is None  # no reward model needed
-    from rlhfjax.data.hh import load_prompts
-    from rlhfjax.online import evaluation
+    seen = _spied_step(distill, monkeypatch)
 
     examples, _ = load_prompts(str(tmp_path / "lab" / "prompts"), split="train", limit=config.train.batch_size)
     host = evaluation.collate(examples, setup.rollout_encoder)
     assert "plain_prompt_tokens_BxP" in host and "plain_prompt_tokens_BxP" not in evaluation.collate(
         examples, setup.encoder)  # evals: the student without the context
-    seen = {}
-    real_update = distill.minibatch_update
-
-    def spy(train, batch, frozen, rng, **kw):
-        seen.update(jax.tree.map(np.asarray, batch))
-        return real_update(train, batch, frozen, rng, **kw)
-
-    monkeypatch.setattr(distill, "minibatch_update", spy)
     with parallel.activate(mesh):
-        prompts = parallel.shard_batch(experience.prompt_arrays(host), mesh)
-        new_state, metrics, ro = step(state, prompts, jax.random.PRNGKey(0))
+        new_state, metrics, ro = step(state, parallel.shard_batch(experience.prompt_arrays(host), mesh),
+                                      jax.random.PRNGKey(0))
     P, P0 = host["prompt_tokens_BxP"].shape[1], host["plain_prompt_tokens_BxP"].shape[1]
     np.testing.assert_array_equal(seen["teacher_sequence_BxL"][:, :P], host["prompt_tokens_BxP"])
     np.testing.assert_array_equal(seen["sequence_BxL"][:, :P0], host["plain_prompt_tokens_BxP"])
@@ -229,31 +234,16 @@ def test_one_iteration_trains_the_plain_student_on_the_prompted_teachers_tokens(
                                            new_state.train.params["policy"], setup.roles.reference.params))
     assert max(changed) > 0  # the student moved; the teacher (reference role) is a separate frozen copy
 
-
-def test_dataset_mode_distills_on_the_demonstrations_after_the_teachers_prompt(tmp_path, monkeypatch):
-    from rlhfjax import parallel
-    from rlhfjax.data.batching import collate_prompt_response
-    from rlhfjax.data.hh import load_sft
-    from rlhfjax.recipes import distill
-
-    config = load_config(os.path.join(ROOT, "experiments", "toylab_distill.py") + ":smoke",
-                         [f"--config.data.toylab_dir={tmp_path / 'lab'}", "--config.distill.responses=dataset"])
-    mesh = parallel.make_mesh(config.mesh)
-    setup, state, step = distill.build(config, mesh)
     demos, _ = load_sft(str(tmp_path / "lab" / "sft"), split="train", limit=config.train.batch_size)
     host = collate_prompt_response(demos, setup.rollout_encoder)
     N = config.data.max_response_len
+    assert host["response_tokens_BxN"].shape == (len(demos), N)
     for i, ex in enumerate(demos):  # each response right-padded to N, EOS included when it fits
         ids = setup.rollout_encoder.response_ids(ex.response)
-        assert host["response_tokens_BxN"][i, :len(ids)].tolist() == list(ids) and host["response_mask_BxN"][i].sum() == len(ids)
-    assert host["response_tokens_BxN"].shape == (len(demos), N)
-    seen = {}
-    real_update = distill.minibatch_update
-    monkeypatch.setattr(distill, "minibatch_update",
-                        lambda train, batch, *a, **kw: (seen.update(jax.tree.map(np.asarray, batch)),
-                                                        real_update(train, batch, *a, **kw))[1])
+        assert host["response_tokens_BxN"][i, :len(ids)].tolist() == list(ids)
+        assert host["response_mask_BxN"][i].sum() == len(ids)
     with parallel.activate(mesh):
-        step(state, parallel.shard_batch(experience.prompt_arrays(host), mesh), jax.random.PRNGKey(0))
+        step(new_state, parallel.shard_batch(experience.prompt_arrays(host), mesh), jax.random.PRNGKey(1))
     np.testing.assert_array_equal(seen["teacher_sequence_BxL"],
                                   np.concatenate([host["prompt_tokens_BxP"], host["response_tokens_BxN"]], 1))
     np.testing.assert_array_equal(seen["sequence_BxL"],

@@ -3,16 +3,11 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
-from helpers_runtime import VOCAB, left_padded, lm_logits, sharp_params, tiny_cfg
+from helpers_runtime import VOCAB, left_padded, lm_logits, np_log_softmax, sharp_params, tiny_cfg
 
 from rlhfjax.models import ScalarModel, api, init_scalar_params, positions_from_mask
 
 ROWS = [[5, 9, 11, 3, 7, 8], [4, 6], [12, 13, 14, 15]]
-
-
-def np_log_softmax(x):
-    x = x - x.max(-1, keepdims=True)
-    return x - np.log(np.exp(x).sum(-1, keepdims=True))
 
 
 def test_token_and_response_logp_match_numpy():

@@ -5,6 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers_runtime import np_log_softmax
 
 from rlhfjax.analysis import best_of_n
 from rlhfjax.models import api, init_params, preset
@@ -44,11 +45,6 @@ def test_filter_rejects_k_outside_the_group():
 
 # --------------------------------------------------------------------------------------------
 # SuperHF: the KL prior
-
-
-def np_log_softmax(x):
-    x = x - x.max(-1, keepdims=True)
-    return x - np.log(np.exp(x).sum(-1, keepdims=True))
 
 
 def test_vocab_kl_matches_numpy_in_both_directions():

@@ -23,3 +23,20 @@ def test_rerun_keeps_measured_timings(tmp_path):
     again.run("b", str(tmp_path / "b"), lambda: None)
     again.record(more := {}, out)
     assert set(more["timings_s"]) == {"a", "b"} and more["total_s"] >= total
+
+
+def test_start_redraws_from_results_or_prepares_the_output_dir(tmp_path, monkeypatch):
+    import argparse
+
+    out = tmp_path / "study"
+    out.mkdir()
+    _study.save_results(str(out), {"total_s": 12.5})
+    drawn = []
+    args = argparse.Namespace(out=str(out), render=True, doc_dir=str(tmp_path / "docs"))
+    assert _study.start(args, lambda results, doc_dir: drawn.append((results, doc_dir))) is None
+    assert drawn == [({"total_s": 12.5}, str(tmp_path / "docs"))] and (tmp_path / "docs").is_dir()
+    cached = []
+    monkeypatch.setattr(_study, "compilation_cache", cached.append)  # leave this session's JAX cache alone
+    args = argparse.Namespace(out=str(tmp_path / "fresh"), render=False, doc_dir=str(tmp_path / "docs"))
+    assert _study.start(args, None) == str(tmp_path / "fresh") and (tmp_path / "fresh").is_dir()
+    assert cached == [str(tmp_path / "fresh")]
