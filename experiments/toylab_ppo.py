@@ -51,9 +51,12 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.ppo.first_ratio = "own_logp"
     c.ppo.remat = False  # recompute the policy/value forwards in the backward (activation memory)
     c.ppo.remat_policy = "nothing_saveable"  # what remat keeps (jax.checkpoint_policies)
-    # True: each experience phase (score, log-probs, values, reference, advantages) its own jit, timed as
-    # time/<phase>; False: one fused jit after generation (time/experience), no host round trips between them
+    # True: each experience phase (score, log-probs, values, reference, advantages) timed on its own
+    # (time/<phase>); False: timed together (time/experience), without waiting between them
     c.ppo.time_phases = False
+    # fused: the phases after generation as one jit; phases: one jit each; auto: fused on a GPU/TPU, phases
+    # on the CPU (where fusing measured slower: docs/benchmarks.md)
+    c.ppo.experience_jit = "auto"
     c.ppo.gamma = 1.0  # LHP / Bai et al.
     c.ppo.lam = 0.95  # LHP
     c.ppo.whiten_rewards = True  # LHP: whitened rewards (rescaled, mean kept)

@@ -93,6 +93,7 @@ def _choice_fields() -> dict[str, tuple[str, ...]]:
     from rlhfjax.parallel import STRATEGIES
     from rlhfjax.recipes.iterate import LABELLERS, METHODS, PM_INITS
     from rlhfjax.recipes.distill import RESPONSES
+    from rlhfjax.recipes.ppo import EXPERIENCE_JITS
     from rlhfjax.recipes.rm import SELECT_BY
     from rlhfjax.train.optim import SCHEDULES
 
@@ -104,6 +105,7 @@ def _choice_fields() -> dict[str, tuple[str, ...]]:
             "eval.kl_estimator": KL_ESTIMATORS, "iterate.method": tuple(METHODS), "iterate.labeller": LABELLERS,
             "iterate.pm_init": PM_INITS, "rm.select_by": tuple(SELECT_BY), "distill.responses": RESPONSES,
             "ppo.remat_policy": tuple(p for p in REMAT_POLICIES if p != "none"), "ppo.first_ratio": FIRST_RATIOS,
+            "ppo.experience_jit": EXPERIENCE_JITS,
             "rloo.first_ratio": FIRST_RATIOS, "grpo.first_ratio": FIRST_RATIOS}
 
 

@@ -94,10 +94,23 @@ _fused_experience = jax.jit(functools.partial(_scored_experience, phases=_UNTIME
                             static_argnames=("cfgs", "chunk", "adv_cfg", "value_on_policy"))
 
 
-def collect(state: runner.OnlineState, setup: runner.OnlineSetup, prompts: dict, rng, *, adv_cfg, timed=True) -> dict:
+EXPERIENCE_JITS = ("auto", "fused", "phases")
+
+
+def fuse_experience(choice: str) -> bool:
+    """`ppo.experience_jit`: fused (one program after generation), phases (one jit each), or auto: fused on an
+    accelerator, where it saves a dispatch and sync per phase, phases on the CPU, where XLA runs one op after
+    another anyway and the fused program measured slower and costs its own compile (docs/benchmarks.md)."""
+    if choice not in EXPERIENCE_JITS:
+        raise ConfigError(f"ppo.experience_jit must be one of {EXPERIENCE_JITS}, got {choice!r}")
+    return choice == "fused" or (choice == "auto" and jax.default_backend() != "cpu")
+
+
+def collect(state: runner.OnlineState, setup: runner.OnlineSetup, prompts: dict, rng, *, adv_cfg, timed=True,
+            fused=False) -> dict:
     """One iteration's experience → {batch, rollout, shaped, metrics (+ time/*), kl_state (next), raw_score_B,
-    ref_logp_BxN}. `timed`: each phase its own jit, timed (`time/<phase>`); else generation, then the
-    scoring, log-prob, value and advantage phases fused into one jit (`time/experience`)."""
+    ref_logp_BxN}. `timed`: each phase its own jit, timed (`time/<phase>`); else the scoring, log-prob, value
+    and advantage phases after generation are timed together (`time/experience`), as one jit when `fused`."""
     roles, params = setup.roles, state.train.params
     chunk = minibatch_size(setup.config)
     phases = experience.Phases(True)  # generation is timed either way
@@ -110,9 +123,12 @@ def collect(state: runner.OnlineState, setup: runner.OnlineSetup, prompts: dict,
             state.reward_gain, state.reward_bias)
     kw = dict(cfgs=cfgs, chunk=chunk, adv_cfg=adv_cfg, value_on_policy=roles.value_on_policy)
     if timed:
-        batch, shaped, metrics, next_kl, raw_score, ref_logp = _scored_experience(*args, **kw, phases=phases)
-    else:
-        batch, shaped, metrics, next_kl, raw_score, ref_logp = phases("experience", _fused_experience(*args, **kw))
+        out = _scored_experience(*args, **kw, phases=phases)
+    elif fused:
+        out = phases("experience", _fused_experience(*args, **kw))
+    else:  # the phases' own jits, dispatched without waiting on each
+        out = phases("experience", _scored_experience(*args, **kw, phases=_UNTIMED))
+    batch, shaped, metrics, next_kl, raw_score, ref_logp = out
     return {"batch": batch, "rollout": ro, "shaped": shaped, "metrics": {**metrics, **phases.times},
             "kl_state": next_kl, "raw_score_B": raw_score, "ref_logp_BxN": ref_logp}
 
@@ -120,9 +136,10 @@ def collect(state: runner.OnlineState, setup: runner.OnlineSetup, prompts: dict,
 def iterate(state, prompts, rng, *, setup, adv_cfg, loss_cfg):
     """One PPO iteration: experience, then all epochs × minibatches (the runner's `Iterate`)."""
     sample_rng, perm_rng = jax.random.split(rng)
-    exp = collect(state, setup, prompts, sample_rng, adv_cfg=adv_cfg, timed=bool(setup.config.ppo.get("time_phases")))
-    t = time.perf_counter()
     p = setup.config.ppo
+    exp = collect(state, setup, prompts, sample_rng, adv_cfg=adv_cfg, timed=bool(p.get("time_phases")),
+                  fused=fuse_experience(p.get("experience_jit", "auto")))
+    t = time.perf_counter()
     train, upd = ppo_objective.ppo_update(state.train, exp["batch"], perm_rng, loss_config=loss_cfg,
                                           epochs=p.epochs, num_minibatches=p.num_minibatches)
     upd = jax.block_until_ready(ppo_objective.summarise_update(upd))
@@ -134,6 +151,7 @@ def build(config, mesh):
     """(setup, fresh state, iterate) from the config: the recipe's wiring, shared with tests and benchmarks."""
     minibatch_size(config)
     kl_controller(config.kl)  # fail on a bad controller before loading models
+    fuse_experience(config.ppo.get("experience_jit", "auto"))
     setup = runner.prepare(config, mesh, with_value=True)
     roles = setup.roles
     params = {"policy": roles.policy.params, "value": roles.value.params}  # donated to the train state
