@@ -28,7 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "pmp": ("rlhfjax.recipes.pmp", "preference-model pre-training on generic comparisons, then fine-tuning"),
     "ppo": ("rlhfjax.recipes.ppo", "PPO-RLHF: policy + value, per-token KL to the reference, GAE, adaptive KL"),
     "superhf": ("rlhfjax.recipes.superhf", "SuperHF: best of a superbatch by the RM, NLL + KL prior to the reference"),
-    "distill": ("rlhfjax.recipes.distill", "context distillation: the policy without a context learns the prompted one"),
+    "distill": ("rlhfjax.recipes.distill", "context distillation: the plain policy learns the prompted one"),
     "bon": ("rlhfjax.recipes.bon", "best-of-n by the RM for several n: proxy, gold, analytic + plug-in KL; distillation"),
     "rloo": ("rlhfjax.recipes.rloo", "RLOO: leave-one-out baseline over k completions per prompt, KL in the reward"),
     "grpo": ("rlhfjax.recipes.grpo", "GRPO: group-normalised advantages, clipped ratio, per-token KL term"),

@@ -84,7 +84,8 @@ def main(argv=None) -> int:
     }
     mm = bench_ppo.matmul_times(args.dtype, 5)
     peak = 2 * bench_ppo.MATMUL_N ** 3 / statistics.median(mm)
-    print(f"{args.shape}: minibatch {B} x ({args.prompt_len} + {N}), {args.dtype}; matmul peak {peak / 1e9:.1f} GFLOP/s")
+    print(f"{args.shape}: minibatch {B} x ({args.prompt_len} + {N}), {args.dtype}; "
+          f"matmul peak {peak / 1e9:.1f} GFLOP/s")
     print("| part | ms | GFLOP | GFLOP/s | % of matmul peak |\n|---|---|---|---|---|")
     for name, (fn, *fargs) in parts.items():
         flops = bench_ppo.compiled_stats(fn, *fargs)["flops"]

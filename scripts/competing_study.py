@@ -28,6 +28,8 @@ import numpy as np
 
 import _study  # noqa: E402 (scripts/ is on sys.path when a script runs)
 
+_sqrt = _study.sqrt_kl
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 POOLS = ("helpful", "harmless", "mixed")
@@ -212,16 +214,16 @@ def _plot(results, path: str) -> None:
     ctx = results["context"]
     for ax, (key, title) in zip(axes.flat, PANELS):
         for pool, curve in results["ppo"].items():
-            ax.plot([_study.sqrt_kl(e["kl"]) for e in curve], [e[key] for e in curve], "o-", ms=3, color=STYLE[pool],
+            ax.plot([_sqrt(e["kl"]) for e in curve], [e[key] for e in curve], "o-", ms=3, color=STYLE[pool],
                     label=f"PPO vs {pool} PM")
         d = ctx["distill"]
-        ax.plot([_study.sqrt_kl(e["kl"]) for e in d], [e[key] for e in d], "^:", ms=3, color="C4",
+        ax.plot([_sqrt(e["kl"]) for e in d], [e[key] for e in d], "^:", ms=3, color="C4",
                 label="context distillation (training)")
         t = ctx["teacher"]
-        ax.plot([_study.sqrt_kl(t["kl"])], [t[key]], "*", ms=14, color="k", label="SFT + context prompt")
+        ax.plot([_sqrt(t["kl"])], [t[key]], "*", ms=14, color="k", label="SFT + context prompt")
         if "without_refusal" in ctx:
             t = ctx["without_refusal"]
-            ax.plot([_study.sqrt_kl(t["kl"])], [t[key]], "P", ms=10, color="0.5", label="SFT + context without its refusal")
+            ax.plot([_sqrt(t["kl"])], [t[key]], "P", ms=10, color="0.5", label="SFT + context without its refusal")
         ax.set_title(title)
         ax.set_xlabel("√KL(π ‖ π_SFT)  (nats^½)")
         ax.grid(alpha=0.3)
@@ -253,7 +255,8 @@ def _plot_pm(results, path: str) -> None:
 
 def _pm_table(results) -> str:
     lines = ["| PM trained on | acc. helpful labels | acc. harmless labels | acc. mixed labels | gold | "
-             "gold: helpful | gold: harmless | gold, benign prompts | gold, harmful prompts |", "|---|---|---|---|---|---|---|---|---|"]
+             "gold: helpful | gold: harmless | gold, benign prompts | gold, harmful prompts |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for p in POOLS:
         r = results["pm"][p]
         lines.append(f"| {p} | {r['acc_helpful']:.3f} | {r['acc_harmless']:.3f} | {r['acc_mixed']:.3f} | "
@@ -263,7 +266,7 @@ def _pm_table(results) -> str:
 
 
 def _row(name: str, e: dict) -> str:
-    return (f"| {name} | {_study.sqrt_kl(e['kl']):.2f} | {e['gold']:+.3f} | {e['helpful']:+.3f} | {e['harmless']:+.3f} | "
+    return (f"| {name} | {_sqrt(e['kl']):.2f} | {e['gold']:+.3f} | {e['helpful']:+.3f} | {e['harmless']:+.3f} | "
             f"{e['refuse_benign']:.2f} | {e['refuse_harmful']:.2f} | {e['comply_harmful']:.2f} | {e['length']:.1f} |")
 
 

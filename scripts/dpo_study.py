@@ -20,6 +20,8 @@ import sys
 
 import _study  # noqa: E402 (scripts/ is on sys.path when a script runs)
 
+_sqrt = _study.sqrt_kl
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 BETAS = (0.03, 0.1, 0.3, 1.0)
@@ -109,11 +111,11 @@ def _plot(results, path: str) -> None:
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     ppo = _sampled(results["ppo"])
     for ax, key in zip(axes[:2], ("gold", "proxy")):
-        ax.plot([_study.sqrt_kl(e["kl"]) for e in ppo], [e[key] for e in ppo], "o-", color="k", ms=3, label="PPO")
+        ax.plot([_sqrt(e["kl"]) for e in ppo], [e[key] for e in ppo], "o-", color="k", ms=3, label="PPO")
     for i, (beta, r) in enumerate(results["dpo"].items()):
         ev = _sampled(r["evals"])
         for ax, key in zip(axes[:2], ("gold", "proxy")):
-            ax.plot([_study.sqrt_kl(e["kl"]) for e in ev], [e[key] for e in ev], "s-", color=f"C{i}", ms=3, label=f"DPO β={beta}")
+            ax.plot([_sqrt(e["kl"]) for e in ev], [e[key] for e in ev], "s-", color=f"C{i}", ms=3, label=f"DPO β={beta}")
         pairs = [e for e in r["evals"] if "drift_chosen" in e]
         axes[2].plot([e["step"] for e in pairs], [e["drift_chosen"] for e in pairs], "-", color=f"C{i}",
                      label=f"chosen, β={beta}")
@@ -137,15 +139,15 @@ def _table(results) -> str:
              "chosen / rejected log-prob drift |", "|---|---|---|---|---|---|---|---|"]
     ppo = _sampled(results["ppo"])
     peak = max(ppo, key=lambda e: e["gold"])
-    lines.append(f"| PPO | {_study.sqrt_kl(ppo[-1]['kl']):.2f} | {ppo[0]['gold']:+.3f} | {ppo[-1]['gold']:+.3f} | "
-                 f"{peak['gold']:+.3f} ({_study.sqrt_kl(peak['kl']):.2f}) | {ppo[-1]['proxy']:+.3f} | – | – |")
+    lines.append(f"| PPO | {_sqrt(ppo[-1]['kl']):.2f} | {ppo[0]['gold']:+.3f} | {ppo[-1]['gold']:+.3f} | "
+                 f"{peak['gold']:+.3f} ({_sqrt(peak['kl']):.2f}) | {ppo[-1]['proxy']:+.3f} | – | – |")
     for beta, r in results["dpo"].items():
         ev = _sampled(r["evals"])
         peak = max(ev, key=lambda e: e["gold"])
         pairs = [e for e in r["evals"] if "accuracy" in e]
         last = pairs[-1]
-        lines.append(f"| DPO β={beta} | {_study.sqrt_kl(ev[-1]['kl']):.2f} | {ev[0]['gold']:+.3f} | {ev[-1]['gold']:+.3f} | "
-                     f"{peak['gold']:+.3f} ({_study.sqrt_kl(peak['kl']):.2f}) | {ev[-1].get('proxy', float('nan')):+.3f} | "
+        lines.append(f"| DPO β={beta} | {_sqrt(ev[-1]['kl']):.2f} | {ev[0]['gold']:+.3f} | {ev[-1]['gold']:+.3f} | "
+                     f"{peak['gold']:+.3f} ({_sqrt(peak['kl']):.2f}) | {ev[-1].get('proxy', float('nan')):+.3f} | "
                      f"{pairs[0]['accuracy']:.3f} → {last['accuracy']:.3f} | "
                      f"{last['drift_chosen']:+.2f} / {last['drift_rejected']:+.2f} |")
     return "\n".join(lines)

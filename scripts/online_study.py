@@ -24,6 +24,8 @@ import sys
 
 import _study  # noqa: E402 (scripts/ is on sys.path when a script runs)
 
+_sqrt = _study.sqrt_kl
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 ARMS = ("offline", "online")
@@ -118,7 +120,7 @@ def _plot(results, path: str) -> None:
         arm, curve = run["arm"], run["curve"]
         label = arm if arm not in seen else None
         seen.add(arm)
-        axes[0].plot([_study.sqrt_kl(c["eval/kl/seq_mean"]) for c in curve], [c["eval/reward/gold"] for c in curve], "o-",
+        axes[0].plot([_sqrt(c["eval/kl/seq_mean"]) for c in curve], [c["eval/reward/gold"] for c in curve], "o-",
                      ms=3, color=STYLE[arm], alpha=0.8, label=label)
         if arm == "online":  # PM accuracy on the latest policy's held-out pairs, round by round
             recs = run["records"]
@@ -154,8 +156,8 @@ def _row(run) -> dict:
     peak = max(curve, key=lambda c: c["eval/reward/gold"])
     last_pm = run["final"]["pm"][-1]
     return {"gold_start": curve[0]["eval/reward/gold"], "gold_end": curve[-1]["eval/reward/gold"],
-            "sqrt_kl_end": _study.sqrt_kl(curve[-1]["eval/kl/seq_mean"]), "gold_peak": peak["eval/reward/gold"],
-            "sqrt_kl_peak": _study.sqrt_kl(peak["eval/kl/seq_mean"]), "pm_acc": last_pm["accuracy"],
+            "sqrt_kl_end": _sqrt(curve[-1]["eval/kl/seq_mean"]), "gold_peak": peak["eval/reward/gold"],
+            "sqrt_kl_peak": _sqrt(peak["eval/kl/seq_mean"]), "pm_acc": last_pm["accuracy"],
             "pm_gold": last_pm["gold_agreement"]}
 
 

@@ -70,8 +70,8 @@ def render(out: dict) -> str:
         text.append(f"{a['shape']}, {a['dtype']}, batch {B}, prompt {a['prompt_len']} + response {a['response_len']}, "
                     f"{a['epochs']} epochs x {a['minibatches']} minibatches, {out['device'].upper()} "
                     f"({peak / 1e12:.0f} TFLOP/s, {bw / 1e12:.2f} TB/s), computed:\n")
-        text.append("| phase | GFLOP | GB accessed (XLA:CPU) | FLOPs / peak (ms) | bytes / bandwidth (ms) | roofline (ms) |"
-                    "\n|---|---|---|---|---|---|")
+        text.append("| phase | GFLOP | GB accessed (XLA:CPU) | FLOPs / peak (ms) | bytes / bandwidth (ms) | "
+                    "roofline (ms) |\n|---|---|---|---|---|---|")
         sums = [0.0, 0.0, 0.0]
         for phase, s in stats.items():
             t = (s["flops"] / peak, s["bytes"] / bw)

@@ -20,6 +20,8 @@ import sys
 
 import _study  # noqa: E402 (scripts/ is on sys.path when a script runs)
 
+_sqrt = _study.sqrt_kl
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 # method -> (iterations, eval_every): long enough for each to go well past the gold peak
@@ -112,7 +114,7 @@ def _plot(results, path: str) -> None:
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     for method, r in results["methods"].items():
         ev = r["evals"]
-        x = [_study.sqrt_kl(e["kl"]) for e in ev]
+        x = [_sqrt(e["kl"]) for e in ev]
         for ax, key in zip(axes, ("proxy", "gold", "meteor")):
             ax.plot(x, [e[key] for e in ev], "o-", color=STYLE[method], label=method, ms=3)
     bon_rows = results["bon"]
@@ -140,8 +142,8 @@ def _table(results) -> str:
             continue
         first, last = ev[0], ev[-1]
         peak = max(ev, key=lambda e: e["gold"])
-        lines.append(f"| {method} | {r['iterations']} | {_study.sqrt_kl(last['kl']):.2f} | {last['proxy']:+.3f} | "
-                     f"{first['gold']:+.3f} | {last['gold']:+.3f} | {peak['gold']:+.3f} ({_study.sqrt_kl(peak['kl']):.2f}) | "
+        lines.append(f"| {method} | {r['iterations']} | {_sqrt(last['kl']):.2f} | {last['proxy']:+.3f} | "
+                     f"{first['gold']:+.3f} | {last['gold']:+.3f} | {peak['gold']:+.3f} ({_sqrt(peak['kl']):.2f}) | "
                      f"{first['meteor']:.3f} → {last['meteor']:.3f} | {r['train_proxy_end']:+.3f} |")
     rows = results["bon"]
     peak = max(rows, key=lambda r: r["reward/gold"])

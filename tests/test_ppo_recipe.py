@@ -120,7 +120,8 @@ def test_fused_experience_equals_the_timed_phases_and_keeps_the_first_ratio_exac
     for key, value in timed["batch"].items():
         np.testing.assert_allclose(np.asarray(fused["batch"][key]), np.asarray(value), rtol=1e-5, atol=1e-6,
                                    err_msg=key)
-    np.testing.assert_array_equal(np.asarray(fused["batch"]["old_logp_BxN"]), np.asarray(timed["batch"]["old_logp_BxN"]))
+    np.testing.assert_array_equal(np.asarray(fused["batch"]["old_logp_BxN"]),
+                                  np.asarray(timed["batch"]["old_logp_BxN"]))
     _, m = first_update(setup, fused)
     assert float(m["ppo/ratio_min"][0]) == 1.0 and float(m["ppo/ratio_max"][0]) == 1.0
 

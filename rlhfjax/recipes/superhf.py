@@ -60,7 +60,8 @@ def iterate(state, prompts, rng, *, setup, loss_cfg):
     ro, raw = experience.sample_and_score(
         state.train.params["policy"], setup.roles.reward.params, prompts["prompt_tokens_BxP"],
         prompts["prompt_mask_BxP"], sample_rng, policy_cfg=setup.roles.policy.cfg, reward_cfg=setup.roles.reward.cfg,
-        sampling=setup.sampling, num_samples=S, chunk_size=setup.config.train.batch_size, phases=phases, **experience.plain_prompts(prompts))
+        sampling=setup.sampling, num_samples=S, chunk_size=setup.config.train.batch_size, phases=phases,
+        **experience.plain_prompts(prompts))
     score = normalise(raw, state.reward_gain, state.reward_bias)
     valid = non_empty(ro, setup.sampling.eos_id) if s.drop_empty else None
     keep = shf.top_k_per_group(score, S, s.top_k, valid)
