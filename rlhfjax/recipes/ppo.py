@@ -89,7 +89,7 @@ def _scored_experience(params, reference, reward, ro, plain, kl_state, gain, bia
 
 
 _UNTIMED = experience.Phases(timed=False)
-# The same phases as one program: no host round trip between them, buffers shared (`ppo.time_phases=False`).
+# The same phases as one program: no host round trip between them, buffers shared (`ppo.experience_jit`).
 _fused_experience = jax.jit(functools.partial(_scored_experience, phases=_UNTIMED),
                             static_argnames=("cfgs", "chunk", "adv_cfg", "value_on_policy"))
 
