@@ -4,4 +4,4 @@
 # pytest-xdist workers (default 2; 0 = in this process), a test file per worker at a time, files with
 # `slow` tests first (tests/conftest.py orders them).
 source "$(dirname "${BASH_SOURCE[0]}")/_venv.sh" test
-exec python -m pytest -q -n "${RLHFJAX_TEST_WORKERS:-2}" --dist loadfile --no-loadscope-reorder "$@"
+exec python -m pytest -q -n "${RLHFJAX_TEST_WORKERS:-2}" --dist loadfile --no-loadscope-reorder --max-worker-restart=0 "$@"

@@ -1,6 +1,7 @@
 """Shared test set-up: 8 virtual CPU devices (for sharding tests) and fp32 matmuls everywhere."""
 
 import os
+import time
 
 # Must happen before jax is imported anywhere in the test session.
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
@@ -78,6 +79,46 @@ def _free_compiled_code():
     suite, and keeping them all grows memory (and mapped code regions) until the process aborts."""
     yield
     jax.clear_caches()
+
+
+def _mapped_regions():
+    try:
+        with open("/proc/self/maps", "rb") as f:
+            return sum(1 for _ in f)
+    except OSError:  # not Linux
+        return None
+
+
+def _map_limit():
+    try:
+        with open("/proc/sys/vm/max_map_count") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return 65530  # Linux's default
+
+
+_MAP_LIMIT = _map_limit()
+
+
+@pytest.fixture(autouse=True)
+def _bounded_code_regions(request):
+    """XLA:CPU maps each compiled executable's code into regions of its own, and a process that reaches
+    vm.max_map_count (65,530 by default) aborts. One module (test_experiments.py, every recipe's smoke run)
+    reached 24k regions, so the jit caches are cleared inside a module too, once a fifth of the limit is mapped.
+    RLHFJAX_TEST_RESOURCE_LOG=<file> appends each test's regions, resident memory and time to <file>."""
+    start = time.perf_counter()
+    yield
+    regions = _mapped_regions()
+    if regions is not None and regions > 0.2 * _MAP_LIMIT:
+        jax.clear_caches()
+    log = os.environ.get("RLHFJAX_TEST_RESOURCE_LOG")
+    if log:
+        import resource
+
+        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+        with open(log, "a") as f:
+            f.write(f"{os.environ.get('PYTEST_XDIST_WORKER', 'main')}\t{request.node.nodeid}\tregions={regions}"
+                    f"\tpeak_rss_mb={peak_mb}\tseconds={time.perf_counter() - start:.1f}\n")
 
 
 def pytest_sessionfinish(session, exitstatus):
