@@ -3,6 +3,7 @@ and the whole step, each jitted on its own and timed, with XLA's FLOPs and % of 
 
     python scripts/bench_update_parts.py --shape matmul-bound
     python scripts/bench_update_parts.py --shape toy --batch 16 --prompt-len 16 --response-len 24
+    python scripts/bench_update_parts.py --layers    # one block's pieces, and a dense layer on 3-D vs 2-D rows
 
 One minibatch of random experience at `bench_ppo`'s shapes (`bench_ppo.build`), the recipe's loss
 (`objectives.ppo.loss_fn`) split into its two halves by zeroing the other half's coefficient would change
@@ -47,7 +48,12 @@ def main(argv=None) -> int:
     p.add_argument("--prompt-len", type=int, default=32)
     p.add_argument("--response-len", type=int, default=32)
     p.add_argument("--dtype", default="float32")
+    p.add_argument("--layers", action="store_true",
+                   help="time one block's pieces (MLP, attention, block) and a dense layer applied to B×T×E "
+                        "vs the same rows as (B·T)×E, forward and forward + backward")
     args = p.parse_args(argv)
+    if args.layers:
+        return layers(args)
     ns = argparse.Namespace(**vars(args), epochs=1, minibatches=1, remat=False, remat_policy="nothing_saveable",
                             first_ratio="own_logp", scan_layers=False)
     setup, state, _, lcfg, _ = bench_ppo.build(ns)
@@ -92,6 +98,51 @@ def main(argv=None) -> int:
         t = _time(fn, *fargs)
         print(f"| {name} | {1e3 * t:.1f} | {flops / 1e9:.2f} | {flops / t / 1e9:.1f} | {100 * flops / t / peak:.0f}% |",
               flush=True)
+    return 0
+
+
+def layers(args) -> int:
+    """Forward and forward + backward of a block's pieces at the shape's width, on B × (prompt + response)
+    tokens, and of a plain dense layer (then tanh) whose input is B×T×E or the same rows flattened: the
+    weight gradient of the 3-D form contracts two axes, which XLA:CPU lays out with a transposed copy."""
+    from rlhfjax.models import transformer
+
+    ns = argparse.Namespace(**vars(args), epochs=1, minibatches=1, remat=False, remat_policy="nothing_saveable",
+                            first_ratio="own_logp", scan_layers=False)
+    cfg = bench_ppo.build(ns)[3].policy_model
+    B, T, E = args.batch, args.prompt_len + args.response_len, cfg.hidden_size
+    key = jax.random.PRNGKey(0)
+    x = jax.random.normal(key, (B, T, E), jnp.dtype(args.dtype))
+    positions, mask = jnp.broadcast_to(jnp.arange(T), (B, T)), jnp.ones((B, T), jnp.int32)
+    w = jax.random.normal(key, (E, cfg.mlp_size), jnp.dtype(args.dtype)) / np.sqrt(E)
+
+    def first(out):
+        return out[0] if isinstance(out, tuple) else out
+
+    def module_fns(module, *inputs):
+        params = module.init(key, *inputs)
+        loss = lambda p, x: jnp.sum(first(module.apply(p, x, *inputs[1:])))  # noqa: E731
+        return params, loss
+
+    pieces = {
+        "MLP": module_fns(transformer.MLP(cfg), x),
+        "attention": module_fns(transformer.Attention(cfg), x, positions, mask, None, 0),
+        "block": module_fns(transformer.Block(cfg), x, positions, mask, None, 0),
+        "dense + tanh on B×T×E": (w, lambda w, x: jnp.sum(jnp.tanh(x @ w))),
+        "dense + tanh on (B·T)×E rows": (w, lambda w, x: jnp.sum(jnp.tanh(x.reshape(-1, E) @ w))),
+    }
+    mm = bench_ppo.matmul_times(args.dtype, 5)
+    peak = 2 * bench_ppo.MATMUL_N ** 3 / statistics.median(mm)
+    print(f"{args.shape}: {B} x {T} tokens, width {E}, MLP {cfg.mlp_size}, {args.dtype}; "
+          f"matmul peak {peak / 1e9:.1f} GFLOP/s")
+    print("| piece | forward ms | forward + backward ms | GFLOP (fwd + bwd) | % of matmul peak (fwd + bwd) |")
+    print("|---|---|---|---|---|")
+    for name, (params, loss) in pieces.items():
+        fwd, both = jax.jit(loss), jax.jit(jax.grad(loss, argnums=(0, 1)))
+        flops = bench_ppo.compiled_stats(both, params, x)["flops"]
+        t_fwd, t_both = _time(fwd, params, x), _time(both, params, x)
+        print(f"| {name} | {1e3 * t_fwd:.2f} | {1e3 * t_both:.2f} | {flops / 1e9:.2f} | "
+              f"{100 * flops / t_both / peak:.0f}% |", flush=True)
     return 0
 
 
