@@ -77,14 +77,29 @@ def process_logits(logits_BxV: jax.Array, cfg: SamplingConfig) -> jax.Array:
     return logits
 
 
+def first_argmax(x_BxV):
+    """jnp.argmax over the last axis (the first index of the maximum) as a max, then a min over the indices
+    that reach it: two plain reductions, where argmax's (value, index) reduction ran 2.7× slower on XLA:CPU.
+    Rows must be NaN-free (logits are)."""
+    top = jnp.max(x_BxV, axis=-1, keepdims=True)
+    V = x_BxV.shape[-1]
+    return jnp.min(jnp.where(x_BxV == top, jnp.arange(V, dtype=jnp.int32), V), axis=-1)
+
+
+def categorical(rng, logits_BxV):
+    """The token `jax.random.categorical(rng, logits_BxV)` draws, bit for bit (the same Gumbel noise, the same
+    first maximum), at a quarter of its time per decode step on XLA:CPU (scripts/bench_sampler.py)."""
+    return first_argmax(logits_BxV + jax.random.gumbel(rng, logits_BxV.shape, logits_BxV.dtype))
+
+
 def _pick(logits_BxV, rng, cfg: SamplingConfig):
     """(token, logp under the sampling distribution, logp under the raw policy)."""
     policy_logp = lambda t: api.selected_logp(logits_BxV, t)  # noqa: E731
     if cfg.greedy:
-        tok = jnp.argmax(logits_BxV, axis=-1).astype(jnp.int32)
+        tok = first_argmax(logits_BxV)
         return tok, jnp.zeros(tok.shape, jnp.float32), policy_logp(tok)
     processed = process_logits(logits_BxV, cfg)
-    tok = jax.random.categorical(rng, processed, axis=-1).astype(jnp.int32)
+    tok = categorical(rng, processed)
     return tok, api.selected_logp(processed, tok), policy_logp(tok)
 
 

@@ -131,3 +131,19 @@ def test_top_k_top_p_allowed_sets():
     assert set(np.unique(d)) <= {10, 20, 30, 40, 50} and len(np.unique(d)) == 5
     d = _draws(logits, SamplingConfig(temperature=4.0))  # no truncation: the tail is reachable
     assert len(np.unique(d)) > 7
+
+
+def test_token_pick_equals_jax_categorical_and_argmax_bit_for_bit():
+    """`sampling.categorical` / `first_argmax` (two plain reductions, for speed) pick exactly the tokens of
+    `jax.random.categorical` / `jnp.argmax`: filtered (-inf) entries, ties, and all -inf rows included."""
+    from rlhfjax.sampling import categorical, first_argmax
+
+    for seed in range(40):
+        key = jax.random.PRNGKey(seed)
+        logits = 3.0 * jax.random.normal(key, (6, 50))
+        logits = logits.at[:, seed % 7::7].set(-jnp.inf)  # top-k / top-p filtered tokens
+        logits = logits.at[1].set(jnp.round(logits[1]))  # many ties
+        np.testing.assert_array_equal(categorical(key, logits), jax.random.categorical(key, logits, axis=-1))
+        np.testing.assert_array_equal(first_argmax(logits), jnp.argmax(logits, axis=-1))
+    ties = jnp.array([[1.0, 3.0, 3.0, 0.0], [-jnp.inf] * 4, [2.0, 2.0, 2.0, 2.0]])
+    np.testing.assert_array_equal(first_argmax(ties), [1, 0, 0])

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from rlhfjax.models.config import ModelConfig
-from rlhfjax.models.transformer import Transformer
+from rlhfjax.models.transformer import Transformer, on_rows
 
 
 class ValueHead(nn.Module):
@@ -27,7 +27,8 @@ class ValueHead(nn.Module):
                             self.weights_dtype)
         bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, (None,)), (1,),
                           self.weights_dtype)
-        out = jnp.dot(hidden_BxTxE.astype(jnp.float32), kernel.astype(jnp.float32)) + bias.astype(jnp.float32)
+        out = on_rows(lambda h: h @ kernel.astype(jnp.float32), hidden_BxTxE.astype(jnp.float32))  # see on_rows
+        out = out + bias.astype(jnp.float32)
         return out[..., 0]
 
 

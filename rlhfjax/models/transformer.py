@@ -27,7 +27,7 @@ import numpy as np
 from rlhfjax.models.config import ModelConfig
 
 INIT_STD = 0.02
-# {"layer_i": {"k": BxSxKxD, "v": BxSxKxD}}; scanned layers: {"layers": {"k": NxBxSxKxD, "v": ...}}
+# {"layer_i": {"k": BxKxSxD, "v": BxKxSxD}} (K: KV heads, S: slots); scanned: {"layers": {"k": NxBxKxSxD, ...}}
 Cache = dict[str, dict[str, jax.Array]]
 SCANNED = "layers"  # the params (and cache) key of the scanned block, stacked on a leading layer axis
 
@@ -50,10 +50,10 @@ def _dense(features: int, axes: tuple[str | None, str | None], use_bias: bool, c
         bias_init=nn.with_logical_partitioning(nn.initializers.zeros, (axes[1],)),
         name=name,
     )
-    return lambda x: _on_rows(layer, x)
+    return lambda x: on_rows(layer, x)
 
 
-def _on_rows(fn, x):
+def on_rows(fn, x):
     """`fn` over the rows of `x` viewed as (rows, features), reshaped back to x's leading axes."""
     out = fn(x.reshape(-1, x.shape[-1]))
     return out.reshape(*x.shape[:-1], out.shape[-1])
@@ -129,22 +129,26 @@ class Attention(nn.Module):
         if cfg.position == "rope":
             q, k = apply_rope(q, positions_BxT, cfg), apply_rope(k, positions_BxT, cfg)
 
+        # Keys and values head-major (BxKxSxD), the layout the attention matmuls batch over: a cache kept
+        # this way is read by every decode step as it is, where a BxSxKxD cache was transposed whole, per layer
+        # and step (15% of a decode step's time on XLA:CPU, scripts/bench_ppo.py's generate phase).
+        k, v = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)
         if layer_cache is not None:
-            start = (0, cache_index, 0, 0)
+            start = (0, 0, cache_index, 0)
             k = jax.lax.dynamic_update_slice(layer_cache["k"], k.astype(layer_cache["k"].dtype), start)
             v = jax.lax.dynamic_update_slice(layer_cache["v"], v.astype(layer_cache["v"].dtype), start)
             layer_cache = {"k": k, "v": v}
-        S = k.shape[1]
+        S = k.shape[2]
         q_slot_T = cache_index + jnp.arange(T)
         allowed_BxTxS = (jnp.arange(S)[None, None, :] <= q_slot_T[None, :, None]) & (
             mask_BxS[:, None, :].astype(bool))
 
         q = q.reshape(B, T, K, H // K, D)
-        scores = jnp.einsum("btkgd,bskd->bkgts", q, k.astype(q.dtype)).astype(jnp.float32)
+        scores = jnp.einsum("btkgd,bksd->bkgts", q, k.astype(q.dtype)).astype(jnp.float32)
         scores = scores / np.sqrt(D).astype(np.float32)
         scores = jnp.where(allowed_BxTxS[:, None, None], scores, jnp.finfo(jnp.float32).min)
         probs = jax.nn.softmax(scores, axis=-1).astype(cfg.compute_dtype)
-        out = jnp.einsum("bkgts,bskd->btkgd", probs, v.astype(cfg.compute_dtype)).reshape(B, T, H * D)
+        out = jnp.einsum("bkgts,bksd->btkgd", probs, v.astype(cfg.compute_dtype)).reshape(B, T, H * D)
         out = nn.with_logical_constraint(out, ("batch", "length", "heads"))
         return _dense(cfg.hidden_size, ("heads", "embed"), cfg.attn_out_bias, cfg, "o")(out), layer_cache
 
@@ -251,7 +255,7 @@ class Transformer(nn.Module):
         if self.lm_head:
             at = hidden if self.head_slots is None else hidden[:, self.head_slots[0]:self.head_slots[1]]
             if cfg.tie_embeddings:
-                logits = _on_rows(embed.attend, at)
+                logits = on_rows(embed.attend, at)
             else:
                 logits = _dense(cfg.vocab_size, ("embed", "vocab"), False, cfg, "lm_head")(at)
             logits = nn.with_logical_constraint(logits.astype(jnp.float32), ("batch", "length", "vocab"))
@@ -261,7 +265,7 @@ class Transformer(nn.Module):
 def init_cache(cfg: ModelConfig, batch: int, length: int, dtype=None) -> Cache:
     """Zeroed KV cache for `length` slots (stacked on a leading layer axis for scanned layers)."""
     dtype = dtype or cfg.compute_dtype
-    shape = (batch, length, cfg.kv_heads, cfg.dim_per_head)
+    shape = (batch, cfg.kv_heads, length, cfg.dim_per_head)  # BxKxSxD
     if cfg.scan_layers:
         shape = (cfg.num_layers, *shape)
         return {SCANNED: {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}}
