@@ -41,19 +41,9 @@ def _time(fn, *args, repeats: int = 5) -> float:
     return statistics.median(times)
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--shape", default="matmul-bound", choices=sorted(bench_ppo.SHAPES))
-    p.add_argument("--batch", type=int, default=32, help="rows of the minibatch")
-    p.add_argument("--prompt-len", type=int, default=32)
-    p.add_argument("--response-len", type=int, default=32)
-    p.add_argument("--dtype", default="float32")
-    p.add_argument("--layers", action="store_true",
-                   help="time one block's pieces (MLP, attention, block) and a dense layer applied to B×T×E "
-                        "vs the same rows as (B·T)×E, forward and forward + backward")
-    args = p.parse_args(argv)
-    if args.layers:
-        return layers(args)
+def one_minibatch(args):
+    """(train state, loss config, batch): `bench_ppo`'s models at `args`' shape and one minibatch of random
+    experience (old log-probs and values from the models themselves, random advantages and returns)."""
     ns = argparse.Namespace(**vars(args), epochs=1, minibatches=1, remat=False, remat_policy="nothing_saveable",
                             first_ratio="own_logp", scan_layers=False)
     setup, state, _, lcfg, _ = bench_ppo.build(ns)
@@ -68,6 +58,26 @@ def main(argv=None) -> int:
     batch = {"sequence_BxL": seq, "sequence_mask_BxL": ones, "response_mask_BxN": jnp.ones((B, N), jnp.int32),
              "old_logp_BxN": old, "advantages_BxN": f32(), "returns_BxN": f32(),
              "old_values_BxN": api.values(params["value"], cfg, seq, ones, start=L - N)}
+    return state, lcfg, batch
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--shape", default="matmul-bound", choices=sorted(bench_ppo.SHAPES))
+    p.add_argument("--batch", type=int, default=32, help="rows of the minibatch")
+    p.add_argument("--prompt-len", type=int, default=32)
+    p.add_argument("--response-len", type=int, default=32)
+    p.add_argument("--dtype", default="float32")
+    p.add_argument("--layers", action="store_true",
+                   help="time one block's pieces (MLP, attention, block) and a dense layer applied to B×T×E "
+                        "vs the same rows as (B·T)×E, forward and forward + backward")
+    args = p.parse_args(argv)
+    if args.layers:
+        return layers(args)
+    state, lcfg, batch = one_minibatch(args)
+    cfg, N, L = lcfg.policy_model, args.response_len, args.prompt_len + args.response_len
+    seq, ones, params = batch["sequence_BxL"], batch["sequence_mask_BxL"], state.train.params
+    kw = dict(model_cfg=cfg, num_response=N, temperature=lcfg.temperature)
 
     def policy_loss(policy):
         logp = ppo_objective.policy_forward(policy, None, seq, ones, **kw)["logp_BxN"]
@@ -90,7 +100,7 @@ def main(argv=None) -> int:
     }
     mm = bench_ppo.matmul_times(args.dtype, 5)
     peak = 2 * bench_ppo.MATMUL_N ** 3 / statistics.median(mm)
-    print(f"{args.shape}: minibatch {B} x ({args.prompt_len} + {N}), {args.dtype}; "
+    print(f"{args.shape}: minibatch {args.batch} x ({args.prompt_len} + {N}), {args.dtype}; "
           f"matmul peak {peak / 1e9:.1f} GFLOP/s")
     print("| part | ms | GFLOP | GFLOP/s | % of matmul peak |\n|---|---|---|---|---|")
     for name, (fn, *fargs) in parts.items():

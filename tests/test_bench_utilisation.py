@@ -52,3 +52,17 @@ def test_chunked_phase_scaled_by_chunks_matches_unchunked(bench):
     chunked = bench.compiled_stats(experience.logp_phase, params, seq, jnp.ones_like(seq), chunk_size=2, **kw)
     assert bench.scaled(chunked, 4)["flops"] == pytest.approx(whole["flops"], rel=0.02)
     assert chunked["flops"] < 0.5 * whole["flops"]
+
+
+def test_profile_update_sums_op_kinds_and_measures_concurrency():
+    """scripts/profile_update.py's reading of a trace: time per op kind (XLA's numeric suffix dropped) and the
+    share of the span with 0, 1 or 2 ops running, checked on hand-made events."""
+    spec = importlib.util.spec_from_file_location("profile_update_script",
+                                                  os.path.join(ROOT, "scripts", "profile_update.py"))
+    prof = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(prof)
+    ops = [{"name": "ynn_fusion.3", "ts": 0, "dur": 10}, {"name": "ynn_fusion", "ts": 5, "dur": 10},
+           {"name": "copy_bitcast_fusion.12", "ts": 20, "dur": 5}]
+    assert prof.op_kinds(ops) == {"ynn_fusion": 20, "copy_bitcast_fusion": 5}
+    # span 0..25: two ops over [5, 10), none over [15, 20), one otherwise
+    assert prof.concurrency(ops) == pytest.approx({0: 0.2, 1: 0.6, 2: 0.2})
