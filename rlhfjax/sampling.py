@@ -88,7 +88,7 @@ def first_argmax(x_BxV):
 
 def categorical(rng, logits_BxV):
     """The token `jax.random.categorical(rng, logits_BxV)` draws, bit for bit (the same Gumbel noise, the same
-    first maximum), at a quarter of its time per decode step on XLA:CPU (scripts/bench_sampler.py)."""
+    first maximum), in a third of its time on XLA:CPU (0.65 vs 2.0 ms for 32 × 4,096 logits; docs/benchmarks.md)."""
     return first_argmax(logits_BxV + jax.random.gumbel(rng, logits_BxV.shape, logits_BxV.dtype))
 
 

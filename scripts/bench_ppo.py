@@ -175,11 +175,16 @@ def phase_stats(setup, state, exp, prompts, adv, lcfg, args):
     return out
 
 
+def shape_config(shape: str, dtype: str, scan_layers: bool = False):
+    """The `ModelConfig` of a named `SHAPES` entry (every role of `build` uses it)."""
+    sizes = dict(SHAPES[shape])
+    return preset(sizes.pop("family"), dtype=dtype, scan_layers=scan_layers, **sizes)
+
+
 def build(args):
     """(setup, state, advantage config, loss config, prompt batch): random models of the chosen shape
     as the recipe's roles on one device."""
-    shape = dict(SHAPES[args.shape])
-    cfg = preset(shape.pop("family"), dtype=args.dtype, scan_layers=args.scan_layers, **shape)
+    cfg = shape_config(args.shape, args.dtype, args.scan_layers)
     policy = init_params(cfg, jax.random.PRNGKey(0))
     reward = init_scalar_params(cfg, jax.random.PRNGKey(1))
     reward["head"]["kernel"] = 0.02 * jax.random.normal(jax.random.PRNGKey(2), reward["head"]["kernel"].shape)

@@ -61,13 +61,18 @@ def one_minibatch(args):
     return state, lcfg, batch
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_minibatch_args(p: argparse.ArgumentParser) -> None:
+    """The shape and minibatch options `one_minibatch` reads (shared with profile_update.py)."""
     p.add_argument("--shape", default="matmul-bound", choices=sorted(bench_ppo.SHAPES))
     p.add_argument("--batch", type=int, default=32, help="rows of the minibatch")
     p.add_argument("--prompt-len", type=int, default=32)
     p.add_argument("--response-len", type=int, default=32)
     p.add_argument("--dtype", default="float32")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_minibatch_args(p)
     p.add_argument("--layers", action="store_true",
                    help="time one block's pieces (MLP, attention, block) and a dense layer applied to B×T×E "
                         "vs the same rows as (B·T)×E, forward and forward + backward")
@@ -117,9 +122,7 @@ def layers(args) -> int:
     weight gradient of the 3-D form contracts two axes, which XLA:CPU lays out with a transposed copy."""
     from rlhfjax.models import transformer
 
-    ns = argparse.Namespace(**vars(args), epochs=1, minibatches=1, remat=False, remat_policy="nothing_saveable",
-                            first_ratio="own_logp", scan_layers=False)
-    cfg = bench_ppo.build(ns)[3].policy_model
+    cfg = bench_ppo.shape_config(args.shape, args.dtype)
     B, T, E = args.batch, args.prompt_len + args.response_len, cfg.hidden_size
     key = jax.random.PRNGKey(0)
     x = jax.random.normal(key, (B, T, E), jnp.dtype(args.dtype))

@@ -25,7 +25,6 @@ import time
 import jax
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import bench_ppo  # noqa: E402
 import bench_update_parts  # noqa: E402
 
 from rlhfjax.objectives import ppo as ppo_objective  # noqa: E402
@@ -67,11 +66,7 @@ def concurrency(ops: list[dict]) -> dict[int, float]:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--shape", default="matmul-bound", choices=sorted(bench_ppo.SHAPES))
-    p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--prompt-len", type=int, default=32)
-    p.add_argument("--response-len", type=int, default=32)
-    p.add_argument("--dtype", default="float32")
+    bench_update_parts.add_minibatch_args(p)
     p.add_argument("--steps", type=int, default=3, help="optimizer steps traced (after one untraced)")
     p.add_argument("--top", type=int, default=15, help="op kinds listed")
     p.add_argument("--trace-dir", help="keep the trace here (default: a temporary directory)")

@@ -27,7 +27,7 @@ class ValueHead(nn.Module):
                             self.weights_dtype)
         bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, (None,)), (1,),
                           self.weights_dtype)
-        out = on_rows(lambda h: h @ kernel.astype(jnp.float32), hidden_BxTxE.astype(jnp.float32))  # see on_rows
+        out = on_rows(lambda h: h @ kernel.astype(jnp.float32), hidden_BxTxE.astype(jnp.float32))
         out = out + bias.astype(jnp.float32)
         return out[..., 0]
 

@@ -34,13 +34,7 @@ SCANNED = "layers"  # the params (and cache) key of the scanned block, stacked o
 
 def _dense(features: int, axes: tuple[str | None, str | None], use_bias: bool, cfg: ModelConfig,
            name: str):
-    """An `nn.Dense` (params `kernel`, `bias`) applied to the input's rows flattened to 2-D.
-
-    Why flat: the weight gradient of a dense on B×T×E contracts two axes, and XLA:CPU lays that out with a
-    transposed copy of the output gradient and duplicated elementwise work: a dense layer's forward +
-    backward ran 2× slower than on the same rows as (B·T)×E (scripts/bench_update_parts.py --layers).
-    Batch and length merge into one row axis; "length" is never sharded, so the batch sharding carries over.
-    """
+    """An `nn.Dense` (params `kernel`, `bias`) applied with `on_rows`."""
     layer = nn.Dense(
         features,
         use_bias=use_bias,
@@ -54,7 +48,13 @@ def _dense(features: int, axes: tuple[str | None, str | None], use_bias: bool, c
 
 
 def on_rows(fn, x):
-    """`fn` over the rows of `x` viewed as (rows, features), reshaped back to x's leading axes."""
+    """`fn` over the rows of `x` viewed as (rows, features), reshaped back to x's leading axes.
+
+    Every projection of a B×T×E activation goes through here. The weight gradient of `x @ W` on B×T×E
+    contracts two axes, which XLA:CPU lays out with a transposed copy of the output gradient and duplicated
+    elementwise work: a dense layer's forward + backward ran 2-3× slower than on the same rows as (B·T)×E
+    (scripts/bench_update_parts.py --layers). "length" is never sharded, so the batch sharding carries over.
+    """
     out = fn(x.reshape(-1, x.shape[-1]))
     return out.reshape(*x.shape[:-1], out.shape[-1])
 
