@@ -22,9 +22,9 @@ import jax
 import jax.numpy as jnp
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_ppo import SHAPES, compiled_stats  # noqa: E402
+from bench_ppo import SHAPES, compiled_stats, shape_config  # noqa: E402
 
-from rlhfjax.models import api, init_params, preset  # noqa: E402
+from rlhfjax.models import api, init_params  # noqa: E402
 from rlhfjax.models.transformer import Transformer, positions_from_mask  # noqa: E402
 
 
@@ -78,8 +78,7 @@ def main(argv=None) -> int:
     p.add_argument("--scan-layers", action="store_true", help="scanned layers: much shorter compiles; no FLOPs")
     p.add_argument("--json", default="")
     args = p.parse_args(argv)
-    shape = dict(SHAPES[args.shape])
-    cfg = preset(shape.pop("family"), dtype=args.dtype, scan_layers=args.scan_layers, **shape)
+    cfg = shape_config(args.shape, args.dtype, args.scan_layers)
     rows = measure(cfg, args.batch, args.prompt_len, args.response_len)
     print(f"{args.shape}, batch {args.batch}, prompt {args.prompt_len} + response {args.response_len}, "
           f"{args.dtype}, {jax.default_backend()}{', scanned layers' if args.scan_layers else ''}:\n"
