@@ -137,13 +137,11 @@ def collect_activations(act_fn: Callable, params, prompts: Sequence, encoder, ba
     `rlhfjax.data.batching.collate_prompts` (left-padded). Given the params' `mesh`, each batch is
     sharded on it (call under `parallel.activate(mesh)`). Returns {layer: (N, E) float32 numpy}."""
     from rlhfjax import parallel
-    from rlhfjax.data.batching import collate_prompts
+    from rlhfjax.data.batching import collate_prompts, padded_batches
 
     chunks: dict[int, list[np.ndarray]] = {}
-    for start in range(0, len(prompts), batch_size):
-        rows = list(prompts[start:start + batch_size])
-        n = len(rows)
-        batch = collate_prompts(rows + [None] * (batch_size - n), encoder)
+    for _, rows, n in padded_batches(prompts, batch_size):
+        batch = collate_prompts(rows, encoder)
         batch = {k: batch[k] for k in ("prompt_tokens_BxP", "prompt_mask_BxP")}
         if mesh is not None:
             batch = parallel.shard_batch(batch, mesh)

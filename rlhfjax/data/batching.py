@@ -181,6 +181,15 @@ class Encoder:
 # --------------------------------------------------------------------------------------------------
 
 
+def padded_batches(items: Sequence[Any], size: int):
+    """`items` in order, `size` at a time: yields (start, rows, n) with `rows` a list of exactly `size`, the
+    last padded with None (masked rows: every batch has one compiled shape) and `n` of them real."""
+    for start in range(0, len(items), size):
+        rows = list(items[start:start + size])
+        n = len(rows)
+        yield start, rows + [None] * (size - n), n
+
+
 def _pack_rows(rows: Sequence[tuple[Sequence[int], Sequence[int]] | None], length: int, pad_id: int):
     """(prompt ids, response ids) rows → right-padded tokens, mask, response mask of shape [len(rows), length]."""
     n = len(rows)

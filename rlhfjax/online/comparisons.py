@@ -20,7 +20,7 @@ import jax
 import numpy as np
 
 from rlhfjax import parallel
-from rlhfjax.data.batching import BatchIterator, collate_pairs
+from rlhfjax.data.batching import BatchIterator, collate_pairs, padded_batches
 from rlhfjax.data.tokenizing import decode_responses
 from rlhfjax.errors import BadInputError
 from rlhfjax.models import api
@@ -99,9 +99,7 @@ def pair_margins(pm_dir: str, pairs: list, *, encoder, mesh, batch_size: int, dt
     scores = jax.jit(lambda p, b: rm_objective.pair_scores(p, b, loss_cfg))
     out = []
     with parallel.activate(mesh):
-        for i in range(0, len(pairs), batch_size):
-            chunk = pairs[i:i + batch_size]
-            batch = collate_pairs(chunk + [None] * (batch_size - len(chunk)), encoder)
-            r_c, r_r = scores(params, parallel.shard_batch(batch, mesh))
-            out.append(np.asarray(r_c - r_r)[: len(chunk)])
+        for _, rows, n in padded_batches(pairs, batch_size):
+            r_c, r_r = scores(params, parallel.shard_batch(collate_pairs(rows, encoder), mesh))
+            out.append(np.asarray(r_c - r_r)[:n])
     return np.concatenate(out) if out else np.zeros((0,), np.float32)

@@ -47,7 +47,7 @@ import numpy as np
 
 from rlhfjax import distributed, parallel
 from rlhfjax.data import tokenizing
-from rlhfjax.data.batching import BatchIterator, collate_pairs
+from rlhfjax.data.batching import BatchIterator, collate_pairs, padded_batches
 from rlhfjax.data.hh import load_hh, load_ranked
 from rlhfjax.data.sources import ranked_source
 from rlhfjax.errors import ConfigError
@@ -115,10 +115,6 @@ def _report_skips(name: str, skipped: dict, kept: int) -> None:
         raise ConfigError(f"{name}: no usable pairs", "check data.source / data.data_dir and the length limits")
 
 
-def pad_to(items: list, size: int) -> list:
-    return items + [None] * (size - len(items))
-
-
 def collate_with_reference(items, *, pairs, encoder, column=None) -> dict:
     """`collate_pairs` of the pairs at indices `items` (None: a padding row), plus their precomputed
     reference log-probs (`objectives.dpo.REF_KEYS`) looked up by index when `column` is given."""
@@ -150,12 +146,11 @@ def compute_reference_column(ref_params, cfg, pairs: list, encoder, batch_size: 
     """(chosen_B, rejected_B) float32 over `pairs` in order: one jitted function over fixed-size batches
     (a compile per length bucket), on the mesh."""
     chosen, rejected = [], []
-    for i in range(0, len(pairs), batch_size):
-        idx = list(range(i, min(i + batch_size, len(pairs))))
-        batch = collate_with_reference(pad_to(idx, batch_size), pairs=pairs, encoder=encoder)
+    for _, idx, n in padded_batches(range(len(pairs)), batch_size):
+        batch = collate_with_reference(idx, pairs=pairs, encoder=encoder)
         c, r = _reference_logps(ref_params, common.shard(batch, mesh), model_cfg=cfg)
-        chosen.append(np.asarray(c)[:len(idx)])
-        rejected.append(np.asarray(r)[:len(idx)])
+        chosen.append(np.asarray(c)[:n])
+        rejected.append(np.asarray(r)[:n])
     return np.concatenate(chosen).astype(np.float32), np.concatenate(rejected).astype(np.float32)
 
 
@@ -309,9 +304,8 @@ def run_with_state(config, workdir: str, mesh=None):
     train_iter = BatchIterator(list(range(len(train_pairs))), B,
                                functools.partial(collate_with_reference, pairs=train_pairs, encoder=encoder,
                                                  column=train_refs), seed=config.seed, num_epochs=None)
-    eval_pair_batches = [collate_with_reference(pad_to(list(range(i, min(i + B, len(eval_pairs)))), B),
-                                                pairs=eval_pairs, encoder=encoder, column=eval_refs)
-                         for i in range(0, len(eval_pairs), B)]
+    eval_pair_batches = [collate_with_reference(idx, pairs=eval_pairs, encoder=encoder, column=eval_refs)
+                         for _, idx, _ in padded_batches(range(len(eval_pairs)), B)]
     gold_margin = None
     if toylab:
         prompts = [p.prompt for p in eval_pairs]

@@ -42,7 +42,7 @@ import numpy as np
 
 from rlhfjax import distributed, parallel
 from rlhfjax.analysis.calibration import pair_metrics, pairwise_predictions, plot_reliability, reliability
-from rlhfjax.data.batching import collate_pairs, collate_ranked
+from rlhfjax.data.batching import collate_pairs, collate_ranked, padded_batches
 from rlhfjax.data.hh import load_hh, load_ranked
 from rlhfjax.data.sources import ranked_source
 from rlhfjax.errors import ConfigError
@@ -158,8 +158,7 @@ def run_with_state(config, workdir: str, mesh=None):
         state = common.create_state(params, shardings, config, state_rng, mesh)
 
     scores_step = _scores_step(loss_config)
-    eval_batches = [collate_pairs(eval_pairs[i:i + B] + [None] * max(0, i + B - len(eval_pairs)), encoder)
-                    for i in range(0, len(eval_pairs), B)]
+    eval_batches = [collate_pairs(rows, encoder) for _, rows, _ in padded_batches(eval_pairs, B)]
     gold_margin = None
     if common.is_toylab(config.data):
         from rlhfjax.data.toylab import gold_margins
@@ -185,8 +184,7 @@ def run_with_state(config, workdir: str, mesh=None):
         if metric is None:
             raise ConfigError(f"rm.select_by must be one of {sorted(SELECT_BY)}, got {config.rm.select_by!r}")
         val_step = _validation_step(loss_config)
-        val_batches = [collate(val_examples[i:i + B] + [None] * max(0, i + B - len(val_examples)))
-                       for i in range(0, len(val_examples), B)]
+        val_batches = [collate(rows) for _, rows, _ in padded_batches(val_examples, B)]
         best = early_stopping.BestParams(os.path.join(workdir, "best"), metric, better)
         best.restore(state.params)
 

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rlhfjax import distributed
-from rlhfjax.data.batching import BatchIterator, collate_prompts, collate_sft
+from rlhfjax.data.batching import BatchIterator, collate_prompts, collate_sft, padded_batches
 from rlhfjax.data.examples import preview, prompt_preview
 from rlhfjax.data.hh import load_sft
 from rlhfjax.data.tokenizing import decode_responses
@@ -36,16 +36,15 @@ def sample_completions(params, model_cfg, prompts: list, encoder, tokenizer, con
     scfg = SamplingConfig(max_new_tokens=config.sample.max_new_tokens, temperature=config.sample.temperature,
                           top_p=config.sample.top_p, eos_id=tokenizer.eos_token_id, pad_id=encoder.pad_id)
     out = []
-    for i in range(0, len(prompts), batch_size):
-        chunk = list(prompts[i:i + batch_size])
-        batch = collate_prompts(chunk + [None] * (batch_size - len(chunk)), encoder)
+    for i, rows, n in padded_batches(prompts, batch_size):
+        batch = collate_prompts(rows, encoder)
         # Padding rows need one real token for the sampler; they are dropped below.
-        batch["prompt_mask_BxP"][len(chunk):, -1] = 1
+        batch["prompt_mask_BxP"][n:, -1] = 1
         batch = {k: batch[k] for k in ("prompt_tokens_BxP", "prompt_mask_BxP")}
         batch = common.shard(batch, mesh) if mesh is not None else jax.tree.map(jnp.asarray, batch)
         rollout = sample(params, batch["prompt_tokens_BxP"], batch["prompt_mask_BxP"], jax.random.fold_in(rng, i),
                          model_cfg=model_cfg, cfg=scfg)
-        out += decode_responses(tokenizer, rollout)[:len(chunk)]
+        out += decode_responses(tokenizer, rollout)[:n]
     return out
 
 
@@ -80,8 +79,7 @@ def run_with_state(config, workdir: str, mesh=None):
     state = common.create_state(params, shardings, config, state_rng, mesh)
 
     eval_step = jax.jit(functools.partial(sft_objective.response_nll, model_cfg=model_cfg))
-    eval_batches = [collate_sft(eval_examples[i:i + B] + [None] * max(0, i + B - len(eval_examples)), encoder)
-                    for i in range(0, len(eval_examples), B)]
+    eval_batches = [collate_sft(rows, encoder) for _, rows, _ in padded_batches(eval_examples, B)]
     eval_prompts = [ex.prompt for ex in eval_examples[:config.sample.num_prompts]]
     toylab = common.is_toylab(config.data)
 
