@@ -18,6 +18,14 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     _OWN_CACHE = os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="rlhfjax-test-xla-cache-")
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+    os.environ["RLHFJAX_TEST_OWN_CACHE"] = _OWN_CACHE
+elif os.environ.get("PYTEST_XDIST_WORKER") and os.environ.get("RLHFJAX_TEST_OWN_CACHE") == os.environ[
+        "JAX_COMPILATION_CACHE_DIR"]:
+    # A cache directory per worker (its subprocesses share it): jax writes entries in place, and a worker
+    # reading an entry another process is writing got a truncated one; a worker aborted mid-compile twice in
+    # the same test (test_experiments.py's SuperHF smoke run), suspected to be this race.
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = os.path.join(os.environ["RLHFJAX_TEST_OWN_CACHE"],
+                                                           os.environ["PYTEST_XDIST_WORKER"])
 
 import jax  # noqa: E402
 

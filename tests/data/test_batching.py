@@ -205,3 +205,12 @@ def test_last_partial_batch_is_padded_and_masked_when_not_dropped():
     np.testing.assert_array_equal(last["row_mask_B"], [1, 1, 0, 0])
     assert last["chosen_mask_BxT"][2:].sum() == 0 and last["chosen_tokens_BxT"].shape[0] == 4
     assert len(list(make_iterator(pairs, enc, 4, process_index=0, process_count=1))) == 2
+
+
+def test_padded_batches_keep_order_pad_only_the_last_and_count_the_real_rows():
+    from rlhfjax.data.batching import padded_batches
+
+    got = list(padded_batches(list("abcdefg"), 3))
+    assert got == [(0, ["a", "b", "c"], 3), (3, ["d", "e", "f"], 3), (6, ["g", None, None], 1)]
+    assert list(padded_batches(range(4), 2)) == [(0, [0, 1], 2), (2, [2, 3], 2)]  # any sequence; exact fit: no pad
+    assert list(padded_batches([], 5)) == []
