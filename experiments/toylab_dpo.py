@@ -42,6 +42,9 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.policy = ml_collections.ConfigDict()
     c.policy.init_from = "runs/toylab/sft/model"  # initial policy AND frozen reference (HF/rlhfjax LM dir)
     c.policy.dtype = "float32"  # compute dtype of policy and reference (and of the RM, if given)
+    # LM head and log-softmax over this many positions at a time (recomputed in the backward): memory
+    # batch × chunk × vocab instead of batch × length × vocab for each of chosen and rejected; 0 = all at once
+    c.policy.logits_chunk = 0
 
     c.reward = ml_collections.ConfigDict()  # evaluation only: DPO trains without a reward model
     c.reward.init_from = ""  # an RM dir (e.g. runs/toylab/rm/model) adds eval/reward/proxy; "" = none

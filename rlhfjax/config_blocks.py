@@ -36,6 +36,9 @@ def toy_model_config() -> ml_collections.ConfigDict:
     # per-block remat: none | nothing_saveable (keep block inputs only) | dots_saveable (keep matmul outputs) |
     # dots_with_no_batch_dims_saveable | everything_saveable
     m.remat_policy = "none"
+    # LM head, log-softmax and entropy over this many positions at a time in teacher-forced losses, recomputed in
+    # the backward: memory batch × chunk × vocab instead of batch × length × vocab; 0 = all at once
+    m.logits_chunk = 0
     return m
 
 
@@ -108,6 +111,7 @@ def toylab_online_config(temperature: float) -> ml_collections.ConfigDict:
     c.policy.dtype = "float32"  # compute dtype of policy, reference, reward (and value) models
     c.policy.scan_layers = False  # every role: one scanned block, params stacked (as model.scan_layers)
     c.policy.remat_policy = "none"  # every role: per-block remat (as model.remat_policy)
+    c.policy.logits_chunk = 0  # every role: chunked LM head in teacher-forced passes (as model.logits_chunk)
     # The frozen KL anchor: "" = policy.init_from (the usual case); `rlhfjax iterate` sets the first
     # round's policy here while later rounds start from the current one.
     c.reference = ml_collections.ConfigDict({"init_from": ""})

@@ -184,7 +184,7 @@ def shape_config(shape: str, dtype: str, scan_layers: bool = False):
 def build(args):
     """(setup, state, advantage config, loss config, prompt batch): random models of the chosen shape
     as the recipe's roles on one device."""
-    cfg = shape_config(args.shape, args.dtype, args.scan_layers)
+    cfg = shape_config(args.shape, args.dtype, args.scan_layers).replace(logits_chunk=args.logits_chunk)
     policy = init_params(cfg, jax.random.PRNGKey(0))
     reward = init_scalar_params(cfg, jax.random.PRNGKey(1))
     reward["head"]["kernel"] = 0.02 * jax.random.normal(jax.random.PRNGKey(2), reward["head"]["kernel"].shape)
@@ -248,6 +248,7 @@ def main():
     ap.add_argument("--first-ratio", default="own_logp", choices=ppo_objective.FIRST_RATIOS,
                     help="how the first minibatch's ratio is exactly 1 (PPOLossConfig.first_ratio)")
     ap.add_argument("--scan-layers", action="store_true", help="one scanned block (ModelConfig.scan_layers)")
+    ap.add_argument("--logits-chunk", type=int, default=0, help="ModelConfig.logits_chunk of every role (0: off)")
     ap.add_argument("--fused", action="store_true",
                     help="also time the experience phases fused into one jit (ppo.experience_jit=fused)")
     ap.add_argument("--skip-analysis", action="store_true", help="no cost/memory analysis (compile times only)")

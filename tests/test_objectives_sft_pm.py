@@ -4,7 +4,6 @@ Losses return (total, count, metrics); the loss is total / count (`train.update`
 """
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 

@@ -139,6 +139,23 @@ def test_the_rematerialised_way_to_an_exact_first_ratio_takes_the_same_step(setu
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
 
 
+def test_chunked_logits_reach_every_role_and_take_the_same_step(setup, lab):
+    """policy.logits_chunk=K: the policy's teacher-forced head runs K response positions at a time in the
+    log-prob phase and the loss; the first ratio stays exactly 1 and the step is the unchunked one."""
+    exp = experience(setup, copy(setup["policy"]))
+    base, _ = first_update(setup, exp)
+    s = make_setup(lab, "--config.policy.logits_chunk=5")
+    assert s["setup"].roles.policy.cfg.logits_chunk == 5 and s["setup"].roles.reference.cfg.logits_chunk == 5
+    assert s["lcfg"].policy_model.logits_chunk == 5
+    chunked = experience(s, copy(s["policy"]))
+    np.testing.assert_allclose(np.asarray(chunked["batch"]["old_logp_BxN"]), np.asarray(exp["batch"]["old_logp_BxN"]),
+                               atol=2e-5)
+    state, m = first_update(s, chunked)
+    assert float(m["ppo/ratio_min"][0]) == 1.0 and float(m["ppo/ratio_max"][0]) == 1.0
+    for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(base.params)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
+
+
 def test_value_head_on_policy(lab):
     """value.model=policy_head: V is a head on the policy's own hidden states, trained through the
     shared backbone; the first minibatch's ratio is still exactly 1."""

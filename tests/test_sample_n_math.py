@@ -52,11 +52,14 @@ def test_vocab_kl_matches_numpy_in_both_directions():
     a, b = rng.normal(size=(2, 3, 7)) * 2, rng.normal(size=(2, 3, 7))
     la, lb = np_log_softmax(a), np_log_softmax(b)
     want_ab = (np.exp(la) * (la - lb)).sum(-1)
-    np.testing.assert_allclose(superhf.vocab_kl(jnp.asarray(a), jnp.asarray(b)), want_ab, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(api.vocab_kl(jnp.asarray(a), jnp.asarray(b)), want_ab, rtol=1e-5, atol=1e-6)
     mask = np.array([[1, 1, 0], [1, 0, 0]])
+    policy, ref = {"logits_BxNxV": jnp.asarray(a)}, {"logits_BxNxV": jnp.asarray(b)}
     for kind, kl in (("ref_policy", (np.exp(lb) * (lb - la)).sum(-1)), ("policy_ref", want_ab)):
         # policy logits a, reference logits b; per completion: mean over its tokens, clamped, weighted by length
-        prior, mean_B = superhf.kl_prior(jnp.asarray(a), jnp.asarray(b), jnp.asarray(mask), kind)
+        per_token = superhf.prior_kl(None, policy, None, ref, None, kind)
+        np.testing.assert_allclose(per_token, kl, rtol=1e-5, atol=1e-6)
+        prior, mean_B = superhf.kl_prior(per_token, jnp.asarray(mask))
         want_mean = np.array([kl[0, :2].mean(), kl[1, :1].mean()])
         np.testing.assert_allclose(mean_B, want_mean, rtol=1e-5)
         np.testing.assert_allclose(prior, 2 * want_mean[0] + 1 * want_mean[1], rtol=1e-5)
@@ -64,7 +67,7 @@ def test_vocab_kl_matches_numpy_in_both_directions():
 
 def test_kl_prior_is_exactly_zero_at_the_reference():
     logits = jnp.asarray(np.random.default_rng(1).normal(size=(2, 4, 9)), jnp.float32)
-    prior, mean_B = superhf.kl_prior(logits, logits, jnp.ones((2, 4)))
+    prior, mean_B = superhf.kl_prior(api.vocab_kl(logits, logits), jnp.ones((2, 4)))
     assert float(prior) == 0.0 and np.all(np.asarray(mean_B) == 0.0)
 
 

@@ -23,14 +23,15 @@ import jax.numpy as jnp
 
 from rlhfjax.models.config import ModelConfig
 from rlhfjax.models.heads import ScalarModel, ValueHead, last_token_index, read_at
-from rlhfjax.models.transformer import (Block, DecoderOutput, Transformer, init_cache, positions_from_mask,
-                                        unstack_layers)
+from rlhfjax.models.transformer import (Block, DecoderOutput, Transformer, init_cache, lm_head_logits,
+                                        positions_from_mask, unstack_layers)
 
 FINAL_NORM = -1  # `activations` layer index of the final-norm output
 
 __all__ = [
-    "FINAL_NORM", "activations", "decode", "forward", "init_cache", "lm_logits", "policy_outputs", "response_logp",
-    "scores", "scores_and_response_logp", "selected_logp", "shifted_logp", "token_logp", "values",
+    "FINAL_NORM", "activations", "decode", "entropy", "forward", "init_cache", "lm_head_logits", "lm_logits",
+    "over_positions", "policy_outputs", "response_logp", "response_vocab_kl", "scores", "scores_and_response_logp",
+    "selected_logp", "shifted_logp", "token_logp", "values", "vocab_kl",
 ]
 
 
@@ -80,24 +81,93 @@ def shifted_logp(logits_BxTxV, tokens_BxT):
     return jnp.pad(selected_logp(logits_BxTxV[:, :-1], tokens_BxT[:, 1:]), ((0, 0), (1, 0)))
 
 
+def entropy(logits_xV):
+    """H(softmax(logits)) over the last axis in fp32, for any leading shape; −inf logits contribute 0, no NaN."""
+    logp = jax.nn.log_softmax(logits_xV.astype(jnp.float32), axis=-1)
+    p = jnp.exp(logp)
+    return -jnp.sum(p * jnp.where(p > 0, logp, 0.0), axis=-1)
+
+
+def vocab_kl(logits_a_xV, logits_b_xV):
+    """KL(softmax(a) ‖ softmax(b)) over the last (vocabulary) axis in fp32, for any leading shape."""
+    logp_a = jax.nn.log_softmax(logits_a_xV.astype(jnp.float32), axis=-1)
+    logp_b = jax.nn.log_softmax(logits_b_xV.astype(jnp.float32), axis=-1)
+    p_a = jnp.exp(logp_a)
+    return jnp.sum(jnp.where(p_a > 0, p_a * (logp_a - logp_b), 0.0), axis=-1)
+
+
+def over_positions(fn, chunk: int, *arrays_BxN):
+    """`fn(*slices)` on `chunk` positions (axis 1) of every B×N×… array at a time, scanned, with each chunk's
+    forward recomputed in the backward (`jax.checkpoint`) → fn's per-position outputs joined back to B×N×….
+
+    What fn builds inside (a chunk's B×chunk×V logits) is live for one chunk only, forward and backward; the
+    batch axis stays whole, so its sharding carries over. N need not be a multiple of `chunk` (the last chunk
+    is padded, and its padding dropped)."""
+    N = arrays_BxN[0].shape[1]
+    n = -(-N // chunk)
+
+    def split(x):  # B×N×… → n×B×chunk×…
+        x = jnp.pad(x, [(0, 0), (0, n * chunk - N)] + [(0, 0)] * (x.ndim - 2))
+        return jnp.moveaxis(x.reshape(x.shape[0], n, chunk, *x.shape[2:]), 1, 0)
+
+    def join(y):  # n×B×chunk×… → B×N×…
+        y = jnp.moveaxis(y, 0, 1)
+        return y.reshape(y.shape[0], n * chunk, *y.shape[3:])[:, :N]
+
+    body = jax.checkpoint(fn)
+    _, out = jax.lax.scan(lambda carry, xs: (carry, body(*xs)), None, tuple(split(a) for a in arrays_BxN))
+    return jax.tree.map(join, out)
+
+
 def policy_outputs(params, cfg: ModelConfig, seq_BxL, mask_BxL, *, start: int, temperature: float = 1.0,
                    value_head=None) -> dict:
-    """One policy forward → `{"logp_BxN", "logits_BxNxV"}` (+ `"values_BxN"` given `value_head`).
+    """One policy forward → `{"logp_BxN", "entropy_BxN", "hidden_BxNxE"}`, plus `"logits_BxNxV"` unless the
+    logits are chunked, plus `"values_BxN"` given `value_head`.
 
-    `logp_BxN[:, j]` = log π_T(token at slot start + j | prefix) with π_T = softmax(logits / T),
-    0 where masked; `logits_BxNxV` are the T-scaled logits that predicted those tokens (entropy).
-    `value_head` (params of a `ValueHead` on this policy) reads V(prefix) off the same final hidden
-    states at the same slots: the state in which each token was chosen.
+    `logp_BxN[:, j]` = log π_T(token at slot start + j | prefix) with π_T = softmax(logits / T), 0 where
+    masked; `entropy_BxN` = H(π_T) there; `hidden_BxNxE` are the final-norm hidden states at the predicting
+    slots (what `response_vocab_kl` recomputes logits from); `logits_BxNxV` are the T-scaled logits.
+    `cfg.logits_chunk` > 0 (and < N): the LM head, log-softmax and entropy run `over_positions`, so no
+    B×N×V array lives at once, forward or backward. `value_head` (params of a `ValueHead` on this policy)
+    reads V(prefix) off the same final hidden states at the same slots: the state in which each token was
+    chosen.
     """
     L = seq_BxL.shape[1]
-    out = forward(params, cfg, seq_BxL, mask_BxL, head_slots=(start - 1, L - 1))  # no logits over the prompt
-    logits = out.logits.astype(jnp.float32) / temperature
-    valid = mask_BxL[:, start:].astype(bool)
-    result = {"logp_BxN": jnp.where(valid, selected_logp(logits, seq_BxL[:, start:]), 0.0), "logits_BxNxV": logits}
+    tokens, valid = seq_BxL[:, start:], mask_BxL[:, start:].astype(bool)
+    if 0 < cfg.logits_chunk < L - start:
+        backbone = {k: v for k, v in params.items() if k != "lm_head"}
+        hidden = forward(backbone, cfg, seq_BxL, mask_BxL, lm_head=False).hidden[:, start - 1:L - 1]
+
+        def stats(hidden_chunk, token_chunk):
+            logits = lm_head_logits(params, cfg, hidden_chunk) / temperature
+            return selected_logp(logits, token_chunk), entropy(logits)
+
+        logp, ent = over_positions(stats, cfg.logits_chunk, hidden, tokens)
+        result = {"logp_BxN": jnp.where(valid, logp, 0.0), "entropy_BxN": ent, "hidden_BxNxE": hidden}
+    else:
+        out = forward(params, cfg, seq_BxL, mask_BxL, head_slots=(start - 1, L - 1))  # no logits over the prompt
+        logits = out.logits.astype(jnp.float32) / temperature
+        hidden = out.hidden[:, start - 1:L - 1]
+        result = {"logp_BxN": jnp.where(valid, selected_logp(logits, tokens), 0.0), "entropy_BxN": entropy(logits),
+                  "hidden_BxNxE": hidden, "logits_BxNxV": logits}
     if value_head is not None:
-        v = ValueHead(cfg.weights_dtype).apply({"params": value_head}, out.hidden[:, start - 1:L - 1])
+        v = ValueHead(cfg.weights_dtype).apply({"params": value_head}, hidden)
         result["values_BxN"] = jnp.where(valid, v, 0.0)
     return result
+
+
+def response_vocab_kl(params_a, out_a: dict, params_b, out_b: dict, cfg: ModelConfig, *, temperature: float = 1.0):
+    """KL(π_a ‖ π_b) over the vocabulary at each response position (BxN) from two `policy_outputs` of models
+    of the same `cfg` on the same response slots: from their logits, or, when the logits are chunked,
+    recomputed from their hidden states `over_positions`. Stop the gradient of a frozen side yourself."""
+    if "logits_BxNxV" in out_a and "logits_BxNxV" in out_b:
+        return vocab_kl(out_a["logits_BxNxV"], out_b["logits_BxNxV"])
+
+    def kl(hidden_a, hidden_b):
+        return vocab_kl(lm_head_logits(params_a, cfg, hidden_a) / temperature,
+                        lm_head_logits(params_b, cfg, hidden_b) / temperature)
+
+    return over_positions(kl, max(cfg.logits_chunk, 1), out_a["hidden_BxNxE"], out_b["hidden_BxNxE"])
 
 
 def token_logp(params, cfg: ModelConfig, seq_BxL, mask_BxL, *, start: int = 1, temperature: float = 1.0):

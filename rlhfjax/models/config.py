@@ -65,6 +65,10 @@ class ModelConfig:
     # Execution choices (not architecture; HF checkpoints do not record them):
     scan_layers: bool = False  # one scanned block, params stacked on a leading `layers` axis (`stack_layers`)
     remat_policy: str = "none"  # per-block remat: none | nothing_saveable | dots_saveable | ... (REMAT_POLICIES)
+    # Teacher-forced LM head, log-softmax, entropy and vocabulary KL over this many response positions at a time,
+    # recomputed in the backward (`models.api.policy_outputs`): memory ~ batch × chunk × vocab instead of
+    # batch × response × vocab. 0 = all positions at once (and the logits are returned).
+    logits_chunk: int = 0
 
     # Tokens that are not part of the architecture but that users of a checkpoint need.
     bos_token_id: int | None = None
@@ -92,6 +96,8 @@ class ModelConfig:
             )
         if self.remat_policy not in REMAT_POLICIES:
             raise ConfigError(f"remat_policy must be one of {REMAT_POLICIES}, got {self.remat_policy!r}")
+        if self.logits_chunk < 0:
+            raise ConfigError(f"logits_chunk must be >= 0 (0 = no chunking), got {self.logits_chunk}")
         for name in ("dtype", "param_dtype"):
             jnp.dtype(getattr(self, name))  # fails early on a typo
 

@@ -23,9 +23,10 @@ def preset_from_config(section, vocab_size: int) -> ModelConfig:
 
 
 def execution(section) -> dict:
-    """How a `model` section's model runs, whatever its weights: compute dtype, scanned layers, remat."""
+    """How a `model` section's model runs, whatever its weights: compute dtype, scanned layers, remat, chunked
+    logits."""
     return {"dtype": section.get("dtype", "float32"), "scan_layers": bool(section.get("scan_layers", False)),
-            "remat_policy": section.get("remat_policy", "none")}
+            "remat_policy": section.get("remat_policy", "none"), "logits_chunk": int(section.get("logits_chunk", 0))}
 
 
 def model_from_config(section, vocab_size: int, rng: jax.Array) -> tuple[ModelConfig, dict]:

@@ -258,8 +258,25 @@ class Transformer(nn.Module):
                 logits = on_rows(embed.attend, at)
             else:
                 logits = _dense(cfg.vocab_size, ("embed", "vocab"), False, cfg, "lm_head")(at)
-            logits = nn.with_logical_constraint(logits.astype(jnp.float32), ("batch", "length", "vocab"))
+            logits = _fp32_logits(logits)
         return DecoderOutput(logits=logits, hidden=hidden, cache=new_cache)
+
+
+def _fp32_logits(logits_BxTxV):
+    return nn.with_logical_constraint(logits_BxTxV.astype(jnp.float32), ("batch", "length", "vocab"))
+
+
+def lm_head_logits(params, cfg: ModelConfig, hidden_BxTxE):
+    """The LM head alone on final-norm hidden states → fp32 logits BxTxV, the same computation `Transformer`
+    runs after its final norm (tied: the embedding's `attend`; untied: `lm_head`), for callers that hold the
+    hidden states and want the logits of a few positions at a time."""
+    if cfg.tie_embeddings:
+        embed = nn.Embed(cfg.vocab_size, cfg.hidden_size, dtype=cfg.compute_dtype, param_dtype=cfg.weights_dtype)
+        logits = on_rows(lambda x: embed.apply({"params": params["embed"]}, x, method="attend"), hidden_BxTxE)
+    else:
+        dense = nn.Dense(cfg.vocab_size, use_bias=False, dtype=cfg.compute_dtype, param_dtype=cfg.weights_dtype)
+        logits = on_rows(lambda x: dense.apply({"params": params["lm_head"]}, x), hidden_BxTxE)
+    return _fp32_logits(logits)
 
 
 def init_cache(cfg: ModelConfig, batch: int, length: int, dtype=None) -> Cache:

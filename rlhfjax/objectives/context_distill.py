@@ -24,9 +24,8 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from rlhfjax.models import ModelConfig
-from rlhfjax.objectives.ppo import entropy_from_logits, policy_forward
-from rlhfjax.objectives.superhf import vocab_kl
+from rlhfjax.models import ModelConfig, api
+from rlhfjax.objectives.ppo import policy_forward
 
 BATCH_KEYS = ("sequence_BxL", "sequence_mask_BxL", "teacher_sequence_BxL", "teacher_sequence_mask_BxL",
               "response_mask_BxN")
@@ -39,13 +38,6 @@ class DistillLossConfig:
     temperature: float = 1.0  # both distributions at softmax(logits / T); 1 = the models' own
 
 
-def token_kl(teacher_logits_BxNxV, student_logits_BxNxV, mask_BxN):
-    """(Σ_masked KL(teacher ‖ student), masked token count, per-token KL_BxN)."""
-    kl = vocab_kl(teacher_logits_BxNxV, student_logits_BxNxV)
-    m = mask_BxN.astype(bool)
-    return jnp.sum(jnp.where(m, kl, 0.0)), m.sum().astype(jnp.float32), kl
-
-
 def loss_fn(params, batch, *, frozen, config: DistillLossConfig, rng):
     """Σ_t KL(teacher ‖ student) over response tokens → (total, tokens, metrics).
 
@@ -55,16 +47,22 @@ def loss_fn(params, batch, *, frozen, config: DistillLossConfig, rng):
     del rng
     kw = dict(model_cfg=config.model, num_response=config.num_response, temperature=config.temperature)
     student = policy_forward(params["policy"], None, batch["sequence_BxL"], batch["sequence_mask_BxL"], **kw)
-    teacher_logits = jax.lax.stop_gradient(policy_forward(
-        frozen, None, batch["teacher_sequence_BxL"], batch["teacher_sequence_mask_BxL"], **kw)["logits_BxNxV"])
-    mask = batch["response_mask_BxN"]
-    total, count, _ = token_kl(teacher_logits, student["logits_BxNxV"], mask)
-    m = mask.astype(bool)
+    frozen = jax.lax.stop_gradient(frozen)
+    teacher = jax.lax.stop_gradient(policy_forward(
+        frozen, None, batch["teacher_sequence_BxL"], batch["teacher_sequence_mask_BxL"], **kw))
+    kl = api.response_vocab_kl(frozen, teacher, params["policy"], student, config.model,
+                               temperature=config.temperature)
+    m = batch["response_mask_BxN"].astype(bool)
+    count = m.sum().astype(jnp.float32)
+    total = jnp.sum(jnp.where(m, kl, 0.0))
     denom = jnp.maximum(count, 1.0)
-    ent, _ = entropy_from_logits(jax.lax.stop_gradient(student["logits_BxNxV"]), mask, shift=False)
-    teacher_ent, _ = entropy_from_logits(teacher_logits, mask, shift=False)
+
+    def mean(x_BxN):
+        return jnp.sum(jnp.where(m, x_BxN, 0.0)) / denom
+
     metrics = {"distill/kl": total / denom,
                # NLL of the teacher's sampled tokens under the student: what plain SFT on them would train
-               "distill/student_nll": -jnp.sum(jnp.where(m, student["logp_BxN"], 0.0)) / denom,
-               "policy/entropy": ent / denom, "distill/teacher_entropy": teacher_ent / denom}
+               "distill/student_nll": -mean(student["logp_BxN"]),
+               "policy/entropy": mean(jax.lax.stop_gradient(student["entropy_BxN"])),
+               "distill/teacher_entropy": mean(teacher["entropy_BxN"])}
     return total, count, metrics

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 
 from rlhfjax.errors import ConfigError
 from rlhfjax.models import ModelConfig
-from rlhfjax.objectives.ppo import (clipped_surrogate, entropy_from_logits, kl_per_token, masked_mean, policy_forward,
+from rlhfjax.objectives.ppo import (clipped_surrogate, kl_per_token, masked_mean, policy_forward,
                                    rollout_logp)
 
 AGGREGATIONS = ("token_mean", "sequence_mean", "sequence_sum")
@@ -106,7 +106,6 @@ def loss_fn(params, batch, *, frozen, config: GroupLossConfig, rng):
                        0.0)
         loss_BxN = loss_BxN + config.kl_coef * kl
         metrics["kl/loss_token_mean"] = masked_mean(kl, mask)
-    ent, ent_count = entropy_from_logits(jax.lax.stop_gradient(out["logits_BxNxV"]), mask, shift=False)
-    metrics["policy/entropy"] = ent / jnp.maximum(ent_count, 1.0)
+    metrics["policy/entropy"] = masked_mean(jax.lax.stop_gradient(out["entropy_BxN"]), mask)
     total, count = aggregate(loss_BxN, mask, config.aggregation)
     return total, count, metrics

@@ -287,10 +287,7 @@ def entropy_from_logits(logits_BxTxV, mask_BxT, *, shift: bool = True):
     predicted token t, i.e. from logits[:, t−1], so the response mask of `logp_BxT` applies as is
     (position 0 never counts). `shift=False`: logits[:, t] is already the distribution of token t.
     """
-    logits = _f32(logits_BxTxV)
-    logp = jax.nn.log_softmax(logits, axis=-1)
-    p = jnp.exp(logp)
-    ent = -jnp.sum(p * jnp.where(p > 0, logp, 0.0), axis=-1)  # −inf logits contribute 0, no NaN
+    ent = api.entropy(logits_BxTxV)
     mask = _bool(mask_BxT)
     if shift:
         ent = jnp.pad(ent[:, :-1], ((0, 0), (1, 0)))
@@ -438,19 +435,19 @@ def loss_fn(params, batch, *, frozen, config: PPOLossConfig, rng):
         policy = getattr(jax.checkpoint_policies, config.remat_policy)
         policy_fwd, value_fwd = jax.checkpoint(policy_fwd, policy=policy), jax.checkpoint(value_fwd, policy=policy)
     out = policy_fwd(params["policy"], params["value"] if head_on_policy else None, seq, smask)
-    logp, logits = out["logp_BxN"], out["logits_BxNxV"]
+    logp, ent_BxN = out["logp_BxN"], out["entropy_BxN"]
     values = out["values_BxN"] if head_on_policy else value_fwd(params["value"], seq, smask)
     old_logp = rollout_logp(batch, logp, config.first_ratio == "own_logp")
     pg_sum, count, pg_metrics = ppo_policy_loss(logp, old_logp, batch["advantages_BxN"], mask, clip=config.clip)
     vf_sum, _, vf_metrics = value_loss(values, batch["old_values_BxN"], batch["returns_BxN"], mask,
                                        clip=config.value_clip)
     if config.entropy_coef == 0:
-        logits = jax.lax.stop_gradient(logits)  # entropy is then only a metric
-    ent_sum, ent_count = entropy_from_logits(logits, mask, shift=False)
+        ent_BxN = jax.lax.stop_gradient(ent_BxN)  # entropy is then only a metric
+    ent_sum = masked_sum(ent_BxN, mask)
     denom = jnp.maximum(count, 1.0)
     total = pg_sum + config.value_coef * vf_sum - config.entropy_coef * ent_sum
     metrics = {**pg_metrics, **vf_metrics, "ppo/policy_loss": pg_sum / denom, "value/loss": vf_sum / denom,
-               "policy/entropy": ent_sum / jnp.maximum(ent_count, 1.0)}
+               "policy/entropy": ent_sum / denom}
     return total, count, metrics
 
 

@@ -29,8 +29,8 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from rlhfjax.models import ModelConfig
-from rlhfjax.objectives.ppo import entropy_from_logits, policy_forward
+from rlhfjax.models import ModelConfig, api
+from rlhfjax.objectives.ppo import policy_forward
 
 KL_PRIORS = ("ref_policy", "policy_ref")  # KL(π_ref ‖ π_θ) (official) | KL(π_θ ‖ π_ref)
 
@@ -48,26 +48,23 @@ def top_k_per_group(score_R, group_size: int, k: int, valid_R=None):
     return (jnp.arange(groups.shape[0])[:, None] * group_size + order).reshape(-1).astype(jnp.int32)
 
 
-def vocab_kl(logits_a_BxNxV, logits_b_BxNxV):
-    """KL(softmax(a) ‖ softmax(b)) over the vocabulary at each position → BxN."""
-    logp_a = jax.nn.log_softmax(logits_a_BxNxV.astype(jnp.float32), axis=-1)
-    logp_b = jax.nn.log_softmax(logits_b_BxNxV.astype(jnp.float32), axis=-1)
-    p_a = jnp.exp(logp_a)
-    return jnp.sum(jnp.where(p_a > 0, p_a * (logp_a - logp_b), 0.0), axis=-1)
-
-
-def kl_prior(policy_logits_BxNxV, ref_logits_BxNxV, mask_BxN, kind: str = "ref_policy"):
-    """(Σ_i n_i · max(mean_t KL_i,t, 0), per-completion mean KL_B): the module docstring's prior."""
-    if kind == "ref_policy":
-        kl = vocab_kl(ref_logits_BxNxV, policy_logits_BxNxV)
-    elif kind == "policy_ref":
-        kl = vocab_kl(policy_logits_BxNxV, ref_logits_BxNxV)
-    else:
-        raise ValueError(f"kl_prior must be one of {KL_PRIORS}, got {kind!r}")
+def kl_prior(kl_BxN, mask_BxN):
+    """(Σ_i n_i · max(mean_t KL_i,t, 0), per-completion mean KL_B) of the per-token vocabulary KL of the chosen
+    direction (`prior_kl`): the module docstring's prior."""
     m = mask_BxN.astype(bool)
     n = m.sum(-1).astype(jnp.float32)
-    mean_B = jnp.sum(jnp.where(m, kl, 0.0), axis=-1) / jnp.maximum(n, 1.0)
+    mean_B = jnp.sum(jnp.where(m, kl_BxN, 0.0), axis=-1) / jnp.maximum(n, 1.0)
     return jnp.sum(n * jnp.maximum(mean_B, 0.0)), mean_B
+
+
+def prior_kl(policy_params, policy_out, ref_params, ref_out, cfg: ModelConfig, kind: str = "ref_policy"):
+    """Per-token KL over the vocabulary between the reference and the policy (`policy_outputs` of each on the
+    same slots), in the direction `kind` (KL_PRIORS) → BxN."""
+    if kind == "ref_policy":
+        return api.response_vocab_kl(ref_params, ref_out, policy_params, policy_out, cfg)
+    if kind == "policy_ref":
+        return api.response_vocab_kl(policy_params, policy_out, ref_params, ref_out, cfg)
+    raise ValueError(f"kl_prior must be one of {KL_PRIORS}, got {kind!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,10 +90,12 @@ def loss_fn(params, batch, *, frozen, config: SuperHFLossConfig, rng):
     metrics = {"superhf/nll": nll / jnp.maximum(count, 1.0)}
     total = nll
     if config.kl_coef > 0:
-        ref_logits = jax.lax.stop_gradient(policy_forward(frozen, None, seq, smask, **kw)["logits_BxNxV"])
-        prior, kl_B = kl_prior(out["logits_BxNxV"], ref_logits, mask, config.kl_prior)
+        frozen = jax.lax.stop_gradient(frozen)
+        ref = jax.lax.stop_gradient(policy_forward(frozen, None, seq, smask, **kw))
+        kl = prior_kl(params["policy"], out, frozen, ref, config.model, config.kl_prior)
+        prior, kl_B = kl_prior(kl, mask)
         total = total + config.kl_coef * prior
         metrics["superhf/kl_prior"] = jnp.mean(kl_B)
-    ent, ent_count = entropy_from_logits(jax.lax.stop_gradient(out["logits_BxNxV"]), mask, shift=False)
-    metrics["policy/entropy"] = ent / jnp.maximum(ent_count, 1.0)
+    ent = jnp.sum(jnp.where(m, jax.lax.stop_gradient(out["entropy_BxN"]), 0.0))
+    metrics["policy/entropy"] = ent / jnp.maximum(count, 1.0)
     return total, count, metrics

@@ -72,9 +72,10 @@ def _random(config, vocab_size: int, kind: str, role: str):
 
 
 def _execution(config) -> dict:
-    """How every role runs (not what it is): `policy.scan_layers` and `policy.remat_policy`."""
+    """How every role runs (not what it is): `policy.scan_layers`, `policy.remat_policy`, `policy.logits_chunk`."""
     return {"scan_layers": bool(config.policy.get("scan_layers", False)),
-            "remat_policy": config.policy.get("remat_policy", "none")}
+            "remat_policy": config.policy.get("remat_policy", "none"),
+            "logits_chunk": int(config.policy.get("logits_chunk", 0))}
 
 
 def load_roles(config, mesh, vocab_size: int, *, with_value: bool, reward_optional: bool = False) -> Roles:

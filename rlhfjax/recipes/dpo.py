@@ -190,11 +190,12 @@ def reference_columns(path: str, fingerprint: str, compute) -> tuple[dict, dict]
 def _policy_host(config, vocab_size: int):
     """(cfg, host params) of the initial policy (= the reference): `policy.init_from`, else a random
     `config.model` preset (smoke runs that need nothing on disk)."""
+    chunk = int(config.policy.get("logits_chunk", 0))
     if config.policy.init_from:
-        return load_pretrained(config.policy.init_from, dtype=config.policy.dtype)
+        return load_pretrained(config.policy.init_from, dtype=config.policy.dtype, logits_chunk=chunk)
     if "model" not in config:
         raise ConfigError("policy.init_from is empty", "set it to an SFT policy, e.g. runs/toylab/sft/model")
-    cfg = preset_from_config(config.model, vocab_size)
+    cfg = preset_from_config(config.model, vocab_size).replace(logits_chunk=chunk)
     return cfg, jax.device_get(init_params(cfg, jax.random.PRNGKey(config.seed)))
 
 

@@ -147,16 +147,17 @@ def _validate(source: str, cfg: ModelConfig, tensors: _Renamed, want: dict[str, 
 
 def load_pretrained(name_or_path: str, *, dtype: str = "float32", param_dtype: str = "float32",
                     revision: str | None = None, scan_layers: bool = False,
-                    remat_policy: str = "none") -> tuple[ModelConfig, dict]:
+                    remat_policy: str = "none", logits_chunk: int = 0) -> tuple[ModelConfig, dict]:
     """Load `(ModelConfig, params)` of a causal LM from a hub id or a local HF checkpoint directory.
 
     `dtype` is the compute dtype written into the config; params are stored in `param_dtype`
-    as host numpy arrays (place them with `jax.device_put` or `rlhfjax.parallel`). `scan_layers` and
-    `remat_policy` are execution choices written into the config (params stacked for scanned layers).
+    as host numpy arrays (place them with `jax.device_put` or `rlhfjax.parallel`). `scan_layers`,
+    `remat_policy` and `logits_chunk` are execution choices written into the config (params stacked for
+    scanned layers).
     """
     directory, hf = load_hf_config(name_or_path, revision)
     cfg = config_from_hf(hf, dtype=dtype, param_dtype=param_dtype, scan_layers=scan_layers,
-                         remat_policy=remat_policy)
+                         remat_policy=remat_policy, logits_chunk=logits_chunk)
     fam = _FAMILIES[cfg.family]
     tensors = _Renamed(_Checkpoint(directory), fam.prefix, (fam.lm_head,))
     # Tied checkpoints sometimes store the (duplicate) output matrix anyway.
@@ -170,14 +171,14 @@ SCORE = "score.weight"  # the [num_labels, hidden] head of HF *ForSequenceClassi
 
 def load_pretrained_scalar(name_or_path: str, *, dtype: str = "float32", param_dtype: str = "float32",
                            revision: str | None = None, scan_layers: bool = False,
-                           remat_policy: str = "none") -> tuple[ModelConfig, dict]:
+                           remat_policy: str = "none", logits_chunk: int = 0) -> tuple[ModelConfig, dict]:
     """Load a reward/value model saved as an HF *ForSequenceClassification checkpoint with
     num_labels=1, as `(ModelConfig, ScalarModel params)`. HF reads it at each row's last non-pad
     token: use `read_at(scalars, last_token_index(mask))` for the same number. `scan_layers`,
-    `remat_policy`: as `load_pretrained`."""
+    `remat_policy`, `logits_chunk`: as `load_pretrained`."""
     directory, hf = load_hf_config(name_or_path, revision)
     cfg = config_from_hf(hf, dtype=dtype, param_dtype=param_dtype, scan_layers=scan_layers,
-                         remat_policy=remat_policy)
+                         remat_policy=remat_policy, logits_chunk=logits_chunk)
     fam = _FAMILIES[cfg.family]
     tensors = _Renamed(_Checkpoint(directory), fam.prefix, (fam.lm_head, SCORE))
     want = {**expected_hf_shapes(cfg, lm_head=False), SCORE: (1, cfg.hidden_size)}
