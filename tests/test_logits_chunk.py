@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from helpers_runtime import left_padded, sharp_params, tiny_cfg
 
-from rlhfjax.models import api, init_params
+from rlhfjax.models import api, init_params, init_scalar_params
 from rlhfjax.objectives import context_distill, ppo, superhf
 
 ROWS = [[5, 9, 11, 3, 7, 8, 20, 21, 22, 23, 24], [4, 6, 30, 31, 32, 33, 34], [12, 13, 14, 15, 40, 41, 42, 43, 44]]
@@ -119,3 +119,23 @@ def test_the_chunked_backward_holds_no_batch_by_response_by_vocab_array():
 
     assert most_rows(compiled_shapes(0)) == B * N  # the whole path does hold them: the check can fail
     assert most_rows(compiled_shapes(2)) == B * 2
+
+
+def test_chunked_scores_and_response_logp_of_a_scalar_model_with_its_lm_head():
+    """The RM's auxiliary LM loss (`rm.lm_coef`) reads log-probs off the scalar model's kept LM head."""
+    cfg = tiny_cfg("gpt2")
+    params = init_scalar_params(cfg, jax.random.PRNGKey(0), lm_head=True)
+    params["head"]["kernel"] = jax.random.normal(jax.random.PRNGKey(1), params["head"]["kernel"].shape)
+    seq, mask = left_padded(ROWS, L)
+    response = mask.at[:, :L - N].set(0)
+
+    def run(chunk):
+        c = cfg.replace(logits_chunk=chunk)
+        out = api.scores_and_response_logp(params, c, seq, mask, response)
+        grad = jax.grad(lambda p: sum(jnp.sum(x) for x in api.scores_and_response_logp(p, c, seq, mask, response)))
+        return out, grad(params)
+
+    (whole, g_whole), (chunked, g_chunked) = run(0), run(4)
+    _tree_close(chunked, whole, atol=2e-5)
+    _tree_close(g_chunked, g_whole, atol=1e-5)
+    assert float(jnp.abs(whole[1]).sum()) > 0

@@ -119,6 +119,20 @@ def over_positions(fn, chunk: int, *arrays_BxN):
     return jax.tree.map(join, out)
 
 
+def _backbone(lm_params):
+    return {k: v for k, v in lm_params.items() if k != "lm_head"}
+
+
+def _chunked_logp_entropy(params, cfg: ModelConfig, hidden_BxNxE, tokens_BxN, temperature: float = 1.0):
+    """(log π_T(token), H(π_T)) at each position from the hidden states that predict the tokens, the LM head
+    run `cfg.logits_chunk` positions at a time (`over_positions`)."""
+    def stats(hidden_chunk, token_chunk):
+        logits = lm_head_logits(params, cfg, hidden_chunk) / temperature
+        return selected_logp(logits, token_chunk), entropy(logits)
+
+    return over_positions(stats, cfg.logits_chunk, hidden_BxNxE, tokens_BxN)
+
+
 def policy_outputs(params, cfg: ModelConfig, seq_BxL, mask_BxL, *, start: int, temperature: float = 1.0,
                    value_head=None) -> dict:
     """One policy forward → `{"logp_BxN", "entropy_BxN", "hidden_BxNxE"}`, plus `"logits_BxNxV"` unless the
@@ -135,14 +149,8 @@ def policy_outputs(params, cfg: ModelConfig, seq_BxL, mask_BxL, *, start: int, t
     L = seq_BxL.shape[1]
     tokens, valid = seq_BxL[:, start:], mask_BxL[:, start:].astype(bool)
     if 0 < cfg.logits_chunk < L - start:
-        backbone = {k: v for k, v in params.items() if k != "lm_head"}
-        hidden = forward(backbone, cfg, seq_BxL, mask_BxL, lm_head=False).hidden[:, start - 1:L - 1]
-
-        def stats(hidden_chunk, token_chunk):
-            logits = lm_head_logits(params, cfg, hidden_chunk) / temperature
-            return selected_logp(logits, token_chunk), entropy(logits)
-
-        logp, ent = over_positions(stats, cfg.logits_chunk, hidden, tokens)
+        hidden = forward(_backbone(params), cfg, seq_BxL, mask_BxL, lm_head=False).hidden[:, start - 1:L - 1]
+        logp, ent = _chunked_logp_entropy(params, cfg, hidden, tokens, temperature)
         result = {"logp_BxN": jnp.where(valid, logp, 0.0), "entropy_BxN": ent, "hidden_BxNxE": hidden}
     else:
         out = forward(params, cfg, seq_BxL, mask_BxL, head_slots=(start - 1, L - 1))  # no logits over the prompt
@@ -205,9 +213,16 @@ def scores(params, cfg: ModelConfig, seq_BxL, mask_BxL):
 
 
 def scores_and_response_logp(params, cfg: ModelConfig, seq_BxL, mask_BxL, response_mask_BxL):
-    """A scalar model that kept its LM head: (score_B, response logp sum_B, count_B) in one forward."""
-    scalars, logits = _scalars(params, cfg, seq_BxL, mask_BxL, lm_head=True)
-    logp = jnp.where(mask_BxL[:, 1:].astype(bool), selected_logp(logits[:, :-1], seq_BxL[:, 1:]), 0.0)
+    """A scalar model that kept its LM head: (score_B, response logp sum_B, count_B) in one forward (the LM head
+    `cfg.logits_chunk` positions at a time when that is set, as `policy_outputs`)."""
+    if cfg.logits_chunk:  # ScalarModel's backbone + head, with the LM head applied by chunks
+        hidden = forward(_backbone(params["backbone"]), cfg, seq_BxL, mask_BxL, lm_head=False).hidden
+        scalars = ValueHead(cfg.weights_dtype).apply({"params": params["head"]}, hidden)
+        logp, _ = _chunked_logp_entropy(params["backbone"], cfg, hidden[:, :-1], seq_BxL[:, 1:])
+    else:
+        scalars, logits = _scalars(params, cfg, seq_BxL, mask_BxL, lm_head=True)
+        logp = selected_logp(logits[:, :-1], seq_BxL[:, 1:])
+    logp = jnp.where(mask_BxL[:, 1:].astype(bool), logp, 0.0)
     s, c = _row_sums(logp, response_mask_BxL[:, 1:] * mask_BxL[:, 1:])
     return read_at(scalars, last_token_index(mask_BxL)), s, c
 
@@ -252,8 +267,7 @@ def activations(params, cfg: ModelConfig, seq_BxL, mask_BxL, layers: Sequence[in
         if scalar_model:
             _scalars(params, cfg, seq_BxL, mask_BxL)
         else:
-            backbone = {k: v for k, v in params.items() if k != "lm_head"}  # activations never need logits
-            forward(backbone, cfg, seq_BxL, mask_BxL, lm_head=False)
+            forward(_backbone(params), cfg, seq_BxL, mask_BxL, lm_head=False)  # activations never need logits
     missing = wanted - set(captured)
     if missing:
         raise ValueError(f"layers {sorted(missing)} not found in the model (blocks 0..{cfg.num_layers - 1}, "
