@@ -45,7 +45,7 @@ def one_minibatch(args):
     """(train state, loss config, batch): `bench_ppo`'s models at `args`' shape and one minibatch of random
     experience (old log-probs and values from the models themselves, random advantages and returns)."""
     ns = argparse.Namespace(**vars(args), epochs=1, minibatches=1, remat=False, remat_policy="nothing_saveable",
-                            first_ratio="own_logp", scan_layers=False)
+                            first_ratio="own_logp", scan_layers=False, logits_chunk=0)
     setup, state, _, lcfg, _ = bench_ppo.build(ns)
     cfg, B, N, L = lcfg.policy_model, args.batch, args.response_len, args.prompt_len + args.response_len
     rng = np.random.default_rng(0)
