@@ -66,3 +66,20 @@ def test_profile_update_sums_op_kinds_and_measures_concurrency():
     assert prof.op_kinds(ops) == {"ynn_fusion": 20, "copy_bitcast_fusion": 5}
     # span 0..25: two ops over [5, 10), none over [15, 20), one otherwise
     assert prof.concurrency(ops) == pytest.approx({0: 0.2, 1: 0.6, 2: 0.2})
+
+
+def test_profile_update_runs_end_to_end_at_the_toy_shape(capsys, tmp_path):
+    """The script itself (bench_ppo.build → bench_update_parts.one_minibatch → a traced step → the table), so a
+    change to the builders' arguments cannot leave it broken unnoticed."""
+    import re
+    import sys
+
+    sys.path.insert(0, os.path.join(ROOT, "scripts"))
+    spec = importlib.util.spec_from_file_location("profile_update_e2e", os.path.join(ROOT, "scripts", "profile_update.py"))
+    prof = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(prof)
+    assert prof.main(["--shape", "toy", "--batch", "4", "--prompt-len", "8", "--response-len", "8", "--steps", "1",
+                      "--trace-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    op_ms = float(re.search(r"op time on the worker threads ([\d.]+) ms per step", out).group(1))
+    assert op_ms > 0 and "| op kind | ms per step |" in out
