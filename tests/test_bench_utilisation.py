@@ -72,10 +72,9 @@ def test_profile_update_runs_end_to_end_at_the_toy_shape(capsys, tmp_path):
     """The script itself (bench_ppo.build → bench_update_parts.one_minibatch → a traced step → the table), so a
     change to the builders' arguments cannot leave it broken unnoticed."""
     import re
-    import sys
 
-    sys.path.insert(0, os.path.join(ROOT, "scripts"))
-    spec = importlib.util.spec_from_file_location("profile_update_e2e", os.path.join(ROOT, "scripts", "profile_update.py"))
+    spec = importlib.util.spec_from_file_location("profile_update_e2e",
+                                                  os.path.join(ROOT, "scripts", "profile_update.py"))
     prof = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(prof)
     assert prof.main(["--shape", "toy", "--batch", "4", "--prompt-len", "8", "--response-len", "8", "--steps", "1",
