@@ -24,6 +24,7 @@ from typing import Any
 
 import ml_collections
 
+from rlhfjax.atomic_files import atomic_open
 from rlhfjax.errors import ConfigError  # noqa: F401 (a config file or override that cannot be applied)
 
 OVERRIDE_PREFIX = "--config."
@@ -226,7 +227,6 @@ def save_config(cfg: ml_collections.ConfigDict, directory: str) -> str:
     """Write the resolved config as `config.json` (machine-readable) in a run directory."""
     os.makedirs(directory, exist_ok=True)
     path = os.path.join(directory, "config.json")
-    with open(path + ".tmp", "w") as f:
+    with atomic_open(path) as f:
         json.dump(cfg.to_dict(), f, indent=2, sort_keys=True, default=str)
-    os.replace(path + ".tmp", path)
     return path

@@ -46,6 +46,7 @@ import ml_collections
 import numpy as np
 
 from rlhfjax import distributed, parallel
+from rlhfjax.atomic_files import atomic_open
 from rlhfjax.data import tokenizing
 from rlhfjax.data.batching import BatchIterator, collate_pairs, padded_batches
 from rlhfjax.data.hh import load_hh, load_ranked
@@ -157,10 +158,8 @@ def compute_reference_column(ref_params, cfg, pairs: list, encoder, batch_size: 
 def _save_npz_atomic(path: str, **arrays) -> None:
     if not distributed.is_primary():
         return
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
+    with atomic_open(path, "wb") as f:
         np.savez(f, **arrays)
-    os.replace(tmp, path)
 
 
 def reference_columns(path: str, fingerprint: str, compute) -> tuple[dict, dict]:

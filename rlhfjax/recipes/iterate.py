@@ -45,6 +45,7 @@ import jax
 import ml_collections
 
 from rlhfjax import parallel
+from rlhfjax.atomic_files import atomic_path
 from rlhfjax.analysis.calibration import pair_metrics
 from rlhfjax.analysis.iterated import EVAL_KEYS, plot_curve, round_curve
 from rlhfjax.config import save_config
@@ -71,9 +72,8 @@ def _done(path: str) -> bool:
 
 
 def _write_rows(path: str, rows) -> int:
-    n = write_jsonl(path + ".tmp", rows)
-    os.replace(path + ".tmp", path)
-    return n
+    with atomic_path(path) as tmp:
+        return write_jsonl(tmp, rows)
 
 
 def _tokenizer_path(config) -> str:
@@ -107,8 +107,8 @@ def _initial_policy(config, workdir: str, tokenizer, encoder) -> str:
         params = init_params(cfg, jax.random.PRNGKey(config.seed))
         cfg = cfg.replace(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                           pad_token_id=encoder.pad_id)
-        save_pretrained(cfg, params, path + ".tmp", tokenizer=tokenizer)
-        os.replace(path + ".tmp", path)
+        with atomic_path(path) as tmp:
+            save_pretrained(cfg, params, tmp, tokenizer=tokenizer)
     return path
 
 
@@ -173,9 +173,9 @@ class _Run:
                     id_prefix=f"{os.path.basename(folder)}-{'eval' if prefix else 'train'}")
             write_json(os.path.join(folder, f"{prefix}sampling.json"), counts)
             tasks = os.path.join(folder, f"{prefix}tasks.jsonl")
-            export_tasks(tasks + ".tmp", [t["prompt"] for t in rows], [t["response_a"] for t in rows],
-                         [t["response_b"] for t in rows], ids=[t["id"] for t in rows])
-            os.replace(tasks + ".tmp", tasks)
+            with atomic_path(tasks) as tmp:
+                export_tasks(tmp, [t["prompt"] for t in rows], [t["response_a"] for t in rows],
+                             [t["response_b"] for t in rows], ids=[t["id"] for t in rows])
             _write_rows(pairs_path, rows)  # last: its presence marks the step done
         with open(os.path.join(folder, f"{prefix}sampling.json")) as f:
             return json.load(f)
@@ -193,11 +193,11 @@ class _Run:
 
             if self.it.pool not in POOLS:
                 raise ConfigError(f"iterate.pool={self.it.pool!r}", f"use one of: {', '.join(POOLS)}")
-            label_tasks(tasks, labels + ".tmp", POOLS[self.it.pool], seed)
-            os.replace(labels + ".tmp", labels)
-        report = import_labels(tasks, labels, out + ".tmp")
+            with atomic_path(labels) as tmp:
+                label_tasks(tasks, tmp, POOLS[self.it.pool], seed)
+        with atomic_path(out) as tmp:
+            report = import_labels(tasks, labels, tmp)
         print(f"iterate labels {os.path.relpath(labels, self.workdir)}: {report.summary()}", flush=True)
-        os.replace(out + ".tmp", out)
         return out
 
     def pm_metrics(self, pm_dir: str, comparisons_path: str, prefix: str) -> dict:

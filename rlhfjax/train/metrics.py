@@ -12,6 +12,7 @@ from typing import Any, Mapping
 import jax
 import numpy as np
 
+from rlhfjax.atomic_files import atomic_open
 
 def drop_records_after(path: str, step: int) -> None:
     """Keep only the records of a step-keyed JSONL log (metrics.jsonl, samples.jsonl) with step <= `step`:
@@ -21,10 +22,8 @@ def drop_records_after(path: str, step: int) -> None:
         return
     with open(path) as f:
         keep = [ln for ln in f if ln.strip() and json.loads(ln)["step"] <= step]
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
+    with atomic_open(path) as f:
         f.writelines(keep)
-    os.replace(tmp, path)
 
 
 class MetricsWriter:
@@ -83,7 +82,5 @@ def write_json(path: str, payload) -> None:
     """Atomic JSON write (a summary is either the old file or the whole new one); process 0 only."""
     if jax.process_index() != 0:
         return
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
+    with atomic_open(path) as f:
         json.dump(payload, f, indent=2, sort_keys=True, default=float)
-    os.replace(tmp, path)

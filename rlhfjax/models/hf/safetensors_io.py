@@ -8,12 +8,13 @@ a sharded multi-GB checkpoint is read tensor by tensor on the host.
 from __future__ import annotations
 
 import json
-import os
 import struct
 from collections.abc import Iterator, Mapping
 
 import ml_dtypes
 import numpy as np
+
+from rlhfjax.atomic_files import atomic_open
 
 _DTYPES = {
     "F64": np.dtype(np.float64), "F32": np.dtype(np.float32), "F16": np.dtype(np.float16),
@@ -71,10 +72,8 @@ def write(path: str, tensors: Mapping[str, np.ndarray], metadata: dict[str, str]
         offset += arr.nbytes
     blob = json.dumps(header, separators=(",", ":")).encode()
     blob += b" " * (-len(blob) % 8)  # the format wants the data 8-byte aligned
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as f:
+    with atomic_open(path, "wb") as f:
         f.write(struct.pack("<Q", len(blob)))
         f.write(blob)
         for arr in arrays.values():
             f.write(arr.tobytes())
-    os.replace(tmp, path)

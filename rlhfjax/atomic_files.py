@@ -1,0 +1,36 @@
+"""Atomic writes: a reader (or a resumed run) sees a file or directory whole, old or new, never half written.
+
+Everything the package writes that a later step trusts by its presence — summaries, configs, metrics logs,
+cached reference columns, exported checkpoints, the labelling rounds of `rlhfjax iterate` — goes through
+here: written at a temporary sibling, then moved over the target with one `os.replace`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+
+
+@contextlib.contextmanager
+def atomic_path(path: str):
+    """Yield a temporary path beside `path` to write a file or a directory at; when the block ends without an
+    error it replaces `path` in one rename (a directory only where `path` does not exist yet, as POSIX
+    renames allow), and on an error the partial write is removed and the error raised."""
+    tmp = f"{path}.tmp-{os.getpid()}"
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.isdir(tmp) and not os.path.islink(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)
+        elif os.path.lexists(tmp):
+            os.remove(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_open(path: str, mode: str = "w"):
+    """`open(path, mode)` for writing, made atomic with `atomic_path`."""
+    with atomic_path(path) as tmp, open(tmp, mode) as f:
+        yield f
