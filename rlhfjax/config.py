@@ -90,9 +90,10 @@ def _choice_fields() -> dict[str, tuple[str, ...]]:
     from rlhfjax.objectives.ppo import FIRST_RATIOS, KL_ESTIMATORS
     from rlhfjax.objectives.rm import OBJECTIVES
     from rlhfjax.objectives.superhf import KL_PRIORS
+    from rlhfjax.online.labelling_round import LABELLERS
     from rlhfjax.online.roles import VALUE_MODELS
     from rlhfjax.parallel import STRATEGIES
-    from rlhfjax.recipes.iterate import LABELLERS, METHODS, PM_INITS
+    from rlhfjax.recipes.iterate import METHODS, PM_INITS
     from rlhfjax.recipes.distill import RESPONSES
     from rlhfjax.recipes.ppo import EXPERIENCE_JITS
     from rlhfjax.recipes.rm import SELECT_BY

@@ -46,34 +46,27 @@ import ml_collections
 
 from rlhfjax import parallel
 from rlhfjax.atomic_files import atomic_path
-from rlhfjax.analysis.calibration import pair_metrics
 from rlhfjax.analysis.iterated import EVAL_KEYS, plot_curve, round_curve
 from rlhfjax.config import save_config
-from rlhfjax.data.hh import load_hh, load_prompts
-from rlhfjax.data.labelling import export_tasks, import_labels, read_jsonl, write_jsonl
+from rlhfjax.data.hh import load_prompts
+from rlhfjax.data.labelling import read_jsonl
 from rlhfjax.data.sources import is_toylab, resolve_source
 from rlhfjax.data.tokenizing import encoder_for, tokenizer_for
 from rlhfjax.errors import ConfigError
 from rlhfjax.models import init_params
 from rlhfjax.models.factory import preset_from_config
 from rlhfjax.models.hf import save_pretrained
-from rlhfjax.online import comparisons
+from rlhfjax.online import comparisons, labelling_round
 from rlhfjax.sampling import SamplingConfig
 from rlhfjax.train.metrics import write_json
 
 METHODS = {"ppo": "rlhfjax.recipes.ppo", "superhf": "rlhfjax.recipes.superhf", "rloo": "rlhfjax.recipes.rloo",
            "grpo": "rlhfjax.recipes.grpo"}
-LABELLERS = ("simulated", "external")
 PM_INITS = ("previous", "base")
 
 
 def _done(path: str) -> bool:
     return os.path.exists(path)
-
-
-def _write_rows(path: str, rows) -> int:
-    with atomic_path(path) as tmp:
-        return write_jsonl(tmp, rows)
 
 
 def _tokenizer_path(config) -> str:
@@ -162,54 +155,22 @@ class _Run:
         return self._policies[d]
 
     def sample(self, folder: str, r: int, prompts, num: int, seed: int, earlier_frac: float, prefix: str):
-        """Pairs from π_r into `<folder>/<prefix>pairs.jsonl` and the labelling tasks `<prefix>tasks.jsonl`."""
-        pairs_path = os.path.join(folder, f"{prefix}pairs.jsonl")
-        if not _done(pairs_path):
-            policies = [self.policy(j) for j in range(r + 1)] if earlier_frac > 0 else [self.policy(r)]
-            with parallel.activate(self.mesh):
-                rows, counts = comparisons.sample_pairs(
-                    policies, prompts, num, encoder=self.encoder, tokenizer=self.tokenizer, sampling=self.sampling,
-                    mesh=self.mesh, batch_size=self.it.batch_size, seed=seed, earlier_frac=earlier_frac,
-                    id_prefix=f"{os.path.basename(folder)}-{'eval' if prefix else 'train'}")
-            write_json(os.path.join(folder, f"{prefix}sampling.json"), counts)
-            tasks = os.path.join(folder, f"{prefix}tasks.jsonl")
-            with atomic_path(tasks) as tmp:
-                export_tasks(tmp, [t["prompt"] for t in rows], [t["response_a"] for t in rows],
-                             [t["response_b"] for t in rows], ids=[t["id"] for t in rows])
-            _write_rows(pairs_path, rows)  # last: its presence marks the step done
-        with open(os.path.join(folder, f"{prefix}sampling.json")) as f:
-            return json.load(f)
+        """Pairs from π_r (and, for `earlier_frac` of them, an earlier π_j) as `<prefix>` labelling tasks."""
+        def policies():
+            return [self.policy(j) for j in range(r + 1)] if earlier_frac > 0 else [self.policy(r)]
+
+        return labelling_round.sample_tasks(
+            folder, prefix, policies, prompts, num, encoder=self.encoder, tokenizer=self.tokenizer,
+            sampling=self.sampling, mesh=self.mesh, batch_size=self.it.batch_size, seed=seed,
+            earlier_frac=earlier_frac, id_prefix=f"{os.path.basename(folder)}-{'eval' if prefix else 'train'}")
 
     def label(self, folder: str, prefix: str, seed: int) -> str | None:
-        """`<prefix>comparisons.jsonl` from the tasks and their labels; None while labels are missing."""
-        out = os.path.join(folder, f"{prefix}comparisons.jsonl")
-        if _done(out):
-            return out
-        tasks, labels = os.path.join(folder, f"{prefix}tasks.jsonl"), os.path.join(folder, f"{prefix}labels.jsonl")
-        if not _done(labels):
-            if self.it.labeller == "external":
-                return None
-            from rlhfjax.data.toylab.annotators import POOLS, label_tasks
-
-            if self.it.pool not in POOLS:
-                raise ConfigError(f"iterate.pool={self.it.pool!r}", f"use one of: {', '.join(POOLS)}")
-            with atomic_path(labels) as tmp:
-                label_tasks(tasks, tmp, POOLS[self.it.pool], seed)
-        with atomic_path(out) as tmp:
-            report = import_labels(tasks, labels, tmp)
-        print(f"iterate labels {os.path.relpath(labels, self.workdir)}: {report.summary()}", flush=True)
-        return out
+        return labelling_round.comparisons(folder, prefix, labeller=self.it.labeller, pool=self.it.pool, seed=seed)
 
     def pm_metrics(self, pm_dir: str, comparisons_path: str, prefix: str) -> dict:
-        pairs, _ = load_hh(comparisons_path, split="train")
-        margin = comparisons.pair_margins(pm_dir, pairs, encoder=self.encoder, mesh=self.mesh,
-                                          batch_size=self.it.batch_size, dtype=self.config.policy.dtype)
-        gold = None
-        if is_toylab(self.config.data):
-            from rlhfjax.data.toylab import gold_margins
-
-            gold = gold_margins(pairs)
-        return {f"{prefix}{k}": v for k, v in pair_metrics(margin, gold).items()}
+        return labelling_round.pm_metrics(pm_dir, comparisons_path, encoder=self.encoder, mesh=self.mesh,
+                                          batch_size=self.it.batch_size, dtype=self.config.policy.dtype,
+                                          toylab=is_toylab(self.config.data), prefix=prefix)
 
     def round(self, r: int) -> dict | None:
         """Run round r (or what is left of it) → its record; None while waiting for external labels."""
@@ -231,8 +192,8 @@ class _Run:
         data_dir = os.path.join(folder, "pm_data")
         rows = [row for j in range(r + 1) for row in read_jsonl(self.path(f"round_{j}", "comparisons.jsonl"))]
         os.makedirs(data_dir, exist_ok=True)
-        _write_rows(os.path.join(data_dir, "train.jsonl"), rows)
-        _write_rows(os.path.join(data_dir, "test.jsonl"), read_jsonl(eval_cmp))
+        labelling_round.write_rows(os.path.join(data_dir, "train.jsonl"), rows)
+        labelling_round.write_rows(os.path.join(data_dir, "test.jsonl"), read_jsonl(eval_cmp))
         pm = self.config.pm
         init = (self.path(f"round_{r - 1}", "pm", "model") if r > 0 and it.pm_init == "previous"
                 else pm.model.init_from or self.policy0)
@@ -312,12 +273,12 @@ def run(config, workdir: str, mesh=None) -> dict:
         records.append(rec)
         print(f"[iterate] round {r}: " + " ".join(f"{k}={v:.4g}" for k, v in rec.items()
                                                 if isinstance(v, float)), flush=True)
-    _write_rows(os.path.join(workdir, "metrics.jsonl"), records)
+    labelling_round.write_rows(os.path.join(workdir, "metrics.jsonl"), records)
     final = job.final(rounds) if len(records) == rounds else None
     if len(records) == rounds and final is None:
         waiting = rounds
     curve = round_curve(workdir, len(records))
-    _write_rows(os.path.join(workdir, "curve.jsonl"), curve)
+    labelling_round.write_rows(os.path.join(workdir, "curve.jsonl"), curve)
     plot = plot_curve(curve, os.path.join(workdir, "reward_vs_sqrt_kl.png"),
                       f"iterated {config.iterate.method}, {len(records)} of {rounds} rounds")
     summary = {"method": config.iterate.method, "rounds": rounds, "rounds_done": len(records),
