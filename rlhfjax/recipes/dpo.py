@@ -26,7 +26,7 @@ Every `train.eval_every` steps, the last step, and (fresh runs, `eval.at_start`)
 - by sampling held-out prompts with the shared online evaluation (`online.evaluation.evaluate`, the one
   PPO uses, same temperature by default): `eval/kl/seq_mean` to the reference, `eval/reward/gold` (toy
   lab), `eval/reward/proxy` when `reward.init_from` names an RM (normalised like PPO's: mean 0, std 1
-  under the initial policy on training prompts; the normaliser is stored in `reward_normaliser.json`),
+  under the initial policy on training prompts; the normaliser is stored in `reward_normaliser.npz`),
   response length and the similarity/diversity metrics it reports; samples go to `samples.jsonl`.
 So a DPO run lands on the same reward vs √KL axes as the online methods.
 Training records log the same `dpo/*` metrics on each batch. The run ends by exporting the policy as an
@@ -38,6 +38,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import json
 import os
 import time
 
@@ -46,7 +47,6 @@ import ml_collections
 import numpy as np
 
 from rlhfjax import distributed, parallel
-from rlhfjax.atomic_files import atomic_open
 from rlhfjax.data import tokenizing
 from rlhfjax.data.batching import BatchIterator, collate_pairs, padded_batches
 from rlhfjax.data.hh import load_hh, load_ranked
@@ -62,9 +62,10 @@ from rlhfjax.online.roles import Role, Roles
 from rlhfjax.recipes import common
 from rlhfjax.sampling import SamplingConfig
 from rlhfjax.train.metrics import read_jsonl
+from rlhfjax.train.run_cache import computed_once
 
 REFERENCE_FILE = "reference_logps.npz"
-NORMALISER_FILE = "reward_normaliser.json"
+NORMALISER_FILE = "reward_normaliser.npz"
 # Skip reasons of pairs dropped after tokenization (counted, reported, in summary.json).
 EMPTY_RESPONSE = "empty_response_after_truncation"
 IDENTICAL = "identical_after_truncation"
@@ -155,31 +156,10 @@ def compute_reference_column(ref_params, cfg, pairs: list, encoder, batch_size: 
     return np.concatenate(chosen).astype(np.float32), np.concatenate(rejected).astype(np.float32)
 
 
-def _save_npz_atomic(path: str, **arrays) -> None:
-    if not distributed.is_primary():
-        return
-    with atomic_open(path, "wb") as f:
-        np.savez(f, **arrays)
-
-
 def reference_columns(path: str, fingerprint: str, compute) -> tuple[dict, dict]:
-    """The stored columns at `path` if their fingerprint matches, else `compute()` → {name: array},
-    saved there atomically. Returns (columns, info for the summary)."""
-    t0 = time.time()
-    why = "no stored column"
-    if os.path.exists(path):
-        with np.load(path) as stored:
-            if str(stored["fingerprint"]) == fingerprint:
-                columns = {k: stored[k] for k in stored.files if k != "fingerprint"}
-                print(f"reference log-probs: reusing {path}", flush=True)
-                return columns, {"file": path, "fingerprint": fingerprint, "reused": True, "seconds": 0.0}
-        why = "the stored column's dataset or reference differs"
-    columns = compute()
-    _save_npz_atomic(path, fingerprint=np.array(fingerprint), **columns)
-    seconds = round(time.time() - t0, 1)
-    print(f"reference log-probs: computed ({why}) for {sum(len(v) for v in columns.values()) // 2} pairs in "
-          f"{seconds} s -> {path}", flush=True)
-    return columns, {"file": path, "fingerprint": fingerprint, "reused": False, "seconds": seconds}
+    """The stored columns at `path` if their fingerprint (dataset + reference weights) matches, else `compute()`
+    → {name: array}, stored there (`train.run_cache.computed_once`). Returns (columns, info for the summary)."""
+    return computed_once(path, fingerprint, compute, what="reference log-probs")
 
 
 # --------------------------------------------------------------------------------------------
@@ -376,33 +356,28 @@ def _reward_normaliser(config, workdir, params, policy_cfg, weights, reward, pro
                        sampling, mesh):
     """(gain, bias, summary dict) of the proxy reward: identity without an RM or with reward.normalise off; else
     fitted once (PPO's normaliser: the initial policy's RM scores on training prompts → mean 0, std 1) and kept
-    in `<workdir>/reward_normaliser.json` so a resumed run uses the same one."""
+    in `<workdir>/reward_normaliser.npz` so a resumed run uses the same one."""
     import jax.numpy as jnp
 
     identity = (jnp.ones((), jnp.float32), jnp.zeros((), jnp.float32))
     if reward is None or not config.reward.normalise:
         return (*identity, {"gain": 1.0, "bias": 0.0, "fitted": False})
-    path = os.path.join(workdir, NORMALISER_FILE)
-    key = {"reward_init_from": config.reward.init_from, "policy": weights,
-           "temperature": sampling.temperature, "max_new_tokens": sampling.max_new_tokens}
-    if os.path.exists(path):
-        import json
+    key = json.dumps({"reward_init_from": config.reward.init_from, "policy": weights,
+                      "temperature": sampling.temperature, "max_new_tokens": sampling.max_new_tokens}, sort_keys=True)
 
-        with open(path) as f:
-            stored = json.load(f)
-        if stored.get("key") == key:
-            return (jnp.float32(stored["gain"]), jnp.float32(stored["bias"]),
-                    {"gain": stored["gain"], "bias": stored["bias"], "fitted": True})
-    from rlhfjax.data.hh import load_prompts
+    def fit() -> dict:
+        from rlhfjax.data.hh import load_prompts
 
-    examples, _ = load_prompts(prompt_source, data_dir=prompt_dir, split=config.data.train_split,
-                               limit=config.data.limit or None)
-    policy = Role("policy", "lm", policy_cfg, params, None, config.policy.init_from)
-    roles = Roles(policy=policy, reference=policy, reward=reward)  # fit_normaliser samples the policy, the RM scores
-    gain, bias = evaluation.fit_normaliser(params, roles, examples, mesh, encoder=encoder,
-                                           batch_size=config.eval.batch_size, sampling=sampling,
-                                           num_batches=config.reward.norm_batches, seed=config.seed)
-    gain, bias = float(gain), float(bias)
-    common.write_json(path, {"key": key, "gain": gain, "bias": bias})
+        examples, _ = load_prompts(prompt_source, data_dir=prompt_dir, split=config.data.train_split,
+                                   limit=config.data.limit or None)
+        policy = Role("policy", "lm", policy_cfg, params, None, config.policy.init_from)
+        roles = Roles(policy=policy, reference=policy, reward=reward)  # it samples the policy, the RM scores
+        gain, bias = evaluation.fit_normaliser(params, roles, examples, mesh, encoder=encoder,
+                                               batch_size=config.eval.batch_size, sampling=sampling,
+                                               num_batches=config.reward.norm_batches, seed=config.seed)
+        return {"gain": np.float32(gain), "bias": np.float32(bias)}
+
+    stored, _ = computed_once(os.path.join(workdir, NORMALISER_FILE), key, fit, what="reward normaliser")
+    gain, bias = float(stored["gain"]), float(stored["bias"])
     print(f"reward normaliser: gain {gain:.4g} bias {bias:.4g}", flush=True)
     return jnp.float32(gain), jnp.float32(bias), {"gain": gain, "bias": bias, "fitted": True}
