@@ -66,6 +66,9 @@ def test_smoke_variants_keep_the_targets_layout_on_8_devices(target):
         execution = c.policy if stage in ("ppo", "superhf") else c.model
         assert execution.scan_layers and execution.remat_policy == scale_configs.TARGETS[target].plans[stage].remat
         assert c.data.source == "toylab" and not execution.init_from
+        # the LM head is chunked at the target's lengths (a chunk shorter than every stage's loss positions)
+        assert 0 < (full.policy if stage in ("ppo", "superhf") else full.model).logits_chunk < \
+            scale_configs.RESPONSE_TOKENS
 
 
 def test_unknown_variant_parts_are_refused_with_the_choices():
