@@ -3,6 +3,7 @@
 import json
 import os
 
+import jax
 import numpy as np
 import pytest
 
@@ -54,12 +55,30 @@ def test_sft_resume_continues_exactly(lab, sft_run, tmp_path):
     sft.run(load_config(f"{SFT_CFG}:smoke", overrides + ["--config.train.steps=2"]), resumed)
     sft.run(load_config(f"{SFT_CFG}:smoke", overrides), resumed)
     a, b = _params(straight), _params(resumed)
-    import jax
-
     flat_a, flat_b = jax.tree.leaves(a), jax.tree.leaves(b)
     assert all(np.array_equal(x, y) for x, y in zip(flat_a, flat_b))
     lines = lambda d: [json.loads(x) for x in open(os.path.join(d, "metrics.jsonl"))]  # noqa: E731
     assert lines(straight) == lines(resumed)
+
+
+def test_sft_with_chunked_logits_trains_as_unchunked(lab, sft_run, tmp_path, monkeypatch):
+    """model.logits_chunk reaches the SFT model (its loss runs through `api.over_positions`) and the run's losses
+    and params are the unchunked run's, to float32 rounding."""
+    from rlhfjax.models import api
+
+    traced = []
+    original = api.over_positions
+    monkeypatch.setattr(api, "over_positions", lambda *a, **k: traced.append(a[1]) or original(*a, **k))
+    straight_dir, _ = sft_run
+    chunked = str(tmp_path / "chunked")
+    sft.run(load_config(f"{SFT_CFG}:smoke", [f"--config.data.toylab_dir={lab}", "--config.model.logits_chunk=8"]),
+            chunked)
+    assert traced and set(traced) == {8}
+    lines = lambda d: [json.loads(x) for x in open(os.path.join(d, "metrics.jsonl"))]  # noqa: E731
+    for a, b in zip(lines(chunked), lines(straight_dir)):
+        assert a["step"] == b["step"] and a["loss"] == pytest.approx(b["loss"], rel=1e-5, abs=1e-6)
+    for x, y in zip(jax.tree.leaves(_params(chunked)), jax.tree.leaves(_params(straight_dir))):
+        np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-6)
 
 
 @pytest.mark.parametrize("objective", ["ranked", "binary", "imitation"])
