@@ -203,6 +203,16 @@ def test_pairs_that_cannot_teach_after_truncation_are_skipped_and_counted(model)
     assert recipe.usable_pairs(pairs[:2], encoder)[2] != recipe.usable_pairs(pairs[1::-1], encoder)[2]
 
 
+def test_policy_logits_chunk_reaches_the_policy_and_reference_model(lab):
+    """policy.logits_chunk is an execution setting of DPO's policy (= reference) however it is made."""
+    for init_from in (str(lab / "sft"), ""):
+        config = load_config(f"{CONFIG}:smoke", [f"--config.data.toylab_dir={lab / 'toylab'}",
+                                                 f"--config.policy.init_from={init_from}",
+                                                 "--config.policy.logits_chunk=4"])
+        cfg, _ = recipe._policy_host(config, 64)
+        assert cfg.logits_chunk == 4
+
+
 def test_ranked_lists_train_on_every_pair_and_evaluate_on_the_pool(lab):
     config = load_config(f"{CONFIG}:smoke", [f"--config.data.toylab_dir={lab / 'toylab'}",
                                              "--config.data.ranked_lists=true", "--config.data.limit=10"])
