@@ -154,6 +154,9 @@ def test_chunked_logits_reach_every_role_and_take_the_same_step(setup, lab):
     assert float(m["ppo/ratio_min"][0]) == 1.0 and float(m["ppo/ratio_max"][0]) == 1.0
     for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(base.params)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
+    # the rematerialised way to the exact first ratio holds with chunks too
+    _, m = first_update({**s, "lcfg": dataclasses.replace(s["lcfg"], first_ratio="remat", remat=True)}, chunked)
+    assert float(m["ppo/ratio_min"][0]) == 1.0 and float(m["ppo/ratio_max"][0]) == 1.0
 
 
 def test_value_head_on_policy(lab):
