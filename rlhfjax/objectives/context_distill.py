@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from rlhfjax.models import ModelConfig, api
-from rlhfjax.objectives.ppo import policy_forward
+from rlhfjax.objectives.ppo import masked_mean, masked_sum, policy_forward
 
 BATCH_KEYS = ("sequence_BxL", "sequence_mask_BxL", "teacher_sequence_BxL", "teacher_sequence_mask_BxL",
               "response_mask_BxN")
@@ -52,17 +52,11 @@ def loss_fn(params, batch, *, frozen, config: DistillLossConfig, rng):
         frozen, None, batch["teacher_sequence_BxL"], batch["teacher_sequence_mask_BxL"], **kw))
     kl = api.response_vocab_kl(frozen, teacher, params["policy"], student, config.model,
                                temperature=config.temperature)
-    m = batch["response_mask_BxN"].astype(bool)
-    count = m.sum().astype(jnp.float32)
-    total = jnp.sum(jnp.where(m, kl, 0.0))
-    denom = jnp.maximum(count, 1.0)
-
-    def mean(x_BxN):
-        return jnp.sum(jnp.where(m, x_BxN, 0.0)) / denom
-
-    metrics = {"distill/kl": total / denom,
+    mask = batch["response_mask_BxN"]
+    total, count = masked_sum(kl, mask), mask.astype(bool).sum().astype(jnp.float32)
+    metrics = {"distill/kl": masked_mean(kl, mask),
                # NLL of the teacher's sampled tokens under the student: what plain SFT on them would train
-               "distill/student_nll": -mean(student["logp_BxN"]),
-               "policy/entropy": mean(jax.lax.stop_gradient(student["entropy_BxN"])),
-               "distill/teacher_entropy": mean(teacher["entropy_BxN"])}
+               "distill/student_nll": -masked_mean(student["logp_BxN"], mask),
+               "policy/entropy": masked_mean(jax.lax.stop_gradient(student["entropy_BxN"]), mask),
+               "distill/teacher_entropy": masked_mean(teacher["entropy_BxN"], mask)}
     return total, count, metrics

@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 
 from rlhfjax.models import ModelConfig, api
-from rlhfjax.objectives.ppo import policy_forward
+from rlhfjax.objectives.ppo import masked_mean, policy_forward
 
 KL_PRIORS = ("ref_policy", "policy_ref")  # KL(π_ref ‖ π_θ) (official) | KL(π_θ ‖ π_ref)
 
@@ -96,6 +96,5 @@ def loss_fn(params, batch, *, frozen, config: SuperHFLossConfig, rng):
         prior, kl_B = kl_prior(kl, mask)
         total = total + config.kl_coef * prior
         metrics["superhf/kl_prior"] = jnp.mean(kl_B)
-    ent = jnp.sum(jnp.where(m, jax.lax.stop_gradient(out["entropy_BxN"]), 0.0))
-    metrics["policy/entropy"] = ent / jnp.maximum(count, 1.0)
+    metrics["policy/entropy"] = masked_mean(jax.lax.stop_gradient(out["entropy_BxN"]), mask)
     return total, count, metrics
