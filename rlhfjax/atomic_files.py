@@ -30,7 +30,7 @@ def atomic_path(path: str):
 
 
 @contextlib.contextmanager
-def atomic_open(path: str, mode: str = "w"):
-    """`open(path, mode)` for writing, made atomic with `atomic_path`."""
-    with atomic_path(path) as tmp, open(tmp, mode) as f:
+def atomic_open(path: str, mode: str = "w", **open_kwargs):
+    """`open(path, mode, **open_kwargs)` for writing, made atomic with `atomic_path`."""
+    with atomic_path(path) as tmp, open(tmp, mode, **open_kwargs) as f:
         yield f

@@ -35,3 +35,20 @@ def test_a_directory_appears_only_when_complete(tmp_path):
         os.makedirs(tmp)
         open(os.path.join(tmp, "config.json"), "w").write("{}")
     assert os.listdir(path) == ["config.json"] and os.listdir(tmp_path) == ["model"]
+
+
+def test_jsonl_writes_are_atomic(tmp_path):
+    """data.labelling.write_jsonl (tasks, labels, comparisons, an iterate run's logs): a row source that fails
+    part-way leaves the previous file whole."""
+    from rlhfjax.data.labelling import read_jsonl, write_jsonl
+
+    path = str(tmp_path / "tasks.jsonl")
+    assert write_jsonl(path, [{"id": "a"}, {"id": "b"}]) == 2
+
+    def rows():
+        yield {"id": "c"}
+        raise ValueError("a bad row")
+
+    with pytest.raises(ValueError):
+        write_jsonl(path, rows())
+    assert read_jsonl(path) == [{"id": "a"}, {"id": "b"}] and os.listdir(tmp_path) == ["tasks.jsonl"]

@@ -13,6 +13,7 @@ import json
 import os
 from typing import Iterable, Sequence
 
+from rlhfjax.atomic_files import atomic_open
 from rlhfjax.data.hh import join_transcript
 from rlhfjax.data.sources import LoadReport
 
@@ -20,10 +21,11 @@ CHOICES = ("a", "b", "tie")
 
 
 def write_jsonl(path: str, rows: Iterable[dict]) -> int:
-    """Write rows as JSON lines (stable key order, UTF-8) → number of rows."""
+    """Write rows as JSON lines (stable key order, UTF-8), atomically (`atomic_files.atomic_open`: a reader or a
+    resumed run sees the old file or the whole new one) → number of rows."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     n = 0
-    with open(path, "w", encoding="utf-8") as f:
+    with atomic_open(path, "w", encoding="utf-8") as f:
         for row in rows:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
             n += 1

@@ -6,7 +6,8 @@
 
 Labels come from the toy lab's simulated annotators (`labeller="simulated"`, a pool of `data.toylab.annotators`)
 or from people (`"external"`): then `comparisons` returns None until `<prefix>labels.jsonl` is there. Every
-file is written atomically and a step whose output exists is skipped, so a re-run continues where one stopped.
+file is written atomically (`data.labelling.write_jsonl`, `train.metrics.write_json`) and a step whose output
+exists is skipped, so a re-run continues where one stopped.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import os
 
 from rlhfjax import parallel
 from rlhfjax.analysis.calibration import pair_metrics
-from rlhfjax.atomic_files import atomic_path
 from rlhfjax.data.hh import load_hh
 from rlhfjax.data.labelling import export_tasks, import_labels, write_jsonl
 from rlhfjax.errors import ConfigError
@@ -24,12 +24,6 @@ from rlhfjax.online import comparisons as comparison_sampling
 from rlhfjax.train.metrics import write_json
 
 LABELLERS = ("simulated", "external")
-
-
-def write_rows(path: str, rows) -> int:
-    """JSONL rows written atomically → how many."""
-    with atomic_path(path) as tmp:
-        return write_jsonl(tmp, rows)
 
 
 def sample_tasks(folder: str, prefix: str, load_policies, prompts: list, num: int, *, encoder, tokenizer,
@@ -46,10 +40,9 @@ def sample_tasks(folder: str, prefix: str, load_policies, prompts: list, num: in
                 policies, prompts, num, encoder=encoder, tokenizer=tokenizer, sampling=sampling, mesh=mesh,
                 batch_size=batch_size, seed=seed, earlier_frac=earlier_frac, id_prefix=id_prefix)
         write_json(counts_path, counts)
-        with atomic_path(os.path.join(folder, f"{prefix}tasks.jsonl")) as tmp:
-            export_tasks(tmp, [t["prompt"] for t in rows], [t["response_a"] for t in rows],
-                         [t["response_b"] for t in rows], ids=[t["id"] for t in rows])
-        write_rows(pairs_path, rows)  # last: its presence marks the step done
+        export_tasks(os.path.join(folder, f"{prefix}tasks.jsonl"), [t["prompt"] for t in rows],
+                     [t["response_a"] for t in rows], [t["response_b"] for t in rows], ids=[t["id"] for t in rows])
+        write_jsonl(pairs_path, rows)  # last: its presence marks the step done
     with open(counts_path) as f:
         return json.load(f)
 
@@ -68,10 +61,8 @@ def comparisons(folder: str, prefix: str, *, labeller: str, pool: str, seed: int
 
         if pool not in POOLS:
             raise ConfigError(f"iterate.pool={pool!r}", f"use one of: {', '.join(POOLS)}")
-        with atomic_path(labels) as tmp:
-            label_tasks(tasks, tmp, POOLS[pool], seed)
-    with atomic_path(out) as tmp:
-        report = import_labels(tasks, labels, tmp)
+        label_tasks(tasks, labels, POOLS[pool], seed)
+    report = import_labels(tasks, labels, out)
     print(f"labels {labels}: {report.summary()}", flush=True)
     return out
 

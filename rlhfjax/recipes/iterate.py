@@ -49,7 +49,7 @@ from rlhfjax.atomic_files import atomic_path
 from rlhfjax.analysis.iterated import EVAL_KEYS, plot_curve, round_curve
 from rlhfjax.config import save_config
 from rlhfjax.data.hh import load_prompts
-from rlhfjax.data.labelling import read_jsonl
+from rlhfjax.data.labelling import read_jsonl, write_jsonl
 from rlhfjax.data.sources import is_toylab, resolve_source
 from rlhfjax.data.tokenizing import encoder_for, tokenizer_for
 from rlhfjax.errors import ConfigError
@@ -192,8 +192,8 @@ class _Run:
         data_dir = os.path.join(folder, "pm_data")
         rows = [row for j in range(r + 1) for row in read_jsonl(self.path(f"round_{j}", "comparisons.jsonl"))]
         os.makedirs(data_dir, exist_ok=True)
-        labelling_round.write_rows(os.path.join(data_dir, "train.jsonl"), rows)
-        labelling_round.write_rows(os.path.join(data_dir, "test.jsonl"), read_jsonl(eval_cmp))
+        write_jsonl(os.path.join(data_dir, "train.jsonl"), rows)
+        write_jsonl(os.path.join(data_dir, "test.jsonl"), read_jsonl(eval_cmp))
         pm = self.config.pm
         init = (self.path(f"round_{r - 1}", "pm", "model") if r > 0 and it.pm_init == "previous"
                 else pm.model.init_from or self.policy0)
@@ -273,12 +273,12 @@ def run(config, workdir: str, mesh=None) -> dict:
         records.append(rec)
         print(f"[iterate] round {r}: " + " ".join(f"{k}={v:.4g}" for k, v in rec.items()
                                                 if isinstance(v, float)), flush=True)
-    labelling_round.write_rows(os.path.join(workdir, "metrics.jsonl"), records)
+    write_jsonl(os.path.join(workdir, "metrics.jsonl"), records)
     final = job.final(rounds) if len(records) == rounds else None
     if len(records) == rounds and final is None:
         waiting = rounds
     curve = round_curve(workdir, len(records))
-    labelling_round.write_rows(os.path.join(workdir, "curve.jsonl"), curve)
+    write_jsonl(os.path.join(workdir, "curve.jsonl"), curve)
     plot = plot_curve(curve, os.path.join(workdir, "reward_vs_sqrt_kl.png"),
                       f"iterated {config.iterate.method}, {len(records)} of {rounds} rounds")
     summary = {"method": config.iterate.method, "rounds": rounds, "rounds_done": len(records),
