@@ -26,7 +26,7 @@ import jax
 
 from rlhfjax.errors import ConfigError
 from rlhfjax.models import ModelConfig, api, init_params, init_scalar_params, init_value_head
-from rlhfjax.models.factory import preset_from_config
+from rlhfjax.models.factory import execution, preset_from_config
 from rlhfjax.models.hf import load_pretrained, load_pretrained_scalar
 
 VALUE_MODELS = ("separate", "policy_head")
@@ -72,10 +72,9 @@ def _random(config, vocab_size: int, kind: str, role: str):
 
 
 def _execution(config) -> dict:
-    """How every role runs (not what it is): `policy.scan_layers`, `policy.remat_policy`, `policy.logits_chunk`."""
-    return {"scan_layers": bool(config.policy.get("scan_layers", False)),
-            "remat_policy": config.policy.get("remat_policy", "none"),
-            "logits_chunk": int(config.policy.get("logits_chunk", 0))}
+    """How every role runs (not what it is): `factory.execution` of the `policy` section (scanned layers, remat,
+    chunked logits), its dtype aside, which `load_roles` passes itself (a random preset keeps `model.dtype`)."""
+    return {k: v for k, v in execution(config.policy).items() if k != "dtype"}
 
 
 def load_roles(config, mesh, vocab_size: int, *, with_value: bool, reward_optional: bool = False) -> Roles:
