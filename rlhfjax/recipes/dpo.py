@@ -53,7 +53,7 @@ from rlhfjax.data.hh import load_hh, load_ranked
 from rlhfjax.data.sources import ranked_source
 from rlhfjax.errors import ConfigError
 from rlhfjax.models import api, init_params
-from rlhfjax.models.factory import preset_from_config
+from rlhfjax.models.factory import execution, preset_from_config
 from rlhfjax.models.hf import load_pretrained, load_pretrained_scalar, save_pretrained
 from rlhfjax.objectives import dpo as dpo_objective
 from rlhfjax.objectives.ppo import KL_ESTIMATORS
@@ -169,7 +169,7 @@ def reference_columns(path: str, fingerprint: str, compute) -> tuple[dict, dict]
 def _policy_host(config, vocab_size: int):
     """(cfg, host params) of the initial policy (= the reference): `policy.init_from`, else a random
     `config.model` preset (smoke runs that need nothing on disk)."""
-    chunk = int(config.policy.get("logits_chunk", 0))
+    chunk = execution(config.policy)["logits_chunk"]  # the one execution setting DPO applies so far
     if config.policy.init_from:
         return load_pretrained(config.policy.init_from, dtype=config.policy.dtype, logits_chunk=chunk)
     if "model" not in config:
