@@ -42,6 +42,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.policy = ml_collections.ConfigDict()
     c.policy.init_from = "runs/toylab/sft/model"  # initial policy AND frozen reference (HF/rlhfjax LM dir)
     c.policy.dtype = "float32"  # compute dtype of policy and reference (and of the RM, if given)
+    c.policy.scan_layers = False  # policy, reference and RM: one scanned block, params stacked
+    c.policy.remat_policy = "none"  # policy, reference and RM: per-block remat (as model.remat_policy)
     # LM head and log-softmax over this many positions at a time (recomputed in the backward): memory
     # batch × chunk × vocab instead of batch × length × vocab for each of chosen and rejected; 0 = all at once
     c.policy.logits_chunk = 0

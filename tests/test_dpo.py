@@ -16,10 +16,11 @@ from rlhfjax.cli import main
 from rlhfjax.config import load_config
 from rlhfjax.data.batching import BatchIterator, Encoder, TokenizeConfig, collate_pairs
 from rlhfjax.data.examples import PreferencePair
-from rlhfjax.data.hh import load_hh, load_ranked
+from rlhfjax.data.hh import load_hh
 from rlhfjax.errors import ConfigError
 from rlhfjax.models.hf import load_pretrained, load_tokenizer
 from rlhfjax.objectives import dpo as D
+from rlhfjax.online.roles import load_roles
 from rlhfjax.recipes import dpo as recipe
 from rlhfjax.train.metrics import read_jsonl
 
@@ -203,24 +204,22 @@ def test_pairs_that_cannot_teach_after_truncation_are_skipped_and_counted(model)
     assert recipe.usable_pairs(pairs[:2], encoder)[2] != recipe.usable_pairs(pairs[1::-1], encoder)[2]
 
 
-def test_policy_logits_chunk_reaches_the_policy_and_reference_model(lab):
-    """policy.logits_chunk is an execution setting of DPO's policy (= reference) however it is made."""
+def test_execution_settings_reach_the_policy_and_the_reference_kept_on_the_host(lab):
+    """DPO's roles come from `load_roles`: policy.logits_chunk / scan_layers reach policy and reference however
+    they are made, and the reference's params stay host arrays (placed only while the evals sample)."""
+    mesh = parallel.make_mesh(None)
     for init_from in (str(lab / "sft"), ""):
         config = load_config(f"{CONFIG}:smoke", [f"--config.data.toylab_dir={lab / 'toylab'}",
                                                  f"--config.policy.init_from={init_from}",
-                                                 "--config.policy.logits_chunk=4"])
-        cfg, _ = recipe._policy_host(config, 64)
-        assert cfg.logits_chunk == 4
-
-
-def test_ranked_lists_train_on_every_pair_and_evaluate_on_the_pool(lab):
-    config = load_config(f"{CONFIG}:smoke", [f"--config.data.toylab_dir={lab / 'toylab'}",
-                                             "--config.data.ranked_lists=true", "--config.data.limit=10"])
-    lists, _ = load_ranked(str(lab / "toylab" / "ranked"), split="train", limit=10)
-    pairs = recipe.load_pairs(config, "train", 10, "train")
-    assert len(pairs) == sum(len(r.responses) * (len(r.responses) - 1) // 2 for r in lists) > 10
-    assert pairs[0] == PreferencePair(lists[0].prompt, lists[0].responses[0], lists[0].responses[1])
-    assert len(recipe.load_pairs(config, "test", 5, "eval")) == 5  # the toy lab has no ranked test split
+                                                 "--config.policy.logits_chunk=4", "--config.policy.scan_layers=true"])
+        roles = load_roles(config, mesh, 64, with_value=False, reward_optional=True, reference_on_host=True)
+        assert roles.reward is None
+        for role in (roles.policy, roles.reference):
+            assert (role.cfg.logits_chunk, role.cfg.scan_layers) == (4, True)
+        assert all(isinstance(x, jax.Array) for x in jax.tree.leaves(roles.policy.params))
+        assert not any(isinstance(x, jax.Array) for x in jax.tree.leaves(roles.reference.params))
+        for a, b in zip(jax.tree.leaves(roles.policy.params), jax.tree.leaves(roles.reference.params)):
+            np.testing.assert_array_equal(np.asarray(a), b)
 
 
 # --------------------------------------------------------------------------------------------

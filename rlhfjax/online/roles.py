@@ -37,7 +37,7 @@ class Role:
     name: str
     kind: str  # models.api.MODEL_KINDS
     cfg: ModelConfig  # for a value head: the policy's config (the head reads its hidden states)
-    params: Any  # placed on the mesh
+    params: Any  # placed on the mesh (a host reference: `load_roles(reference_on_host=True)`)
     shardings: Any
     init_from: str
 
@@ -77,9 +77,12 @@ def _execution(config) -> dict:
     return {k: v for k, v in execution(config.policy).items() if k != "dtype"}
 
 
-def load_roles(config, mesh, vocab_size: int, *, with_value: bool, reward_optional: bool = False) -> Roles:
+def load_roles(config, mesh, vocab_size: int, *, with_value: bool, reward_optional: bool = False,
+               reference_on_host: bool = False) -> Roles:
     """Load every role from `config` and place it on `mesh` by its logical axes (`reward_optional` and an
-    empty `reward.init_from`: no reward role)."""
+    empty `reward.init_from`: no reward role). `reference_on_host`: the reference's params stay host arrays
+    (its shardings are still given), for a method that places it only while it needs it (DPO's precomputed
+    reference column)."""
     dtype = config.policy.dtype
     kw = {"dtype": dtype, **_execution(config)}
     policy_cfg, policy_host = (load_pretrained(config.policy.init_from, **kw) if config.policy.init_from
@@ -90,6 +93,8 @@ def load_roles(config, mesh, vocab_size: int, *, with_value: bool, reward_option
 
     def role(name, kind, cfg, host, init_from):
         shardings = api.param_shardings(cfg, mesh, kind)
+        if reference_on_host and name == "reference":  # a random preset's params are device arrays
+            return Role(name, kind, cfg, jax.device_get(host), shardings, init_from)
         return Role(name, kind, cfg, api.place(host, shardings), shardings, init_from)
 
     ref_from = config.reference.init_from if "reference" in config else ""

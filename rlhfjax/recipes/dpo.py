@@ -10,7 +10,8 @@ token left, or chosen and rejected identical once truncated — are skipped, cou
 reported (`summary.json["skipped"]`), never a crash.
 
 Reference: the policy starts from `policy.init_from` (an SFT checkpoint) and the same weights are the
-frozen reference π_ref. By default its summed response log-probs are computed ONCE, before training,
+frozen reference π_ref. Both, and the optional RM, load through `online.roles.load_roles`, as the online
+methods' roles do, so `policy.scan_layers`, `policy.remat_policy` and `policy.logits_chunk` apply to them. By default its summed response log-probs are computed ONCE, before training,
 in one jitted pass over the train and eval pairs, and stored in `<workdir>/reference_logps.npz`
 (written atomically) under a fingerprint of the tokenized pairs and of the reference weights: a
 resumed run reuses the column, a changed dataset, tokenizer, length limit or checkpoint recomputes
@@ -49,16 +50,13 @@ import numpy as np
 from rlhfjax import distributed, parallel
 from rlhfjax.data import tokenizing
 from rlhfjax.data.batching import BatchIterator, collate_pairs, padded_batches
-from rlhfjax.data.hh import load_hh, load_ranked
-from rlhfjax.data.sources import ranked_source
 from rlhfjax.errors import ConfigError
-from rlhfjax.models import api, init_params
-from rlhfjax.models.factory import execution, preset_from_config
-from rlhfjax.models.hf import load_pretrained, load_pretrained_scalar, save_pretrained
+from rlhfjax.models import api
+from rlhfjax.models.hf import save_pretrained
 from rlhfjax.objectives import dpo as dpo_objective
 from rlhfjax.objectives.ppo import KL_ESTIMATORS
 from rlhfjax.online import evaluation
-from rlhfjax.online.roles import Role, Roles
+from rlhfjax.online.roles import Role, Roles, load_roles
 from rlhfjax.recipes import common
 from rlhfjax.sampling import SamplingConfig
 from rlhfjax.train.metrics import read_jsonl
@@ -72,24 +70,7 @@ IDENTICAL = "identical_after_truncation"
 
 
 # --------------------------------------------------------------------------------------------
-# Data: pairs from any comparison source the rm recipe reads
-
-
-def load_pairs(config, split: str, limit: int, name: str) -> list:
-    """Comparisons of `split`: toy-lab annotator pool / HH (hub or files) pairs, or every pair of ranked
-    lists (`data.ranked_lists`; the toy lab has ranked lists for training only, so its evals use the pool's pairs)."""
-    data = config.data
-    source, data_dir = common.resolve_source(data, "comparisons")  # builds the toy lab on first use
-    toylab = common.is_toylab(data)
-    if data.ranked_lists and not (toylab and split != data.train_split):
-        rsource, rdir = ranked_source(data)
-        lists, report = load_ranked(rsource, data_dir=rdir, split=split, limit=limit or None)
-        pairs = [p for ranked in lists for p in ranked.pairs()]
-        common.report_loading(f"{name} (ranked lists -> {len(pairs)} pairs)", report)
-    else:
-        pairs, report = load_hh(source, data_dir=data_dir, split=split, limit=limit or None)
-        common.report_loading(name, report)
-    return pairs
+# Data: which pairs can teach anything (they come from `common.load_comparisons`, as the rm recipe's do)
 
 
 def usable_pairs(pairs: list, encoder) -> tuple[list, dict, str]:
@@ -166,28 +147,6 @@ def reference_columns(path: str, fingerprint: str, compute) -> tuple[dict, dict]
 # Models
 
 
-def _policy_host(config, vocab_size: int):
-    """(cfg, host params) of the initial policy (= the reference): `policy.init_from`, else a random
-    `config.model` preset (smoke runs that need nothing on disk)."""
-    chunk = execution(config.policy)["logits_chunk"]  # the one execution setting DPO applies so far
-    if config.policy.init_from:
-        return load_pretrained(config.policy.init_from, dtype=config.policy.dtype, logits_chunk=chunk)
-    if "model" not in config:
-        raise ConfigError("policy.init_from is empty", "set it to an SFT policy, e.g. runs/toylab/sft/model")
-    cfg = preset_from_config(config.model, vocab_size).replace(logits_chunk=chunk)
-    return cfg, jax.device_get(init_params(cfg, jax.random.PRNGKey(config.seed)))
-
-
-def _reward_role(config, mesh, vocab_size: int) -> Role | None:
-    if not config.reward.init_from:
-        return None
-    cfg, host = load_pretrained_scalar(config.reward.init_from, dtype=config.policy.dtype)
-    if cfg.vocab_size < vocab_size:
-        raise ConfigError(f"reward model has vocab_size {cfg.vocab_size} < tokenizer size {vocab_size}")
-    shardings = api.param_shardings(cfg, mesh, "scalar")
-    return Role("reward", "scalar", cfg, api.place(host, shardings), shardings, config.reward.init_from)
-
-
 def _check_config(config, mesh) -> dpo_objective.DPOLossConfig:
     """The settings that can be wrong, before anything loads."""
     loss_config = dpo_objective.DPOLossConfig(
@@ -226,23 +185,23 @@ def run_with_state(config, workdir: str, mesh=None):
     toylab = common.is_toylab(config.data)
 
     train_pairs, skipped_train, train_digest = usable_pairs(
-        load_pairs(config, config.data.train_split, config.data.limit, "dpo train"), encoder)
+        common.load_comparisons(config, config.data.train_split, config.data.limit, "dpo train"), encoder)
     _report_skips("dpo train", skipped_train, len(train_pairs))
     eval_pairs, skipped_eval, eval_digest = usable_pairs(
-        load_pairs(config, config.data.eval_split, config.data.eval_limit, "dpo eval"), encoder)
+        common.load_comparisons(config, config.data.eval_split, config.data.eval_limit, "dpo eval"), encoder)
     _report_skips("dpo eval", skipped_eval, len(eval_pairs))
     if len(train_pairs) < B:
         raise ConfigError(f"{len(train_pairs)} usable train pairs, fewer than train.batch_size={B}",
                           "use a smaller train.batch_size or more data (data.limit)")
 
-    policy_cfg, host = _policy_host(config, len(tokenizer))
-    if policy_cfg.vocab_size < len(tokenizer):
-        raise ConfigError(f"policy has vocab_size {policy_cfg.vocab_size} < tokenizer size {len(tokenizer)}")
+    # Policy and reference from policy.init_from (a random `model` preset for smoke runs); the reference's
+    # weights stay on the host: the state takes the policy's, and the reference column needs none on the device.
+    roles = load_roles(config, mesh, len(tokenizer), with_value=False, reward_optional=True, reference_on_host=True)
+    policy_cfg, shardings, reward = roles.policy.cfg, roles.policy.shardings, roles.reward
+    host = roles.reference.params
     loss_config = dataclasses.replace(loss_config, model=policy_cfg)
-    shardings = api.param_shardings(policy_cfg, mesh, "lm")
-    params = api.place(host, shardings)  # the initial policy, = the reference until the first update
+    params = roles.policy.params  # the initial policy, = the reference until the first update
     reference = api.place(host, shardings) if on_the_fly else None  # fresh buffers: never aliases the state
-    reward = _reward_role(config, mesh, len(tokenizer))
 
     with parallel.activate(mesh):
         # The reference column, once per dataset; computed with the initial policy's params (= the reference).
@@ -294,7 +253,7 @@ def run_with_state(config, workdir: str, mesh=None):
 
     # `params` are donated to the state here: from now on the policy is `state.params`.
     state = common.create_state(params, shardings, config, jax.random.PRNGKey(config.seed), mesh)
-    policy_role = Role("policy", "lm", policy_cfg, None, shardings, config.policy.init_from)
+    policy_role = dataclasses.replace(roles.policy, params=None)  # the trained params are the state's
     eval_rng = jax.random.fold_in(jax.random.PRNGKey(config.seed), 3)
 
     def evaluate(state) -> dict:  # under the mesh (the loop runs it inside `fit`'s activation)
@@ -312,14 +271,14 @@ def run_with_state(config, workdir: str, mesh=None):
             metrics["eval/dpo/gold_agreement"] = float(agree.mean()) if decided.any() else float("nan")
         if prompt_batches:
             ref = reference if on_the_fly else api.place(host, shardings)  # on the device for this eval only
-            roles = Roles(policy=policy_role, reference=Role("reference", "lm", policy_cfg, ref, shardings,
-                                                             config.policy.init_from), reward=reward)
+            eval_roles = Roles(policy=policy_role, reference=dataclasses.replace(roles.reference, params=ref),
+                               reward=reward)
             metrics.update(evaluation.evaluate(
-                state.params, roles, gain, bias, prompt_batches, mesh, sampling=sampling, rng=eval_rng,
+                state.params, eval_roles, gain, bias, prompt_batches, mesh, sampling=sampling, rng=eval_rng,
                 tokenizer=tokenizer, gold_fn=gold_fn, chunk_size=config.eval.chunk_size or None,
                 samples_path=os.path.join(workdir, "samples.jsonl"), step=int(state.step),
                 kl_estimator=config.eval.kl_estimator, gold_metrics_fn=gold_metrics_fn))
-            del ref, roles
+            del ref, eval_roles
         return metrics
 
     # Step 0 = the initial (SFT) policy on a fresh run: the baseline of every curve.
@@ -336,7 +295,8 @@ def run_with_state(config, workdir: str, mesh=None):
                "steps": config.train.steps, "final": rows[-1] if rows else {},
                "init": evals[0] if evals and evals[0]["step"] == 0 else {}, "evals": evals,
                "init_from": config.policy.init_from, "reward_init_from": config.reward.init_from,
-               "data_dir": config.data.data_dir, "ranked_lists": bool(config.data.ranked_lists),
+               "data_dir": common.comparison_source(config.data)[1] or "",
+               "ranked_lists": bool(config.data.ranked_lists),
                "train_pairs": len(train_pairs), "eval_pairs": len(eval_pairs),
                "skipped": {"train": skipped_train, "eval": skipped_eval}, "reference": reference_info,
                "reward_normaliser": normaliser, "kl_estimator": config.eval.kl_estimator,

@@ -43,8 +43,6 @@ import numpy as np
 from rlhfjax import distributed, parallel
 from rlhfjax.analysis.calibration import pair_metrics, pairwise_predictions, plot_reliability, reliability
 from rlhfjax.data.batching import collate_pairs, collate_ranked, padded_batches
-from rlhfjax.data.hh import load_hh, load_ranked
-from rlhfjax.data.sources import ranked_source
 from rlhfjax.errors import ConfigError
 from rlhfjax.models import api
 from rlhfjax.models.factory import execution
@@ -118,24 +116,14 @@ def run_with_state(config, workdir: str, mesh=None):
     mesh = common.mesh_for(config, mesh)
     common.check_batch_size(config.train.batch_size, mesh, config.optim.grad_accum_steps)
     tokenizer = common.tokenizer_for(config)
-    source, data_dir = common.resolve_source(config.data, "comparisons")
-    if common.is_toylab(config.data) and not data_dir:
-        data_dir = "mixed"  # annotator pool
     B = config.train.batch_size
     encoder = common.encoder_for(config, tokenizer)
-    if config.data.ranked_lists:
-        rsource, rdir = ranked_source(config.data)
-        train_examples, report = load_ranked(rsource, data_dir=rdir, split=config.data.train_split,
-                                             limit=config.data.limit or None)
-        collate = functools.partial(collate_ranked, encoder=encoder, num_responses=config.data.num_responses)
-    else:
-        train_examples, report = load_hh(source, data_dir=data_dir, split=config.data.train_split,
-                                         limit=config.data.limit or None)
-        collate = functools.partial(collate_pairs, encoder=encoder)
-    common.report_loading("rm train", report)
-    eval_pairs, report = load_hh(source, data_dir=data_dir, split=config.data.eval_split,
-                                 limit=config.data.eval_limit or None)
-    common.report_loading("rm eval", report)
+    ranked = bool(config.data.ranked_lists)
+    train_examples = common.load_comparisons(config, config.data.train_split, config.data.limit, "rm train",
+                                             whole_lists=ranked)
+    collate = (functools.partial(collate_ranked, encoder=encoder, num_responses=config.data.num_responses)
+               if ranked else functools.partial(collate_pairs, encoder=encoder))
+    eval_pairs = common.load_comparisons(config, config.data.eval_split, config.data.eval_limit, "rm eval")
 
     given_config = config
     val_fraction = float(config.rm.get("val_fraction", 0.0) or 0.0)
@@ -244,7 +232,7 @@ def run_with_state(config, workdir: str, mesh=None):
         distributed.export(save_pretrained_scalar, model_cfg, params, model_dir, tokenizer=tokenizer, drop_bias=True)
     final = dict(history[-1])
     summary = {"objective": config.rm.objective, "steps": config.train.steps, "final": final, "init": init_eval,
-               "init_from": config.model.init_from, "data_dir": data_dir or "",
+               "init_from": config.model.init_from, "data_dir": common.comparison_source(config.data)[1] or "",
                "train_examples": len(train_examples), "eval_pairs": len(eval_pairs),
                "seconds": round(time.time() - t0, 1), "model_dir": model_dir}
     if config.train.get("epochs", 0):
