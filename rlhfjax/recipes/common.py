@@ -18,7 +18,8 @@ from rlhfjax import parallel
 from rlhfjax.data import tokenizing
 from rlhfjax.data.batching import BatchIterator
 from rlhfjax.data.hh import load_hh, load_ranked
-from rlhfjax.data.sources import TOYLAB, ensure_toylab, is_toylab, ranked_source, resolve_source  # noqa: F401
+from rlhfjax.data.sources import TOYLAB, ensure_toylab  # noqa: F401 (re-exported)
+from rlhfjax.data.sources import is_toylab, ranked_source, resolve_source
 from rlhfjax.data.tokenizing import encoder_for  # noqa: F401 (re-exported)
 from rlhfjax.errors import ConfigError
 from rlhfjax.models import ModelConfig, api

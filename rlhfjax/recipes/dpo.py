@@ -11,8 +11,9 @@ reported (`summary.json["skipped"]`), never a crash.
 
 Reference: the policy starts from `policy.init_from` (an SFT checkpoint) and the same weights are the
 frozen reference π_ref. Both, and the optional RM, load through `online.roles.load_roles`, as the online
-methods' roles do, so `policy.scan_layers`, `policy.remat_policy` and `policy.logits_chunk` apply to them. By default its summed response log-probs are computed ONCE, before training,
-in one jitted pass over the train and eval pairs, and stored in `<workdir>/reference_logps.npz`
+methods' roles do, so `policy.scan_layers`, `policy.remat_policy` and `policy.logits_chunk` apply to them.
+By default the reference's summed response log-probs are computed ONCE, before training, in one jitted pass
+over the train and eval pairs, and stored in `<workdir>/reference_logps.npz`
 (written atomically) under a fingerprint of the tokenized pairs and of the reference weights: a
 resumed run reuses the column, a changed dataset, tokenizer, length limit or checkpoint recomputes
 it. Batches carry their pairs' entries by example index, so shuffling and resuming keep rows
