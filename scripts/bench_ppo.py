@@ -20,6 +20,8 @@ XLA counts a loop body once whatever its trip count (tests/test_bench_utilisatio
 bytes are scaled by the loops' trip counts: generate = sample + (N - 1) x one decode step analysed on
 its own; chunked teacher-forced phases x chunks; update x epochs·minibatches (the `lax.scan` of steps).
 The floor = the iteration's FLOPs, with the update's taken without remat, at the matmul peak.
+A last line pairs each iteration's update with the matmul timings just before and after it, so that a
+shared machine's drift over the run does not move the update's ratio.
 """
 
 from __future__ import annotations
@@ -267,10 +269,13 @@ def main():
     # The matmul is timed between the iterations, so that it shares their load: on a shared machine a peak
     # timed once at the start can be 2x off (phases above "100%" of it).
     mm = matmul_times(args.dtype, 3)
+    beside = []  # per iteration: the matmul timings just before and just after it (a machine's speed drifts)
     for it in range(1, args.iters + 1):
         state, times, exp = iteration(setup, state, adv, lcfg, prompts, args, it)
         runs.append(times)
-        mm += matmul_times(args.dtype, 2)
+        after = matmul_times(args.dtype, 2)
+        beside.append(mm[-2:] + after)
+        mm += after
     peak, best_peak = 2 * MATMUL_N ** 3 / statistics.median(mm), 2 * MATMUL_N ** 3 / min(mm)
     med = {p: statistics.median(r[p] for r in runs) for p in PHASES}
     total = sum(med.values())
@@ -309,6 +314,7 @@ def main():
         stats = phase_stats(setup, state, exp, prompts, adv, lcfg, args)
         print(f"cost analysis (compiles again): {time.perf_counter() - t0:.1f} s")
         result.update(_utilisation_report(stats, med, total, tokens, peak, best_peak, mm, args, lcfg))
+        result.update(_paired_update_ratio(stats["update"]["flops"], [r["update"] for r in runs], beside))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=1)
@@ -342,6 +348,16 @@ def _utilisation_report(stats, med, total, tokens, peak, best_peak, mm, args, lc
     return {"matmul_peak_flops_per_s": peak, "matmul_best_flops_per_s": best_peak, "phase_stats": stats,
             "iteration_flops": flops, "floor_flops": floor_flops, "floor_s": floor_s,
             "pct_of_floor": 100 * total / floor_s}
+
+def _paired_update_ratio(flops, update_s, beside) -> dict:
+    """The update's % of the matmul timed beside it, per iteration (the update's FLOP/s over the median of the
+    matmul timings just before and after that iteration): slow drift of a shared machine cancels out, which the
+    table's ratio of two medians over the whole run does not."""
+    pct = [100 * (flops / t) / (2 * MATMUL_N ** 3 / statistics.median(mm)) for t, mm in zip(update_s, beside)]
+    print(f"update % of the matmul timed beside it, per iteration: median {statistics.median(pct):.1f}% "
+          f"(range {min(pct):.1f}-{max(pct):.1f}%, {len(pct)} iterations)")
+    return {"update_pct_paired": pct, "matmul_beside_s": beside}
+
 
 if __name__ == "__main__":
     main()

@@ -28,6 +28,16 @@ def test_matmul_flops_are_2mkn_and_memory_covers_the_buffers(bench):
         assert st["peak_memory_bytes"] >= 4 * (m * k + k * n + m * n)
 
 
+def test_paired_ratio_divides_each_update_by_the_matmuls_beside_it(bench):
+    """Iteration i's update FLOP/s over the FLOP/s of the median of the matmul timings around it, in %."""
+    n = bench.MATMUL_N
+    flops, update_s = 6e9, [2.0, 3.0]
+    beside = [[0.5, 0.7, 0.6, 0.9], [0.4, 0.4, 0.8, 0.4]]  # medians 0.65 and 0.4 s
+    got = bench._paired_update_ratio(flops, update_s, beside)["update_pct_paired"]
+    want = [100 * (6e9 / 2.0) * 0.65 / (2 * n ** 3), 100 * (6e9 / 3.0) * 0.4 / (2 * n ** 3)]
+    assert got == pytest.approx(want, rel=1e-12)
+
+
 def test_loop_body_is_counted_once(bench):
     """If XLA starts multiplying by the trip count, the benchmarks' scaling would double-count: fix them."""
     m, trips = 32, 6
