@@ -16,7 +16,10 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     import tempfile
 
     _OWN_CACHE = os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="rlhfjax-test-xla-cache-")
-    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+    # Only programs that took a while to compile: every cache hit is an executable deserialised and linked
+    # again, and a worker aborted in a tiny op (`1.0 - mean`, test_experiments.py's SuperHF smoke run) even with
+    # a cache per worker; such ops recompile in milliseconds, so caching them bought nothing.
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.25")
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
     os.environ["RLHFJAX_TEST_OWN_CACHE"] = _OWN_CACHE
 elif os.environ.get("PYTEST_XDIST_WORKER") and os.environ.get("RLHFJAX_TEST_OWN_CACHE") == os.environ[
