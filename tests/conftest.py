@@ -61,6 +61,16 @@ def lab_paths(root):
     return {"data": root / "data", "sft": root / "sft" / "model", "rm": root / "rm" / "model"}
 
 
+@pytest.fixture(scope="module")
+def toylab_data(tmp_path_factory):
+    """A toy lab built afresh for the test module (its `data.toylab_dir`)."""
+    from rlhfjax.data.sources import ensure_toylab
+
+    directory = str(tmp_path_factory.mktemp("toylab") / "data")
+    ensure_toylab(directory, 0)
+    return directory
+
+
 @pytest.fixture(scope="session")
 def trained_lab(tmp_path_factory):
     """Built once per test run: with pytest-xdist, the first worker that needs it builds it in the run's

@@ -3,7 +3,6 @@
 import json
 
 import ml_collections
-import pytest
 
 from rlhfjax.data.hh import PreferencePair, load_hh, load_ranked
 from rlhfjax.recipes import common
@@ -14,32 +13,25 @@ def _config(**data):
     return ml_collections.ConfigDict({"data": {**base, **data}})
 
 
-@pytest.fixture(scope="module")
-def toylab(tmp_path_factory):
-    directory = str(tmp_path_factory.mktemp("comparisons") / "toylab")
-    common.ensure_toylab(directory, 0)
-    return directory
-
-
-def test_the_toy_labs_default_pool_is_the_mixed_one(toylab):
+def test_the_toy_labs_default_pool_is_the_mixed_one(toylab_data):
     """An empty data.data_dir reads one annotator pool, not every pool's copy of each pair."""
-    default = common.load_comparisons(_config(toylab_dir=toylab), "train", 0, "train")
-    mixed, _ = load_hh(f"{toylab}/comparisons", data_dir="mixed", split="train")
-    helpful = common.load_comparisons(_config(toylab_dir=toylab, data_dir="helpful"), "train", 0, "train")
+    default = common.load_comparisons(_config(toylab_dir=toylab_data), "train", 0, "train")
+    mixed, _ = load_hh(f"{toylab_data}/comparisons", data_dir="mixed", split="train")
+    helpful = common.load_comparisons(_config(toylab_dir=toylab_data, data_dir="helpful"), "train", 0, "train")
     assert default == mixed
     assert helpful != mixed and len({p.prompt for p in helpful}) == len({p.prompt for p in mixed})
-    assert common.comparison_source(_config(toylab_dir=toylab).data) == (f"{toylab}/comparisons", "mixed")
+    assert common.comparison_source(_config(toylab_dir=toylab_data).data) == (f"{toylab_data}/comparisons", "mixed")
 
 
-def test_ranked_lists_whole_or_as_every_pair_and_the_toy_labs_evals_on_the_pool(toylab):
-    config = _config(toylab_dir=toylab, ranked_lists=True)
-    lists, _ = load_ranked(f"{toylab}/ranked", split="train", limit=10)
+def test_ranked_lists_whole_or_as_every_pair_and_the_toy_labs_evals_on_the_pool(toylab_data):
+    config = _config(toylab_dir=toylab_data, ranked_lists=True)
+    lists, _ = load_ranked(f"{toylab_data}/ranked", split="train", limit=10)
     assert common.load_comparisons(config, "train", 10, "train", whole_lists=True) == lists
     pairs = common.load_comparisons(config, "train", 10, "train")
     assert len(pairs) == sum(len(r.responses) * (len(r.responses) - 1) // 2 for r in lists) > 10
     assert pairs[0] == PreferencePair(lists[0].prompt, lists[0].responses[0], lists[0].responses[1])
     # The toy lab ranks training prompts only: its held-out split is the annotator pool's pairs.
-    pool, _ = load_hh(f"{toylab}/comparisons", data_dir="mixed", split="test", limit=5)
+    pool, _ = load_hh(f"{toylab_data}/comparisons", data_dir="mixed", split="test", limit=5)
     assert common.load_comparisons(config, "test", 5, "eval") == pool
 
 

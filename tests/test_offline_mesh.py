@@ -9,7 +9,7 @@ import pytest
 
 from rlhfjax import parallel
 from rlhfjax.config import load_config
-from rlhfjax.recipes import common, rm, sft
+from rlhfjax.recipes import rm, sft
 
 HERE = os.path.dirname(__file__)
 SFT_CFG = os.path.join(HERE, "..", "experiments", "toylab_sft.py")
@@ -21,13 +21,6 @@ RM_CFG = os.path.join(HERE, "..", "experiments", "toylab_rm.py")
 # grow through Adam over a few steps. 1e-4 leaves orders of magnitude of headroom while any real
 # difference (a wrong mask, a dropped row, a mis-weighted micro-batch) moves them by ≳1e-2.
 RTOL = 1e-4
-
-
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory):
-    directory = str(tmp_path_factory.mktemp("toylab") / "data")
-    common.ensure_toylab(directory, 0)
-    return directory
 
 
 def _losses(workdir):
@@ -50,9 +43,9 @@ def _assert_fsdp_sharded(params):
 SMALL = ["--config.model.num_layers=1", "--config.data.max_response_len=8", "--config.train.eval_every=4"]
 
 
-def _compare(recipe, cfg_file, lab, tmp_path, overrides, fsdp_only=()):
+def _compare(recipe, cfg_file, toylab_data, tmp_path, overrides, fsdp_only=()):
     """Run on `mesh.strategy=fsdp` (the recipe builds the mesh from the config) and on a one-device mesh."""
-    base = [f"--config.data.toylab_dir={lab}", *SMALL, *overrides]
+    base = [f"--config.data.toylab_dir={toylab_data}", *SMALL, *overrides]
     fsdp_dir, one_dir = str(tmp_path / "fsdp"), str(tmp_path / "one")
     _, state = recipe.run_with_state(load_config(cfg_file, base + ["--config.mesh.strategy=fsdp", *fsdp_only]),
                                      fsdp_dir)
@@ -65,21 +58,21 @@ def _compare(recipe, cfg_file, lab, tmp_path, overrides, fsdp_only=()):
     assert len({loss for loss, _ in one.values()}) == 4  # every step saw different data or params
 
 
-def test_sft_fsdp_matches_one_device(lab, tmp_path):
+def test_sft_fsdp_matches_one_device(toylab_data, tmp_path):
     assert len(jax.devices()) == 8
-    _compare(sft, f"{SFT_CFG}:smoke", lab, tmp_path, [])
+    _compare(sft, f"{SFT_CFG}:smoke", toylab_data, tmp_path, [])
 
 
-def test_rm_fsdp_with_accumulation_matches_one_device(lab, tmp_path):
+def test_rm_fsdp_with_accumulation_matches_one_device(toylab_data, tmp_path):
     """Also exact accumulation on the mesh: the FSDP run splits each 16-row batch into 2 micro-batches of
     8 (one row per device), the one-device run does not; the ranked loss is a row mean, so they agree."""
     # No warmup and a large step: the zero-initialised head scores every pair 0 (loss log 2) only at step 1.
-    _compare(rm, f"{RM_CFG}:smoke", lab, tmp_path,
+    _compare(rm, f"{RM_CFG}:smoke", toylab_data, tmp_path,
              ["--config.train.batch_size=16", "--config.optim.warmup_steps=0", "--config.optim.learning_rate=1e-2"],
              fsdp_only=["--config.optim.grad_accum_steps=2"])
 
 
-def test_batch_size_not_divisible_by_the_data_parallel_devices_is_refused(lab, tmp_path):
-    cfg = load_config(f"{RM_CFG}:smoke", [f"--config.data.toylab_dir={lab}", "--config.train.batch_size=12"])
+def test_batch_size_not_divisible_by_the_data_parallel_devices_is_refused(toylab_data, tmp_path):
+    cfg = load_config(f"{RM_CFG}:smoke", [f"--config.data.toylab_dir={toylab_data}", "--config.train.batch_size=12"])
     with pytest.raises(ValueError, match=r"train\.batch_size=12 is not divisible by the 8 data-parallel devices"):
         rm.run(cfg, str(tmp_path))

@@ -22,20 +22,13 @@ QUALITY_MODEL = ["--config.model.hidden_size=32", "--config.model.intermediate_s
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory):
-    directory = str(tmp_path_factory.mktemp("toylab") / "data")
-    common.ensure_toylab(directory, 0)
-    return directory
-
-
-@pytest.fixture(scope="module")
-def trained(lab, tmp_path_factory):
+def trained(toylab_data, tmp_path_factory):
     """ranked and imitation PMs from the same random init (no SFT, to keep this fast), same data, batch
     and steps → {objective: (summary, workdir)}."""
     out = {}
     for objective in ("ranked", "imitation"):
         workdir = str(tmp_path_factory.mktemp(objective))
-        cfg = load_config(RM_CFG, [f"--config.data.toylab_dir={lab}", f"--config.rm.objective={objective}",
+        cfg = load_config(RM_CFG, [f"--config.data.toylab_dir={toylab_data}", f"--config.rm.objective={objective}",
                                    f"--config.train.steps={QUALITY_STEPS}",
                                    f"--config.train.eval_every={QUALITY_STEPS}", "--config.data.eval_limit=0",
                                    *QUALITY_MODEL])
@@ -72,23 +65,23 @@ def test_imitation_is_measurably_worse_than_ranked_on_the_same_budget(trained):
 # ---------------------------------------------------------------------------------------------- PMP
 
 
-def _pmp_config(lab, *extra):
-    return load_config(f"{PMP_CFG}:smoke", [f"--config.data.toylab_dir={lab}", *extra])
+def _pmp_config(toylab_data, *extra):
+    return load_config(f"{PMP_CFG}:smoke", [f"--config.data.toylab_dir={toylab_data}", *extra])
 
 
 @pytest.fixture(scope="module")
-def pmp_run(lab, tmp_path_factory):
+def pmp_run(toylab_data, tmp_path_factory):
     workdir = str(tmp_path_factory.mktemp("pmp"))
-    return workdir, pmp.run(_pmp_config(lab), workdir)
+    return workdir, pmp.run(_pmp_config(toylab_data), workdir)
 
 
-def _eval_with_exported_pm(model_dir, lab, config):
+def _eval_with_exported_pm(model_dir, toylab_data, config):
     """eval/accuracy and eval/margin of a saved scalar PM on the target eval pairs, computed here (in
     batches shaped like the recipe's, so the numbers match to float rounding)."""
     model_cfg, params = load_pretrained_scalar(model_dir)
     loss_config = rm_objective.RMLossConfig(model_cfg, objective="ranked")
     encoder = common.encoder_for(config, common.tokenizer_for(config))
-    pairs, _ = load_hh(os.path.join(lab, "comparisons"), data_dir=config.data.data_dir, split="test",
+    pairs, _ = load_hh(os.path.join(toylab_data, "comparisons"), data_dir=config.data.data_dir, split="test",
                        limit=config.data.eval_limit)
     B, margins = config.train.batch_size, []
     scores = jax.jit(lambda p, b: rm_objective.pair_scores(p, b, loss_config)[:2])
@@ -100,7 +93,7 @@ def _eval_with_exported_pm(model_dir, lab, config):
     return float(np.mean((margin > 0) + 0.5 * (margin == 0))), float(margin.mean())
 
 
-def test_pmp_stages_train_on_generic_then_target_data(pmp_run, lab):
+def test_pmp_stages_train_on_generic_then_target_data(pmp_run, toylab_data):
     workdir, summary = pmp_run
     pre, ft = summary["pretrain"], summary["finetune"]
     assert pre["data_dir"] == "generic" and ft["data_dir"] == "mixed" and summary["skipped"] == []
@@ -112,18 +105,19 @@ def test_pmp_stages_train_on_generic_then_target_data(pmp_run, lab):
     load_pretrained_scalar(os.path.join(workdir, "finetune", "model"))
 
 
-def test_pmp_finetune_starts_from_the_pretrained_pm(pmp_run, lab):
+def test_pmp_finetune_starts_from_the_pretrained_pm(pmp_run, toylab_data):
     """Stage 2's initial eval is exactly the stage-1 export's, evaluated independently here; a fresh
     head (no PMP) would score every pair the same (margin 0)."""
     workdir, summary = pmp_run
     init = summary["finetune"]["init"]
-    accuracy, margin = _eval_with_exported_pm(os.path.join(workdir, "pretrain", "model"), lab, _pmp_config(lab))
+    accuracy, margin = _eval_with_exported_pm(os.path.join(workdir, "pretrain", "model"), toylab_data,
+                                              _pmp_config(toylab_data))
     assert margin != 0.0
     assert init["eval/margin"] == pytest.approx(margin, rel=1e-5, abs=1e-9)
     assert init["eval/accuracy"] == accuracy
 
 
-def test_pmp_rerun_skips_finished_stages_and_refuses_a_changed_one(pmp_run, lab, monkeypatch):
+def test_pmp_rerun_skips_finished_stages_and_refuses_a_changed_one(pmp_run, toylab_data, monkeypatch):
     workdir, first = pmp_run
     metrics = {s: open(os.path.join(workdir, s, "metrics.jsonl")).read() for s in ("pretrain", "finetune")}
 
@@ -132,25 +126,25 @@ def test_pmp_rerun_skips_finished_stages_and_refuses_a_changed_one(pmp_run, lab,
 
     with monkeypatch.context() as m:
         m.setattr(rm, "run", no_training)
-        again = pmp.run(_pmp_config(lab), workdir)
+        again = pmp.run(_pmp_config(toylab_data), workdir)
         assert again["skipped"] == ["pretrain", "finetune"]
         assert again["finetune"]["final"] == first["finetune"]["final"]
         with pytest.raises(ValueError, match=r"train\.steps: 4 -> 6"):
-            pmp.run(_pmp_config(lab, "--config.train.steps=6"), workdir)
+            pmp.run(_pmp_config(toylab_data, "--config.train.steps=6"), workdir)
     assert {s: open(os.path.join(workdir, s, "metrics.jsonl")).read() for s in metrics} == metrics
 
     os.remove(os.path.join(workdir, "finetune", "summary.json"))  # as if stopped before the end
     calls = []
     real_run = rm.run
     monkeypatch.setattr(rm, "run", lambda cfg, d, **kw: calls.append(d) or real_run(cfg, d, **kw))
-    resumed = pmp.run(_pmp_config(lab), workdir)
+    resumed = pmp.run(_pmp_config(toylab_data), workdir)
     assert resumed["skipped"] == ["pretrain"] and calls == [os.path.join(workdir, "finetune")]
     assert resumed["finetune"]["final"]["eval/accuracy"] == first["finetune"]["final"]["eval/accuracy"]
 
 
-def test_pmp_rejects_a_model_type_the_finetune_cannot_start_from(lab, tmp_path):
+def test_pmp_rejects_a_model_type_the_finetune_cannot_start_from(toylab_data, tmp_path):
     with pytest.raises(ValueError, match="cannot start from"):
-        pmp.run(_pmp_config(lab, "--config.pretrain.objective=imitation"), str(tmp_path))
+        pmp.run(_pmp_config(toylab_data, "--config.pretrain.objective=imitation"), str(tmp_path))
     with pytest.raises(ValueError, match="cannot start from"):
-        pmp.run(_pmp_config(lab, "--config.rm.objective=imitation"), str(tmp_path))
+        pmp.run(_pmp_config(toylab_data, "--config.rm.objective=imitation"), str(tmp_path))
     assert not os.listdir(tmp_path)
