@@ -349,6 +349,7 @@ def _utilisation_report(stats, med, total, tokens, peak, best_peak, mm, args, lc
             "iteration_flops": flops, "floor_flops": floor_flops, "floor_s": floor_s,
             "pct_of_floor": 100 * total / floor_s}
 
+
 def _paired_update_ratio(flops, update_s, beside) -> dict:
     """The update's % of the matmul timed beside it, per iteration (the update's FLOP/s over the median of the
     matmul timings just before and after that iteration): slow drift of a shared machine cancels out, which the

@@ -145,7 +145,7 @@ def reference_columns(path: str, fingerprint: str, compute) -> tuple[dict, dict]
 
 
 # --------------------------------------------------------------------------------------------
-# Models
+# Settings
 
 
 def _check_config(config, mesh) -> dpo_objective.DPOLossConfig:
