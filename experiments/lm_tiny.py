@@ -12,10 +12,7 @@ Fine-tune an HF checkpoint instead: `--config.model.init_from=EleutherAI/pythia-
 
 import ml_collections
 
-from rlhfjax.config_blocks import train_config
-from rlhfjax.distributed import default_config as distributed_config
-from rlhfjax.parallel import default_mesh_config
-from rlhfjax.train import default_optim_config
+from rlhfjax.config_blocks import distributed_config, mesh_config, optim_config, toy_model_config, train_config
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
@@ -31,25 +28,17 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.tokenizer = ml_collections.ConfigDict()
     c.tokenizer.path = ""  # HF tokenizer (hub id or dir); "" = train a word-level one on the corpus
 
-    c.model = ml_collections.ConfigDict()
-    c.model.init_from = ""  # HF checkpoint to start from; "" = random init of the architecture below
-    c.model.family = "llama"  # gpt2 | gpt_neox | llama | qwen2 (any rlhfjax.models.preset)
-    c.model.hidden_size = 64
-    c.model.num_layers = 2
-    c.model.num_heads = 4
-    c.model.num_kv_heads = 2
-    c.model.intermediate_size = 192
+    c.model = toy_model_config()  # model.init_from: an HF checkpoint to start from; "" = this architecture, random
     c.model.max_position_embeddings = 128
-    c.model.dtype = "float32"  # compute dtype; "bfloat16" on accelerators
 
-    c.optim = default_optim_config()
+    c.optim = optim_config()
     c.optim.learning_rate = 3e-3
     c.optim.warmup_steps = 20
     c.optim.schedule = "cosine"
     c.optim.weight_decay = 0.01
 
     c.train = train_config(steps=300, batch_size=32, eval_every=100)
-    c.mesh = default_mesh_config()  # dp over all local devices; --config.mesh.strategy=fsdp|tp|custom
+    c.mesh = mesh_config()  # dp over all local devices; --config.mesh.strategy=fsdp|tp|custom
     c.distributed = distributed_config()  # multi-process runs: `rlhfjax.distributed`
 
     c.sample = ml_collections.ConfigDict()

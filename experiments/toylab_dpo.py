@@ -21,10 +21,8 @@ Run time: about 100 s on a 2-core CPU (measured 96-109 s for dpo, ipo, cdpo and 
 
 import ml_collections
 
-from rlhfjax.config_blocks import data_config, toy_model_config, train_config
-from rlhfjax.distributed import default_config as distributed_config
-from rlhfjax.parallel import default_mesh_config
-from rlhfjax.train import default_optim_config
+from rlhfjax.config_blocks import (
+    data_config, distributed_config, mesh_config, optim_config, toy_model_config, train_config)
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
@@ -67,7 +65,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.eval.temperature = 0.7  # = PPO's rollout temperature (lm-human-preferences); KL is of the T-scaled models
     c.eval.top_p = 1.0
     c.eval.max_new_tokens = 24  # = PPO's fixed response length on the toy lab
-    c.eval.kl_estimator = "k1"  # k1 | k2 | k3 (objectives.ppo.kl_per_token), as PPO's kl.estimator
+    c.eval.kl_estimator = "k1"  # k1 | k2 | k3 (objectives.core.kl_per_token), as PPO's kl.estimator
     c.eval.chunk_size = 0  # > 0: teacher-forced eval phases this many rows at a time (memory)
     c.eval.at_start = True  # evaluate the initial policy as step 0 (a fresh run's baseline)
 
@@ -76,14 +74,14 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.model.hidden_size = 32
     c.model.intermediate_size = 64
 
-    c.optim = default_optim_config()
+    c.optim = optim_config()
     c.optim.learning_rate = 1e-4  # Rafailov et al.: 1e-6 for 1-6B models; the 64-wide toy policy needs more
     c.optim.warmup_steps = 20  # Rafailov et al.: 150 steps of 64 pairs; scaled to the toy run
     c.optim.schedule = "constant"  # after warm-up, as Rafailov et al.
     c.optim.total_steps = 0  # 0 = train.steps
 
     c.train = train_config(steps=250, batch_size=64, eval_every=25)
-    c.mesh = default_mesh_config()  # dp over all local devices; --config.mesh.strategy=fsdp|tp|custom
+    c.mesh = mesh_config()  # dp over all local devices; --config.mesh.strategy=fsdp|tp|custom
     c.distributed = distributed_config()  # multi-process runs: `rlhfjax.distributed`
 
     if arg == "smoke":  # stands alone: a random tiny policy (pass policy.init_from to use a real one)

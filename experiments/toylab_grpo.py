@@ -9,7 +9,7 @@ Needs the SFT policy and the reward model, as `rlhfjax ppo` does (experiments/to
 
 import ml_collections
 
-from rlhfjax.config_blocks import online_smoke, online_train_config, toylab_online_config
+from rlhfjax.config_blocks import online_smoke, online_train_config, ratio_settings, toylab_online_config
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
@@ -18,17 +18,13 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.grpo = ml_collections.ConfigDict()
     c.grpo.group_size = 8  # G completions per prompt (DeepSeekMath: 64; scaled down for 2 CPU cores)
     c.grpo.kl_coef = 0.04  # β of the per-token KL term in the loss (DeepSeekMath: 0.04)
-    c.grpo.kl_estimator = "k3"  # DeepSeekMath: π_ref/π − log(π_ref/π) − 1 (objectives/ppo.py kl_per_token)
+    c.grpo.kl_estimator = "k3"  # DeepSeekMath: π_ref/π − log(π_ref/π) − 1 (objectives/core.py kl_per_token)
     c.grpo.scale_by_std = True  # divide by the group's std (DeepSeekMath); False = Dr. GRPO (Liu et al. 2025)
     c.grpo.aggregation = "sequence_mean"  # DeepSeekMath's 1/G Σ_i 1/|o_i| Σ_t | token_mean (DAPO) | sequence_sum
     c.grpo.epochs = 1  # DeepSeekMath: μ = 1 policy update per batch of samples
     c.grpo.num_minibatches = 1  # train.batch_size × group_size rows split into this many steps per epoch
     c.grpo.clip = 0.2  # DeepSeekMath: ε = 0.2
-    # The first minibatch's ratio is exactly 1: own_logp uses the loss's own log-probs (gradient stopped) as
-    # π_old on the update's first step; remat instead makes the loss's forward the log-prob phase's computation
-    # (needs remat=True; one extra forward per step). See objectives/ppo.py and docs/benchmarks.md.
-    c.grpo.first_ratio = "own_logp"
-    c.grpo.remat = False  # rematerialise the loss's forward in the backward (activation memory)
+    ratio_settings(c.grpo)  # grpo.first_ratio (own_logp: exactly 1 on the first minibatch, free) and grpo.remat
 
     c.optim.learning_rate = 5e-5  # DeepSeekMath: 1e-6 for a 7B model; the toy policy needs more (note below)
     # Toy-lab note (measured with the test suite's briefly trained SFT policy and RM, 24 iterations): at

@@ -18,10 +18,9 @@ import os
 
 import ml_collections
 
+from rlhfjax.commands import iterate_methods
 from rlhfjax.config import load_config_file
-from rlhfjax.config_blocks import data_config, toy_model_config
-from rlhfjax.distributed import default_config as distributed_config
-from rlhfjax.parallel import default_mesh_config
+from rlhfjax.config_blocks import data_config, distributed_config, mesh_config, toy_model_config
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -43,7 +42,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
 
     it = c.iterate = ml_collections.ConfigDict()
     it.rounds = 4
-    it.method = "ppo"  # ppo | superhf | rloo | grpo: RL of each round, configured by methods.<method>
+    it.method = "ppo"  # ppo | superhf | rloo | grpo | any iterate method: RL of each round, by methods.<method>
     it.comparisons = 500  # labelled comparisons per round; the label budget is rounds × comparisons
     it.eval_comparisons = 200  # held-out pairs per round (and from the final policy): measure PMs, not trained on
     it.earlier_policy_frac = 0.0  # fraction of pairs whose second response is from a random earlier policy
@@ -58,7 +57,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.pm = load_config_file(os.path.join(HERE, "toylab_rm.py") + variant)
     c.pm.model.init_from = ""  # "" = π_0's weights with a fresh head; or an LM / scalar PM directory
     c.methods = ml_collections.ConfigDict()
-    for name in ("ppo", "superhf", "rloo", "grpo"):
+    for name in iterate_methods():  # every command that can be a round's RL stage, from its toylab_<name>.py
         c.methods[name] = load_config_file(os.path.join(HERE, f"toylab_{name}.py") + variant)
     c.methods.ppo.train.iterations = 40  # per round: 4 rounds = the 160 iterations of one offline round
     c.methods.ppo.kl.controller = "fixed"  # one β for every round, so rounds differ only by their PM
@@ -67,7 +66,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.model = toy_model_config()  # only with policy.init_from="": a random π_0 (smoke runs)
     c.model.hidden_size = 32
     c.model.intermediate_size = 64
-    c.mesh = default_mesh_config()
+    c.mesh = mesh_config()
     c.distributed = distributed_config()  # multi-process runs: `rlhfjax.distributed`
 
     if arg == "smoke":  # 2 tiny rounds from a random policy: exercises every stage in seconds

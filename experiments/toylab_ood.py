@@ -12,9 +12,7 @@ against prompts/ood (held-out topics). Results in `<workdir>`: `summary.json`, `
 
 import ml_collections
 
-from rlhfjax.config_blocks import data_config, toy_model_config
-from rlhfjax.distributed import default_config as distributed_config
-from rlhfjax.parallel import default_mesh_config
+from rlhfjax.config_blocks import data_config, distributed_config, mesh_config, toy_model_config
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
@@ -33,7 +31,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     o.ood_source, o.ood_data_dir, o.ood_split, o.ood_limit = "", "", "ood", 0  # out-of-distribution
     o.batch_size = 64  # prompts per jitted forward (fixed shape: the last batch is padded)
     o.shrinkage = 1e-6  # × mean variance added to the covariance diagonal (raise it when N ≲ hidden size)
-    c.mesh = default_mesh_config()  # dp over all local devices (ood.batch_size must divide evenly); fsdp | tp
+    c.mesh = mesh_config()  # dp over all local devices (ood.batch_size must divide evenly); fsdp | tp
     c.distributed = distributed_config()  # multi-process runs: `rlhfjax.distributed`
 
     if arg == "smoke":

@@ -16,7 +16,7 @@ scaled down for the toy lab (2 CPU cores).
 
 import ml_collections
 
-from rlhfjax.config_blocks import online_smoke, online_train_config, toylab_online_config
+from rlhfjax.config_blocks import online_smoke, online_train_config, ratio_settings, toylab_online_config
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
@@ -45,11 +45,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.ppo.value_clip = 0.2  # LHP: cliprange_value 0.2
     c.ppo.value_coef = 0.1  # LHP: vf_coef 0.1
     c.ppo.entropy_coef = 0.0  # Bai et al.: no entropy bonus
-    # The first minibatch's ratio is exactly 1 (π_θ = π_old there): own_logp uses the loss's own log-probs,
-    # gradient stopped, as π_old on the update's first step (free); remat instead makes the loss's forward the
-    # same XLA computation as the log-prob phase (needs ppo.remat=True; ~20% of the update: docs/benchmarks.md)
-    c.ppo.first_ratio = "own_logp"
-    c.ppo.remat = False  # recompute the policy/value forwards in the backward (activation memory)
+    ratio_settings(c.ppo)  # ppo.first_ratio (own_logp: exactly 1 on the first minibatch, free) and ppo.remat
     c.ppo.remat_policy = "nothing_saveable"  # what remat keeps (jax.checkpoint_policies)
     # True: each experience phase (score, log-probs, values, reference, advantages) timed on its own
     # (time/<phase>); False: timed together (time/experience), without waiting between them

@@ -8,7 +8,7 @@ Needs the SFT policy and the reward model, as `rlhfjax ppo` does (experiments/to
 
 import ml_collections
 
-from rlhfjax.config_blocks import online_smoke, online_train_config, toylab_online_config
+from rlhfjax.config_blocks import online_smoke, online_train_config, ratio_settings, toylab_online_config
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
@@ -21,11 +21,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.rloo.epochs = 1  # Ahmadian et al.: one update per batch, so the ratio is 1 and the clip never acts
     c.rloo.num_minibatches = 1  # train.batch_size × group_size rows split into this many steps per epoch
     c.rloo.clip = 0.2  # ε of the clipped ratio, active only with several epochs or minibatches
-    # The first minibatch's ratio is exactly 1: own_logp uses the loss's own log-probs (gradient stopped) as
-    # π_old on the update's first step; remat instead makes the loss's forward the log-prob phase's computation
-    # (needs remat=True; one extra forward per step). See objectives/ppo.py and docs/benchmarks.md.
-    c.rloo.first_ratio = "own_logp"
-    c.rloo.remat = False  # rematerialise the loss's forward in the backward (activation memory)
+    ratio_settings(c.rloo)  # rloo.first_ratio (own_logp: exactly 1 on the first minibatch, free) and rloo.remat
 
     c.optim.learning_rate = 5e-5  # for the toy policy (note below)
     # Toy-lab note (measured with the test suite's briefly trained SFT policy and RM, 24 iterations): at

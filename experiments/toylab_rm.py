@@ -11,10 +11,8 @@ Bai et al. 2022 train PMs for one epoch; the defaults here do about two over 4,0
 
 import ml_collections
 
-from rlhfjax.config_blocks import data_config, toy_model_config, train_config
-from rlhfjax.distributed import default_config as distributed_config
-from rlhfjax.parallel import default_mesh_config
-from rlhfjax.train import default_optim_config
+from rlhfjax.config_blocks import (
+    data_config, distributed_config, mesh_config, optim_config, toy_model_config, train_config)
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
@@ -37,14 +35,14 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.rm.select_by = "loss"  # validation metric for that: loss (the objective's, lower wins) | accuracy
     c.rm.freeze_backbone_steps = 0  # > 0: only the fresh scalar head trains for this many first steps
 
-    c.optim = default_optim_config()
+    c.optim = optim_config()
     c.optim.learning_rate = 5e-4
     c.optim.warmup_steps = 20
     c.optim.schedule = "cosine"
     c.optim.total_steps = 0  # 0 = train.steps
 
     c.train = train_config(steps=250, batch_size=32, eval_every=50)
-    c.mesh = default_mesh_config()  # dp over all local devices; --config.mesh.strategy=fsdp|tp|custom
+    c.mesh = mesh_config()  # dp over all local devices; --config.mesh.strategy=fsdp|tp|custom
     c.distributed = distributed_config()  # multi-process runs: `rlhfjax.distributed`
 
     if arg == "smoke":

@@ -9,10 +9,9 @@ is the initial policy and reference for RM and PPO runs.
 
 import ml_collections
 
-from rlhfjax.config_blocks import data_config, sample_config, toy_model_config, train_config
-from rlhfjax.distributed import default_config as distributed_config
-from rlhfjax.parallel import default_mesh_config
-from rlhfjax.train import default_optim_config
+from rlhfjax.config_blocks import (
+    data_config, distributed_config, mesh_config, optim_config, sample_config, toy_model_config,
+    train_config)
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
@@ -22,7 +21,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.tokenizer = ml_collections.ConfigDict({"path": ""})  # "" = the toy lab's (or init_from's) tokenizer
     c.model = toy_model_config()
 
-    c.optim = default_optim_config()
+    c.optim = optim_config()
     c.optim.learning_rate = 2e-3
     c.optim.warmup_steps = 30
     c.optim.schedule = "cosine"
@@ -30,7 +29,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.optim.total_steps = 0  # 0 = train.steps
 
     c.train = train_config(steps=600, batch_size=32, eval_every=200)
-    c.mesh = default_mesh_config()  # dp over all local devices; --config.mesh.strategy=fsdp|tp|custom
+    c.mesh = mesh_config()  # dp over all local devices; --config.mesh.strategy=fsdp|tp|custom
     c.distributed = distributed_config()  # multi-process runs: `rlhfjax.distributed`
     c.sample = sample_config()
 

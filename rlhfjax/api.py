@@ -19,27 +19,23 @@ Runs are ordinary run directories: the CLI can continue what the API started, an
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 from typing import Any, Mapping, Sequence
 
 import ml_collections
 
-from rlhfjax.cli import COMMANDS
-from rlhfjax.config import load_config, save_config
+from rlhfjax import commands as registry
+from rlhfjax.atomic_files import write_config
+from rlhfjax.config import load_config
 from rlhfjax.errors import ConfigError, MissingPathError
 
 RUN_FILE = "api_run.json"  # which command a run directory belongs to (Run.open)
-# Commands that cannot stop part-way and continue: pmp chains two rm runs (the second would start from a
-# half-trained first), ood trains nothing, bon's table is one pass (its distillation is a superhf run).
-WHOLE_RUNS = {"pmp": "run its two rm stages as `rm` runs to step through them", "ood": "it trains nothing",
-              "bon": "its table is one pass; run `superhf` to step through a distillation"}
 
 
 def commands() -> dict[str, str]:
     """Command name → what it does (the CLI's list)."""
-    return {name: desc for name, (_, desc) in COMMANDS.items()}
+    return {name: c.help for name, c in registry.all_commands().items()}
 
 
 def _text(value: Any) -> str:
@@ -59,7 +55,8 @@ def config(experiment: str, overrides: Mapping[str, Any] | Sequence[str] = ()) -
 
 
 def _stop_field(command: str) -> tuple[str, str]:
-    return ("iterate", "stop_at") if command == "iterate" else ("train", "stop_at")
+    section, _, field = registry.get(command).stop_field.partition(".")
+    return section, field
 
 
 def _with_stop(cfg: ml_collections.ConfigDict, command: str, stop: int) -> ml_collections.ConfigDict:
@@ -109,8 +106,7 @@ class Run:
     """A run directory of one command: run it further, read what it logged."""
 
     def __init__(self, command: str, cfg: ml_collections.ConfigDict, workdir: str, mesh=None):
-        if command not in COMMANDS:
-            raise ConfigError(f"unknown command {command!r}", f"use one of: {', '.join(COMMANDS)}")
+        registry.get(command)  # an unknown command is a one-line error naming the known ones
         self.command, self.config, self.workdir, self.mesh = command, cfg, os.path.abspath(workdir), mesh
         self.summary: dict | None = None
 
@@ -139,16 +135,15 @@ class Run:
 
     def train(self, steps: int | None = None) -> "Run":
         """Run `steps` more steps (None: to the end of the configured run) in this process."""
-        if steps is not None and self.command in WHOLE_RUNS:
-            raise ConfigError(f"{self.command} runs whole: call train() without steps",
-                              WHOLE_RUNS[self.command])
+        whole = registry.get(self.command).whole_run
+        if steps is not None and whole:
+            raise ConfigError(f"{self.command} runs whole: call train() without steps", whole)
         stop = 0 if steps is None else self.step + int(steps)
         cfg = self.config if steps is None else _with_stop(self.config, self.command, stop)
-        save_config(cfg, self.workdir)
+        write_config(self.workdir, cfg)
         with open(os.path.join(self.workdir, RUN_FILE), "w") as f:
             json.dump({"command": self.command}, f)
-        module = importlib.import_module(COMMANDS[self.command][0])
-        self.summary = module.run(cfg, self.workdir, self.mesh)
+        self.summary = registry.get(self.command).run(cfg, self.workdir, self.mesh)
         return self
 
     def records(self) -> list[dict]:

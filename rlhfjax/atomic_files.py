@@ -34,3 +34,16 @@ def atomic_open(path: str, mode: str = "w", **open_kwargs):
     """`open(path, mode, **open_kwargs)` for writing, made atomic with `atomic_path`."""
     with atomic_path(path) as tmp, open(tmp, mode, **open_kwargs) as f:
         yield f
+
+
+def write_config(directory: str, config) -> str:
+    """The resolved config (an ml_collections ConfigDict or a dict) as `<directory>/config.json`: what produced
+    the run directory it sits in. Atomic; returns its path."""
+    import json
+
+    os.makedirs(directory, exist_ok=True)
+    path = os.path.join(directory, "config.json")
+    payload = config.to_dict() if hasattr(config, "to_dict") else config
+    with atomic_open(path) as f:
+        json.dump(payload, f, indent=2, sort_keys=True, default=str)
+    return path

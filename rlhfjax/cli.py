@@ -1,6 +1,6 @@
 """`rlhfjax <command> --config experiments/x.py[:variant] [--config.a.b=value ...] [--workdir DIR] [--debug]`.
 
-Each command is a recipe `run(config, workdir)`; the resolved config is written to
+Each command (`rlhfjax.commands`) is a recipe `run(config, workdir)`; the resolved config is written to
 `<workdir>/config.json` before the run starts, so every run directory says what produced it.
 A mistake the user can fix (`rlhfjax.errors.UserError`: a config, a missing path, bad data) ends the
 run with one line on stderr and exit status 2; `--debug` shows its traceback instead.
@@ -9,7 +9,6 @@ run with one line on stderr and exit status 2; `--debug` shows its traceback ins
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import sys
 import time
@@ -17,34 +16,20 @@ import time
 # transformers advises at import that PyTorch is missing; rlhfjax never needs torch.
 os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 
-from rlhfjax.config import load_config, project_root, save_config, split_overrides  # noqa: E402
+from rlhfjax import commands  # noqa: E402
+from rlhfjax.atomic_files import write_config  # noqa: E402
+from rlhfjax.config import load_config, project_root, split_overrides  # noqa: E402
 from rlhfjax.errors import UserError  # noqa: E402
-
-# command -> (module with run(config, workdir), one-line description). Grows as objectives land.
-COMMANDS: dict[str, tuple[str, str]] = {
-    "lm": ("rlhfjax.recipes.lm", "train or fine-tune a causal LM on plain text, print samples"),
-    "sft": ("rlhfjax.recipes.sft", "supervised fine-tuning on (prompt, response) demonstrations"),
-    "rm": ("rlhfjax.recipes.rm", "preference model: ranked | binary | imitation objectives, PMP"),
-    "pmp": ("rlhfjax.recipes.pmp", "preference-model pre-training on generic comparisons, then fine-tuning"),
-    "ppo": ("rlhfjax.recipes.ppo", "PPO-RLHF: policy + value, per-token KL to the reference, GAE, adaptive KL"),
-    "superhf": ("rlhfjax.recipes.superhf", "SuperHF: best of a superbatch by the RM, NLL + KL prior to the reference"),
-    "distill": ("rlhfjax.recipes.distill", "context distillation: the plain policy learns the prompted one"),
-    "bon": ("rlhfjax.recipes.bon", "best-of-n by the RM for several n: proxy, gold, analytic + plug-in KL; distillation"),
-    "rloo": ("rlhfjax.recipes.rloo", "RLOO: leave-one-out baseline over k completions per prompt, KL in the reward"),
-    "grpo": ("rlhfjax.recipes.grpo", "GRPO: group-normalised advantages, clipped ratio, per-token KL term"),
-    "dpo": ("rlhfjax.recipes.dpo", "DPO / IPO / conservative DPO of an SFT policy on comparisons, no reward model"),
-    "iterate": ("rlhfjax.recipes.iterate", "iterated online RLHF: rounds of new comparisons → PM → RL"),
-    "ood": ("rlhfjax.recipes.ood", "OOD detection: Mahalanobis / relative Mahalanobis AUROC on prompt activations"),
-}
 
 
 def _parser() -> argparse.ArgumentParser:
-    lines = "\n".join(f"  {name:<10} {desc}" for name, (_, desc) in COMMANDS.items())
+    known = commands.all_commands()
+    lines = "\n".join(f"  {name:<10} {c.help}" for name, c in known.items())
     p = argparse.ArgumentParser(
         prog="rlhfjax", formatter_class=argparse.RawDescriptionHelpFormatter,
         description=__doc__.split("\n\n")[0],
         epilog=f"commands:\n{lines}\n\nAny config field can be overridden: --config.train.steps=10")
-    p.add_argument("command", choices=sorted(COMMANDS), metavar="command")
+    p.add_argument("command", choices=list(known), metavar="command")
     p.add_argument("--config", required=True, help="experiment file with get_config(), optionally :variant")
     p.add_argument("--workdir", default=None,
                    help="run directory (default: <project root>/runs/<command>-<time>; see rlhfjax.config)")
@@ -75,10 +60,9 @@ def _run(argv: list[str]) -> int:
     workdir = args.workdir or os.path.join(project_root(args.config.partition(":")[0]), "runs",
                                            f"{args.command}-{time.strftime('%Y%m%d-%H%M%S')}")
     if distributed.is_primary():
-        save_config(config, workdir)
+        write_config(workdir, config)
     print(f"rlhfjax {args.command}: run directory {workdir}", flush=True)
-    module = importlib.import_module(COMMANDS[args.command][0])
-    module.run(config, workdir)
+    commands.get(args.command).run(config, workdir)
     return 0
 
 

@@ -4,7 +4,9 @@
 `get_config("smoke")`, applies the overrides and locks the result. An override of a field that does
 not exist, or whose value does not parse as the field's type, is rejected with a message naming
 the field — a typo must never silently start a run with the default. Fields whose value must be
-one of a few names (`rm.objective`, `kl.controller`, `mesh.strategy`, ...) are checked at load too.
+one of a few names (`rm.objective`, `kl.controller`, `mesh.strategy`, ...) or lie in a range (learning
+rate finite and ≥ 0, batch sizes ≥ 1, probabilities in [0, 1], ...) are checked at load too, as their
+sections and commands declare them (`config_blocks.CHECKS`, `rlhfjax.commands`). Nothing here imports jax.
 
 Paths: a default in an experiment file that starts with `runs/` (toy-lab data, the previous
 stage's model, the CLI's default run directory) is relative to the *project root*, not the working
@@ -17,14 +19,13 @@ from __future__ import annotations
 import ast
 import difflib
 import importlib.util
-import json
 import os
 from collections.abc import Sequence
 from typing import Any
 
 import ml_collections
 
-from rlhfjax.atomic_files import atomic_open
+from rlhfjax.commands import check_config
 from rlhfjax.errors import ConfigError  # noqa: F401 (a config file or override that cannot be applied)
 
 OVERRIDE_PREFIX = "--config."
@@ -78,51 +79,6 @@ def _resolve_run_paths(cfg: ml_collections.ConfigDict, root: str) -> None:
             _resolve_run_paths(value, root)
         elif isinstance(value, str) and (value == RUNS or value.startswith(RUNS + "/")):
             cfg[key] = os.path.join(root, value)
-
-
-def _choice_fields() -> dict[str, tuple[str, ...]]:
-    """Fields whose value must be one of a few names, and those names (from the code that reads them)."""
-    from rlhfjax.data.batching import TEMPLATES
-    from rlhfjax.models.config import REMAT_POLICIES, SUPPORTED_FAMILIES
-    from rlhfjax.objectives.dpo import LOSSES as DPO_LOSSES
-    from rlhfjax.objectives.group_pg import AGGREGATIONS
-    from rlhfjax.objectives.kl_control import CONTROLLERS
-    from rlhfjax.objectives.ppo import FIRST_RATIOS, KL_ESTIMATORS
-    from rlhfjax.objectives.rm import OBJECTIVES
-    from rlhfjax.objectives.superhf import KL_PRIORS
-    from rlhfjax.online.labelling_round import LABELLERS
-    from rlhfjax.online.roles import VALUE_MODELS
-    from rlhfjax.parallel import STRATEGIES
-    from rlhfjax.recipes.iterate import METHODS, PM_INITS
-    from rlhfjax.recipes.distill import RESPONSES
-    from rlhfjax.recipes.ppo import EXPERIENCE_JITS
-    from rlhfjax.recipes.rm import SELECT_BY
-    from rlhfjax.train.optim import SCHEDULES
-
-    return {"rm.objective": OBJECTIVES, "pretrain.objective": OBJECTIVES, "kl.controller": CONTROLLERS,
-            "kl.estimator": KL_ESTIMATORS, "mesh.strategy": (*STRATEGIES, "custom"), "optim.schedule": SCHEDULES,
-            "value.model": VALUE_MODELS, "data.template": TEMPLATES, "model.family": SUPPORTED_FAMILIES,
-            "superhf.kl_prior": KL_PRIORS, "rloo.aggregation": AGGREGATIONS,
-            "grpo.aggregation": AGGREGATIONS, "grpo.kl_estimator": KL_ESTIMATORS, "dpo.loss": DPO_LOSSES,
-            "eval.kl_estimator": KL_ESTIMATORS, "iterate.method": tuple(METHODS), "iterate.labeller": LABELLERS,
-            "iterate.pm_init": PM_INITS, "rm.select_by": tuple(SELECT_BY), "distill.responses": RESPONSES,
-            "ppo.remat_policy": tuple(p for p in REMAT_POLICIES if p != "none"), "ppo.first_ratio": FIRST_RATIOS,
-            "ppo.experience_jit": EXPERIENCE_JITS,
-            "rloo.first_ratio": FIRST_RATIOS, "grpo.first_ratio": FIRST_RATIOS}
-
-
-def check_choices(cfg: ml_collections.ConfigDict, prefix: str = "") -> None:
-    """Refuse a value outside its field's choices now, not minutes into the run."""
-    for field, choices in _choice_fields().items():
-        node: Any = cfg
-        for part in field.split("."):
-            node = node.get(part) if isinstance(node, ml_collections.ConfigDict) else None
-        if node is not None and node not in choices:
-            raise ConfigError(f"{prefix}{field}={node!r} is not one of the choices",
-                              f"use one of: {', '.join(choices)}")
-    for key, value in cfg.items():  # nested stage configs (e.g. `rlhfjax iterate`'s pm and methods.*)
-        if isinstance(value, ml_collections.ConfigDict):
-            check_choices(value, f"{prefix}{key}.")
 
 
 def _all_fields(cfg: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
@@ -219,15 +175,6 @@ def load_config(config_string: str, overrides: Sequence[str] | Sequence[tuple[st
              else list(overrides))
     cfg = load_config_file(config_string)
     apply_overrides(cfg, pairs)
-    check_choices(cfg)
+    check_config(cfg)
     cfg.lock()
     return cfg
-
-
-def save_config(cfg: ml_collections.ConfigDict, directory: str) -> str:
-    """Write the resolved config as `config.json` (machine-readable) in a run directory."""
-    os.makedirs(directory, exist_ok=True)
-    path = os.path.join(directory, "config.json")
-    with atomic_open(path) as f:
-        json.dump(cfg.to_dict(), f, indent=2, sort_keys=True, default=str)
-    return path

@@ -1,8 +1,65 @@
-"""Config sections that several experiment files share (each field documented where it is set)."""
+"""Config sections that several experiment files share, each field documented where it is set.
+
+Importing nothing but ml_collections (no jax), so an experiment file loads in a fraction of a second; the
+modules that read a section (`parallel`, `distributed`, `train.optim`) take their defaults from here.
+"""
 
 from __future__ import annotations
 
 import ml_collections
+
+from rlhfjax import choices as C
+from rlhfjax.choices import FIRST_RATIOS, OneOf
+
+
+def mesh_config() -> ml_collections.ConfigDict:
+    """`config.mesh` (`parallel.make_mesh`): how the devices form the (data, fsdp, tensor) mesh."""
+    c = ml_collections.ConfigDict()
+    c.strategy = "dp"  # "dp" | "fsdp" | "tp" | "custom" (use the sizes below as given)
+    c.data = 1  # mesh axis sizes for "custom"; one may be -1 (fill with remaining devices)
+    c.fsdp = 1
+    c.tensor = 1
+    return c
+
+
+def distributed_config() -> ml_collections.ConfigDict:
+    """`config.distributed` (`rlhfjax.distributed`): joining a multi-process run."""
+    c = ml_collections.ConfigDict()
+    c.mode = "auto"  # auto | on | off (rlhfjax.distributed's docstring)
+    c.coordinator_address = ""  # host:port of process 0 ("" = JAX_COORDINATOR_ADDRESS or auto-detected)
+    c.num_processes = 0  # 0 = JAX_NUM_PROCESSES or auto-detected
+    c.process_id = -1  # -1 = JAX_PROCESS_ID or auto-detected
+    c.local_device_ids = ""  # e.g. "0,1" for one process per GPU subset ("" = all local devices)
+    c.cpu_collectives = "gloo"  # CPU backend collectives between processes (tests, CPU clusters)
+    c.initialization_timeout = 300  # seconds to wait for every process to join
+    return c
+
+
+def optim_config() -> ml_collections.ConfigDict:
+    """`config.optim` (`train.optim.make_optimizer`): clip → AdamW → LR schedule."""
+    c = ml_collections.ConfigDict()
+    c.learning_rate = 1e-5  # peak LR, reached at the end of warmup
+    c.warmup_steps = 0  # linear warmup from 0 over this many optimizer steps
+    c.schedule = "constant"  # after warmup: "constant" | "cosine" (to 0) | "linear" (to 0)
+    c.total_steps = 1000  # optimizer steps (not micro-batches) the decay runs over, warmup included
+    c.weight_decay = 0.0  # AdamW decoupled decay; applied to matrices only (not norms/biases)
+    c.b1 = 0.9
+    c.b2 = 0.95
+    c.eps = 1e-8
+    c.grad_clip_norm = 1.0  # clip by global norm before Adam; <= 0 disables clipping
+    c.grad_accum_steps = 1  # >1: each update splits its batch into this many micro-batches (memory), exactly
+    c.max_consecutive_nonfinite = 5  # host loop raises after this many skipped (NaN/Inf) steps in a row; 0 = never
+    return c
+
+
+def ratio_settings(section: ml_collections.ConfigDict) -> None:
+    """The fields of a clipped-ratio method's section (ppo, rloo, grpo) that say how its first minibatch's
+    ratio is exactly 1, with their defaults (`objectives.core.check_first_ratio`)."""
+    # own_logp uses the loss's own log-probs (gradient stopped) as π_old on the update's first step (free);
+    # remat instead makes the loss's forward the log-prob phase's XLA computation by rematerialising it (needs
+    # remat=True; one extra forward per step: docs/benchmarks.md)
+    section.first_ratio = FIRST_RATIOS[0]
+    section.remat = False  # rematerialise the loss's forward in the backward (activation memory)
 
 
 def data_config(source: str = "toylab") -> ml_collections.ConfigDict:
@@ -76,7 +133,7 @@ def prompt_config() -> ml_collections.ConfigDict:
     # A text file the policy sees before every prompt it samples from, in training rollouts and evals
     # (Askell et al. 2021's prompted baseline; experiments/contexts/toylab_hhh.txt for the toy lab): its
     # tokens go after BOS and before the prompt's, never truncated; the reward model, the eval KL reference
-    # and gold see the prompt without it (rlhfjax.data.batching, rlhfjax.online.experience). "" = none.
+    # and gold see the prompt without it (rlhfjax.data.batching, rlhfjax.harness.experience). "" = none.
     p.context_file = ""
     return p
 
@@ -91,13 +148,9 @@ def sample_config() -> ml_collections.ConfigDict:
 
 
 def toylab_online_config(temperature: float) -> ml_collections.ConfigDict:
-    """The sections every online method on the toy lab shares (`online.runner`, `online.roles`): prompts,
+    """The sections every online method on the toy lab shares (`online.runner`, `harness.roles`): prompts,
     tokenizer, policy/reference, reward model + normaliser, rollout sampling, the random-model preset of
     smoke runs, mesh and optimizer. Each experiment file adds its method's section and `train`."""
-    from rlhfjax.distributed import default_config as distributed_config
-    from rlhfjax.parallel import default_mesh_config
-    from rlhfjax.train import default_optim_config
-
     c = ml_collections.ConfigDict()
     c.seed = 0
     c.data = data_config("toylab")  # prompts: <toylab_dir>/prompts (or any source load_prompts reads)
@@ -131,9 +184,9 @@ def toylab_online_config(temperature: float) -> ml_collections.ConfigDict:
     c.model.hidden_size = 32
     c.model.intermediate_size = 64
 
-    c.mesh = default_mesh_config()  # dp over all devices; fsdp / tp / custom for models that need it
+    c.mesh = mesh_config()  # dp over all devices; fsdp / tp / custom for models that need it
     c.distributed = distributed_config()  # multi-process runs (TPU pod slices, GPU clusters)
-    c.optim = default_optim_config()
+    c.optim = optim_config()
     c.optim.total_steps = 0  # 0 = every optimizer step of the run (train.iterations × steps per iteration)
     return c
 
@@ -149,3 +202,33 @@ def online_smoke(c: ml_collections.ConfigDict) -> None:
     # 8 prompts: divisible by the 8 virtual CPU devices of the test suite's default data-parallel mesh
     c.train = online_train_config(iterations=3, batch_size=8, eval_every=2)
     c.train.eval_batch_size = 8
+
+
+# What each field of the sections above may hold, checked at load wherever the section appears (with the
+# method sections' own checks, `rlhfjax.commands`): a bad value is a one-line error before anything runs.
+CHECKS = {
+    "data.max_prompt_len": C.POSITIVE, "data.max_response_len": C.POSITIVE, "data.limit": C.NON_NEGATIVE,
+    "data.eval_limit": C.NON_NEGATIVE, "data.template": OneOf(C.TEMPLATES),
+    **{f"{section}.{field}": check for section in ("model", "policy") for field, check in {
+        "dtype": OneOf(C.DTYPES), "remat_policy": OneOf(C.REMAT_POLICIES), "logits_chunk": C.NON_NEGATIVE}.items()},
+    "model.family": OneOf(C.MODEL_FAMILIES),
+    **{f"model.{field}": C.POSITIVE for field in ("hidden_size", "num_layers", "num_heads", "num_kv_heads",
+                                                  "intermediate_size", "max_position_embeddings")},
+    "train.steps": C.NON_NEGATIVE, "train.iterations": C.NON_NEGATIVE, "train.batch_size": C.POSITIVE,
+    "train.eval_batch_size": C.POSITIVE, "train.log_every": C.POSITIVE, "train.eval_every": C.NON_NEGATIVE,
+    "train.save_every": C.NON_NEGATIVE, "train.keep_checkpoints": C.POSITIVE, "train.stop_at": C.NON_NEGATIVE,
+    "train.epochs": C.NON_NEGATIVE,
+    "optim.learning_rate": C.NON_NEGATIVE, "optim.warmup_steps": C.NON_NEGATIVE, "optim.schedule": OneOf(C.SCHEDULES),
+    "optim.total_steps": C.NON_NEGATIVE, "optim.weight_decay": C.NON_NEGATIVE,
+    "optim.b1": C.Range(0, 1, open_high=True), "optim.b2": C.Range(0, 1, open_high=True), "optim.eps": C.above(0),
+    "optim.grad_clip_norm": C.FINITE, "optim.grad_accum_steps": C.POSITIVE,
+    "optim.max_consecutive_nonfinite": C.NON_NEGATIVE,
+    "mesh.strategy": OneOf(C.MESH_STRATEGIES), "mesh.data": C.at_least(-1), "mesh.fsdp": C.at_least(-1),
+    "mesh.tensor": C.at_least(-1),
+    "distributed.mode": OneOf(C.DISTRIBUTED_MODES), "distributed.num_processes": C.NON_NEGATIVE,
+    "distributed.process_id": C.at_least(-1), "distributed.initialization_timeout": C.above(0),
+    "reward.norm_batches": C.POSITIVE, "reward.score_clip": C.NON_NEGATIVE, "reward.no_eos_penalty": C.FINITE,
+    "rollout.temperature": C.TEMPERATURE, "rollout.top_p": C.TOP_P,
+    "sample.num_prompts": C.NON_NEGATIVE, "sample.max_new_tokens": C.POSITIVE, "sample.temperature": C.TEMPERATURE,
+    "sample.top_p": C.TOP_P,
+}

@@ -22,24 +22,11 @@ from __future__ import annotations
 import os
 
 import jax
-import ml_collections
 import numpy as np
 
+from rlhfjax.choices import DISTRIBUTED_MODES as MODES
+from rlhfjax.config_blocks import distributed_config as default_config  # config.distributed
 from rlhfjax.errors import ConfigError
-
-MODES = ("auto", "on", "off")
-
-
-def default_config() -> ml_collections.ConfigDict:
-    c = ml_collections.ConfigDict()
-    c.mode = "auto"  # auto | on | off (module docstring)
-    c.coordinator_address = ""  # host:port of process 0 ("" = JAX_COORDINATOR_ADDRESS or auto-detected)
-    c.num_processes = 0  # 0 = JAX_NUM_PROCESSES or auto-detected
-    c.process_id = -1  # -1 = JAX_PROCESS_ID or auto-detected
-    c.local_device_ids = ""  # e.g. "0,1" for one process per GPU subset ("" = all local devices)
-    c.cpu_collectives = "gloo"  # CPU backend collectives between processes (tests, CPU clusters)
-    c.initialization_timeout = 300  # seconds to wait for every process to join
-    return c
 
 
 def _resolved(config) -> dict:

@@ -22,11 +22,11 @@ from typing import Any
 
 import flax.linen as nn
 import jax
-import ml_collections
 import numpy as np
 import optax
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as PS
 
+from rlhfjax.config_blocks import mesh_config as default_mesh_config  # noqa: F401 (config.mesh)
 from rlhfjax.errors import ConfigError
 
 MESH_AXES = ("data", "fsdp", "tensor")
@@ -45,15 +45,6 @@ LOGICAL_RULES: tuple[tuple[str, Any], ...] = (
 )
 
 STRATEGIES = {"dp": "data", "fsdp": "fsdp", "tp": "tensor"}
-
-
-def default_mesh_config() -> ml_collections.ConfigDict:
-    c = ml_collections.ConfigDict()
-    c.strategy = "dp"  # "dp" | "fsdp" | "tp" | "custom" (use the sizes below as given)
-    c.data = 1  # mesh axis sizes for "custom"; one may be -1 (fill with remaining devices)
-    c.fsdp = 1
-    c.tensor = 1
-    return c
 
 
 def mesh_shape(config, num_devices: int) -> dict[str, int]:

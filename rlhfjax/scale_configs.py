@@ -20,6 +20,7 @@ import dataclasses
 
 import ml_collections
 
+from rlhfjax.config_blocks import distributed_config, mesh_config as mesh_config_defaults
 from rlhfjax.errors import ConfigError
 
 STAGES = ("sft", "rm", "ppo", "superhf")
@@ -118,9 +119,7 @@ def parse(arg: str) -> tuple[str, str, bool]:
 
 def mesh_config(mesh: dict, devices: int | None = None) -> ml_collections.ConfigDict:
     """The plan's mesh; with `devices` (a smoke run) the same layout shrunk to that many devices."""
-    from rlhfjax.parallel import default_mesh_config
-
-    c = default_mesh_config()
+    c = mesh_config_defaults()
     c.update(mesh)
     if devices is not None and c.strategy == "custom":  # keep the data × fsdp shape, fewer devices
         c.data, c.fsdp, c.tensor = max(1, c.data // 2), -1, 1
@@ -143,8 +142,6 @@ STEPS = {"sft": 2500, "rm": 2500, "ppo": 500, "superhf": 500}  # sft/rm: ~1 epoc
 def build(stage: str, arg: str, toylab_config) -> ml_collections.ConfigDict:
     """The `stage` config for `arg` (`parse`), made from the toy-lab config of the same stage
     (`toylab_config(variant)`), whose method sections (objective, KL, PPO, SuperHF) it keeps."""
-    from rlhfjax.distributed import default_config as distributed_config
-
     model, target, smoke = parse(arg)
     p = plan(stage, target)
     c = toylab_config("smoke" if smoke else "")

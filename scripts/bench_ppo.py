@@ -7,8 +7,8 @@
     python scripts/bench_ppo.py --shape gpt2-124m --batch 64 --prompt-len 64 --response-len 24 --dtype bfloat16  # GPU
 
 Phases are those of `rlhfjax.recipes.ppo.collect` (generate, RM score, policy log-probs, values,
-reference log-probs, rewards + GAE) plus the jitted `ppo_update` (epochs × minibatches in one call),
-each timed with `block_until_ready`. Policy, reference, reward and value models all have the
+reference log-probs, rewards + GAE) plus the jitted update (`train.update.minibatch_update`: epochs ×
+minibatches in one call), each timed with `block_until_ready`. Policy, reference, reward and value models all have the
 chosen shape (the value model is separate, as in the toy-lab default). No EOS, so every response
 is `--response-len` tokens. The first iteration compiles and is reported separately; the table is
 the median over `--iters` timed iterations.
@@ -43,11 +43,14 @@ from rlhfjax import parallel
 from rlhfjax.models import api, init_cache, init_params, init_scalar_params, preset
 from rlhfjax.objectives import kl_control
 from rlhfjax.objectives import ppo as ppo_objective
-from rlhfjax.online import experience, runner
-from rlhfjax.online.roles import Role, Roles
+from rlhfjax.objectives.core import FIRST_RATIOS
+from rlhfjax.harness import experience
+from rlhfjax.harness.roles import Role, Roles
+from rlhfjax.online import runner
 from rlhfjax.recipes import ppo as ppo_recipe
 from rlhfjax.sampling import SamplingConfig, _pick
 from rlhfjax.train import default_optim_config
+from rlhfjax.train.update import minibatch_update
 
 SHAPES = {
     # = experiments/toylab_sft.py's model (rlhfjax.config_blocks.toy_model_config) on the toy vocabulary
@@ -170,7 +173,7 @@ def phase_stats(setup, state, exp, prompts, adv, lcfg, args):
         batch["old_values_BxN"], ro, state.method, state.reward_gain, state.reward_bias, cfg=adv), 1)
     steps = args.epochs * args.minibatches
     for name, remat in (("update", lcfg.remat), ("update_no_remat", False)):
-        upd = compiled_stats(ppo_objective.minibatch_update, state.train, batch, None, jax.random.PRNGKey(0),
+        upd = compiled_stats(minibatch_update, state.train, batch, None, jax.random.PRNGKey(0),
                              loss_fn=ppo_objective.loss_fn, config=dataclasses.replace(lcfg, remat=remat),
                              epochs=args.epochs, num_minibatches=args.minibatches)
         out[name] = scaled(upd, steps)
@@ -220,8 +223,9 @@ def iteration(setup, state, adv, lcfg, prompts, args, it, timed=True):
     exp = ppo_recipe.collect(state, setup, prompts, jax.random.PRNGKey(100 + it), adv_cfg=adv, timed=timed,
                              fused=not timed)
     t = time.perf_counter()
-    train, metrics = ppo_objective.ppo_update(state.train, exp["batch"], jax.random.PRNGKey(200 + it),
-                                              loss_config=lcfg, epochs=args.epochs, num_minibatches=args.minibatches)
+    train, metrics = minibatch_update(state.train, exp["batch"], None, jax.random.PRNGKey(200 + it),
+                                      loss_fn=ppo_objective.loss_fn, config=lcfg, epochs=args.epochs,
+                                      num_minibatches=args.minibatches)
     jax.block_until_ready((train, metrics))
     times = {k[len("time/"):]: v for k, v in exp["metrics"].items() if k.startswith("time/")}
     times["update"] = time.perf_counter() - t
@@ -247,7 +251,7 @@ def main():
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--remat", action="store_true", help="PPOLossConfig.remat=True (implied by --first-ratio remat)")
     ap.add_argument("--remat-policy", default="nothing_saveable", help="what remat keeps (jax.checkpoint_policies)")
-    ap.add_argument("--first-ratio", default="own_logp", choices=ppo_objective.FIRST_RATIOS,
+    ap.add_argument("--first-ratio", default="own_logp", choices=FIRST_RATIOS,
                     help="how the first minibatch's ratio is exactly 1 (PPOLossConfig.first_ratio)")
     ap.add_argument("--scan-layers", action="store_true", help="one scanned block (ModelConfig.scan_layers)")
     ap.add_argument("--logits-chunk", type=int, default=0, help="ModelConfig.logits_chunk of every role (0: off)")

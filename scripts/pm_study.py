@@ -204,10 +204,11 @@ def main(argv=None) -> int:
 
     from rlhfjax.config import load_config
     from rlhfjax.data.hh import load_hh
-    from rlhfjax.recipes import common, pmp, rm, sft
+    from rlhfjax.data.sources import ensure_toylab
+    from rlhfjax.recipes import pmp, rm, sft
 
     toylab = os.path.abspath(args.toylab_dir or os.path.join(out, "data"))
-    common.ensure_toylab(toylab, 0)
+    ensure_toylab(toylab, 0)
     timings, reused = {}, []  # reused: finished runs found under --out (their time is not in the total)
 
     sft_model = args.sft_dir

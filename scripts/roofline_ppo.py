@@ -29,7 +29,7 @@ import jax
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_ppo  # noqa: E402
 
-from rlhfjax.online import experience  # noqa: E402
+from rlhfjax.harness import experience  # noqa: E402
 from rlhfjax.recipes import ppo as ppo_recipe  # noqa: E402
 
 DEVICES = {  # dense bf16 tensor-core peak (FLOP/s) and HBM bandwidth (bytes/s), vendor datasheets (SXM)

@@ -23,11 +23,12 @@ def scalar_params(cfg, seed):
 
 def make_lab(root):
     """<root>/toylab (data), <root>/sft (random LM), <root>/rm (random reward model)."""
-    from rlhfjax.models.hf import load_tokenizer, save_pretrained, save_pretrained_scalar
-    from rlhfjax.recipes import common
+    from rlhfjax.data.tokenizing import load_tokenizer
+    from rlhfjax.models.hf import save_pretrained, save_pretrained_scalar
+    from rlhfjax.data.sources import ensure_toylab
 
     data = str(root / "toylab")
-    common.ensure_toylab(data, 0)
+    ensure_toylab(data, 0)
     tok = load_tokenizer(os.path.join(data, "tokenizer"))
     cfg = tiny_cfg(len(tok)).replace(eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
                                      bos_token_id=tok.bos_token_id)

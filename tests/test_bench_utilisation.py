@@ -51,7 +51,7 @@ def test_loop_body_is_counted_once(bench):
 def test_chunked_phase_scaled_by_chunks_matches_unchunked(bench):
     """The teacher-forced phases run as a lax.map over chunks: XLA's count × chunks = the one-shot count."""
     from rlhfjax.models import init_params, preset
-    from rlhfjax.online import experience
+    from rlhfjax.harness import experience
 
     cfg = preset("llama", vocab_size=64, hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1,
                  intermediate_size=64, max_position_embeddings=32)

@@ -78,8 +78,8 @@ def run(run_dir, num_steps, kill_after=None, resume=False):
     assert (resumed is not None) == resume
     try:
         state, hist = train(fresh_state(), it, nll_loss, num_steps=num_steps, run_dir=run_dir,
-                            loss_config=CFG, config_dict={"optim": OPT.to_dict(), "n": num_steps},
-                            checkpointer=ck, save_every=3, progress=False)
+                            loss_config=CFG, config={"optim": OPT.to_dict(), "n": num_steps},
+                            checkpointer=ck, save_every=3)
     except KeyboardInterrupt:
         state, hist = None, None
     ck.close()
@@ -176,7 +176,7 @@ def test_loop_stops_on_consecutive_nonfinite_and_keeps_last_good_checkpoint(tmp_
     from rlhfjax.train import NonFiniteError
     with pytest.raises(NonFiniteError, match="2 consecutive"):
         train(state, Poisoned(), quad_loss, num_steps=10, run_dir=str(tmp_path), frozen=FROZEN,
-              checkpointer=ck, save_every=2, max_consecutive_nonfinite=2, progress=False)
+              checkpointer=ck, save_every=2, max_consecutive_nonfinite=2)
     assert ck.latest_step() == 2  # the bad streak (steps 3, 4) never reached a checkpoint
     good, _, _, _ = ck.restore(TrainState.create(params, tx, jax.random.PRNGKey(0)))
     assert np.all(np.isfinite(np.asarray(good.params["w"]))) and int(good.step) == 2

@@ -1,11 +1,11 @@
-"""`recipes.common.load_comparisons`: the comparisons the rm and dpo recipes read from `config.data`."""
+"""`data.preferences.load_comparisons`: the comparisons the rm and dpo recipes read from `config.data`."""
 
 import json
 
 import ml_collections
 
 from rlhfjax.data.hh import PreferencePair, load_hh, load_ranked
-from rlhfjax.recipes import common
+from rlhfjax.data import preferences as common
 
 
 def _config(**data):

@@ -18,7 +18,7 @@ from rlhfjax.data.toylab import gold_components, parse_request, train_tokenizer
 from rlhfjax.errors import ConfigError
 from rlhfjax.models import api, init_params
 from rlhfjax.objectives import context_distill as cd
-from rlhfjax.online import experience
+from rlhfjax.harness import experience
 from rlhfjax.sampling import Rollout
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
@@ -203,7 +203,7 @@ def test_one_iteration_trains_the_plain_student_on_the_teachers_tokens(tmp_path,
     from rlhfjax import parallel
     from rlhfjax.data.batching import collate_prompt_response
     from rlhfjax.data.hh import load_prompts, load_sft
-    from rlhfjax.online import evaluation
+    from rlhfjax.harness import evaluation
     from rlhfjax.recipes import distill
 
     config = load_config(os.path.join(ROOT, "experiments", "toylab_distill.py") + ":smoke",

@@ -2,6 +2,7 @@
 column against on-the-fly reference log-probs, bad pairs skipped and counted, and the `dpo` recipe end to end
 (exact resume, the column reused, local HH-format files, a reward model for the proxy)."""
 
+import functools
 import json
 import os
 
@@ -18,9 +19,11 @@ from rlhfjax.data.batching import BatchIterator, Encoder, TokenizeConfig, collat
 from rlhfjax.data.examples import PreferencePair
 from rlhfjax.data.hh import load_hh
 from rlhfjax.errors import ConfigError
-from rlhfjax.models.hf import load_pretrained, load_tokenizer
+from rlhfjax.data.tokenizing import load_tokenizer
+from rlhfjax.models.hf import load_pretrained
 from rlhfjax.objectives import dpo as D
-from rlhfjax.online.roles import load_roles
+from rlhfjax.harness.roles import load_roles
+from rlhfjax.offline import reference
 from rlhfjax.recipes import dpo as recipe
 from rlhfjax.train.metrics import read_jsonl
 
@@ -153,11 +156,12 @@ def test_precomputed_reference_logps_equal_the_on_the_fly_ones(model):
     holds what the reference computes on those very batches, and the loss is the same either way."""
     cfg, params, encoder, pairs = model
     mesh = parallel.single_device_mesh()
-    with parallel.activate(mesh):
-        column = recipe.compute_reference_column(params, cfg, pairs, encoder, 8, mesh)  # 12 pairs: one padded batch
-    assert column[0].shape == column[1].shape == (12,)
-    it = BatchIterator(list(range(12)), 4, lambda items: recipe.collate_with_reference(
-        items, pairs=pairs, encoder=encoder, column=column), seed=3, num_epochs=1)
+    collate = functools.partial(collate_pairs, encoder=encoder)
+    examples = reference.Examples(pairs, "", {})
+    with parallel.activate(mesh):  # 12 pairs in batches of 8: one padded batch
+        column = reference.reference_column(D.reference_column, params, cfg, examples, collate, 8, mesh)
+    assert set(column) == set(D.REF_KEYS) and all(v.shape == (12,) for v in column.values())
+    it = BatchIterator(list(range(12)), 4, reference.indexed_collate(pairs, collate, column), seed=3, num_epochs=1)
     precomputed = D.DPOLossConfig(cfg, beta=0.1)
     on_the_fly = D.DPOLossConfig(cfg, beta=0.1, reference_on_the_fly=True)
     policy = jax.tree.map(lambda x: x * 1.01, params)  # a policy that has moved away from the reference
@@ -172,7 +176,7 @@ def test_precomputed_reference_logps_equal_the_on_the_fly_ones(model):
 
 
 def test_the_stored_column_is_reused_only_under_the_same_fingerprint(tmp_path):
-    path, calls = str(tmp_path / recipe.REFERENCE_FILE), []
+    path, calls = str(tmp_path / reference.REFERENCE_FILE), []
 
     def compute(value):
         def f():
@@ -180,11 +184,11 @@ def test_the_stored_column_is_reused_only_under_the_same_fingerprint(tmp_path):
             return {"train_chosen": np.full(3, value, np.float32), "train_rejected": np.zeros(3, np.float32)}
         return f
 
-    cols, info = recipe.reference_columns(path, "A", compute(1.0))
-    assert calls == [1.0] and not info["reused"] and os.listdir(tmp_path) == [recipe.REFERENCE_FILE]
-    cols, info = recipe.reference_columns(path, "A", compute(2.0))
+    cols, info = reference.reference_columns(path, "A", compute(1.0))
+    assert calls == [1.0] and not info["reused"] and os.listdir(tmp_path) == [reference.REFERENCE_FILE]
+    cols, info = reference.reference_columns(path, "A", compute(2.0))
     assert calls == [1.0] and info["reused"] and np.all(cols["train_chosen"] == 1.0)
-    cols, info = recipe.reference_columns(path, "B", compute(3.0))  # another dataset or reference
+    cols, info = reference.reference_columns(path, "B", compute(3.0))  # another dataset or reference
     assert calls == [1.0, 3.0] and not info["reused"] and np.all(cols["train_chosen"] == 3.0)
 
 
@@ -196,12 +200,15 @@ def test_pairs_that_cannot_teach_after_truncation_are_skipped_and_counted(model)
     odd = [PreferencePair(p, "the the the", "the the"),  # identical once cut to 2 tokens
            PreferencePair(p, "", "the the"),  # no token at all (no EOS added)
            good]
-    kept, skipped, digest = recipe.usable_pairs(odd, short)
-    assert kept == odd[2:]
-    assert skipped == {recipe.IDENTICAL: 1, recipe.EMPTY_RESPONSE: 1}
+    kept = reference.usable_pairs(odd, short, "t")
+    assert kept.items == odd[2:]
+    assert kept.skipped == {reference.IDENTICAL: 1, reference.EMPTY_RESPONSE: 1}
     # The fingerprint is of the kept pairs' token ids, in order.
-    assert recipe.usable_pairs(odd[::-1], short)[2] == digest
-    assert recipe.usable_pairs(pairs[:2], encoder)[2] != recipe.usable_pairs(pairs[1::-1], encoder)[2]
+    assert reference.usable_pairs(odd[::-1], short, "t").digest == kept.digest
+    assert (reference.usable_pairs(pairs[:2], encoder, "t").digest
+            != reference.usable_pairs(pairs[1::-1], encoder, "t").digest)
+    with pytest.raises(ConfigError, match="no usable pairs"):
+        reference.usable_pairs(odd[:2], short, "t")
 
 
 def test_execution_settings_reach_the_policy_and_the_reference_kept_on_the_host(lab):
@@ -263,8 +270,8 @@ def test_run_writes_metrics_evals_column_and_model(straight):
     assert train["loss"] == pytest.approx(np.log(2), abs=1e-5)
     assert {"dpo/margin", "dpo/logp_drift_chosen", "dpo/logp_drift_rejected", "dpo/reward_chosen"} <= set(train)
     assert evals[-1]["eval/kl/seq_mean"] > 0  # lr 1e-2: the policy moved
-    with np.load(os.path.join(workdir, recipe.REFERENCE_FILE)) as f:
-        assert f["train_chosen"].shape == (64,) and f["eval_chosen"].shape == (16,)
+    with np.load(os.path.join(workdir, reference.REFERENCE_FILE)) as f:
+        assert f["train_ref_chosen_logp_B"].shape == (64,) and f["eval_ref_rejected_logp_B"].shape == (16,)
     assert summary["reference"]["mode"] == "precomputed" and not summary["reference"]["reused"]
     assert summary["train_pairs"] == 64 and summary["init"]["step"] == 0 and summary["final"]["step"] == 4
     samples = [json.loads(x) for x in open(os.path.join(workdir, "samples.jsonl"))]
@@ -304,14 +311,16 @@ def test_local_hh_files_with_bad_pairs_a_reward_model_and_the_reference_on_the_f
         "--config.dpo.reference_on_the_fly=true"])
     workdir = str(tmp_path / "run")
     summary = recipe.run(config, workdir, parallel.single_device_mesh())
-    assert summary["skipped"]["train"] == {recipe.IDENTICAL: 1} and summary["train_pairs"] == 31
+    assert summary["skipped"]["train"] == {reference.IDENTICAL: 1} and summary["train_pairs"] == 31
     assert summary["reference"] == {"mode": "on_the_fly"}
-    assert not os.path.exists(os.path.join(workdir, recipe.REFERENCE_FILE))
+    assert not os.path.exists(os.path.join(workdir, reference.REFERENCE_FILE))
     rows_out = read_jsonl(os.path.join(workdir, "metrics.jsonl"))
     evals = [r for r in rows_out if "eval/reward/proxy" in r]
     assert [r["step"] for r in evals] == [0, 2] and "eval/reward/gold" not in evals[0]
     assert evals[0]["eval/dpo/loss"] == pytest.approx(np.log(2), abs=1e-6) and evals[0]["eval/kl/seq_mean"] == 0.0
-    assert summary["reward_normaliser"]["fitted"] and os.path.exists(os.path.join(workdir, recipe.NORMALISER_FILE))
+    # The normaliser is fitted once and carried in the checkpointed state, as the online methods keep it.
+    normaliser = summary["reward_normaliser"]
+    assert normaliser["fitted"] and (normaliser["gain"], normaliser["bias"]) != (1.0, 0.0)
     assert len(_params(workdir)) > 0
 
 

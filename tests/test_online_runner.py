@@ -14,7 +14,8 @@ from helpers_online import make_lab
 from rlhfjax import parallel
 from rlhfjax.config import load_config
 from rlhfjax.models import api
-from rlhfjax.online import experience, runner
+from rlhfjax.harness import experience
+from rlhfjax.online import runner
 from rlhfjax.train import update
 from rlhfjax.train.metrics import read_jsonl
 

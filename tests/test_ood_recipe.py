@@ -13,7 +13,7 @@ from rlhfjax.analysis.ood import prompt_activations, prompt_activations_multi, r
 from rlhfjax.cli import main
 from rlhfjax.models import ScalarModel, Transformer, init_params, positions_from_mask, preset
 from rlhfjax.models.transformer import Block, Norm
-from rlhfjax.recipes.common import ensure_toylab
+from rlhfjax.data.sources import ensure_toylab
 from rlhfjax.train.metrics import read_jsonl
 
 HERE = os.path.dirname(__file__)
@@ -113,7 +113,8 @@ def lab(tmp_path_factory):
 
 
 def _save_random_model(lab, path, scalar: bool):
-    from rlhfjax.models.hf import load_tokenizer, save_pretrained, save_pretrained_scalar
+    from rlhfjax.data.tokenizing import load_tokenizer
+    from rlhfjax.models.hf import save_pretrained, save_pretrained_scalar
 
     tok = load_tokenizer(os.path.join(lab, "tokenizer"))
     assert len(tok) <= VOCAB

@@ -12,7 +12,8 @@ from rlhfjax.data.batching import collate_pairs
 from rlhfjax.data.hh import load_hh
 from rlhfjax.models.hf import load_pretrained_scalar
 from rlhfjax.objectives import rm as rm_objective
-from rlhfjax.recipes import common, pmp, rm
+from rlhfjax.data.tokenizing import encoder_for, tokenizer_for
+from rlhfjax.recipes import pmp, rm
 
 HERE = os.path.dirname(__file__)
 RM_CFG = os.path.join(HERE, "..", "experiments", "toylab_rm.py")
@@ -80,7 +81,7 @@ def _eval_with_exported_pm(model_dir, toylab_data, config):
     batches shaped like the recipe's, so the numbers match to float rounding)."""
     model_cfg, params = load_pretrained_scalar(model_dir)
     loss_config = rm_objective.RMLossConfig(model_cfg, objective="ranked")
-    encoder = common.encoder_for(config, common.tokenizer_for(config))
+    encoder = encoder_for(config, tokenizer_for(config, config.model.init_from))
     pairs, _ = load_hh(os.path.join(toylab_data, "comparisons"), data_dir=config.data.data_dir, split="test",
                        limit=config.data.eval_limit)
     B, margins = config.train.batch_size, []

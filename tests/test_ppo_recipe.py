@@ -11,12 +11,15 @@ from helpers_online import make_lab
 
 from rlhfjax import parallel
 from rlhfjax.config import load_config
+from rlhfjax.harness.state import PolicyState
 from rlhfjax.objectives import kl_control
 from rlhfjax.objectives import ppo as ppo_math
+from rlhfjax.objectives.core import kl_per_token
 from rlhfjax.online import runner
 from rlhfjax.recipes import ppo as ppo_recipe
 from rlhfjax.train import TrainState
 from rlhfjax.train.metrics import read_jsonl
+from rlhfjax.train.update import minibatch_update
 
 CONFIG = os.path.join(os.path.dirname(__file__), "..", "experiments", "toylab_ppo.py")
 
@@ -70,8 +73,8 @@ def experience(s, reference, adv=None, timed=True, fused=False):
     setup = dataclasses.replace(s["setup"], roles=roles)
     train = TrainState.create({"policy": copy(s["policy"]), "value": copy(s["value"])}, s["tx"],
                               jax.random.PRNGKey(0), schedule=s["schedule"])
-    state = runner.OnlineState(train=train, method=kl_control.AdaptiveKL.create(), reward_gain=jnp.float32(1.0),
-                               reward_bias=jnp.float32(0.0), iteration=jnp.int32(0))
+    state = PolicyState(train=train, method=kl_control.AdaptiveKL.create(), reward_gain=jnp.float32(1.0),
+                        reward_bias=jnp.float32(0.0), iteration=jnp.int32(0))
     tok, mask = s["prompt"]
     return ppo_recipe.collect(state, setup, {"prompt_tokens_BxP": tok, "prompt_mask_BxP": mask},
                               jax.random.PRNGKey(3), adv_cfg=adv or s["adv"], timed=timed, fused=fused)
@@ -81,8 +84,8 @@ def first_update(s, exp):
     c = s["config"]
     state = TrainState.create({"policy": copy(s["policy"]), "value": copy(s["value"])}, s["tx"],
                               jax.random.PRNGKey(0), schedule=s["schedule"])
-    state, m = ppo_math.ppo_update(state, exp["batch"], jax.random.PRNGKey(5), loss_config=s["lcfg"],
-                                   epochs=c.ppo.epochs, num_minibatches=c.ppo.num_minibatches)
+    state, m = minibatch_update(state, exp["batch"], None, jax.random.PRNGKey(5), loss_fn=ppo_math.loss_fn,
+                                config=s["lcfg"], epochs=c.ppo.epochs, num_minibatches=c.ppo.num_minibatches)
     assert m["loss"].shape == (c.ppo.epochs * c.ppo.num_minibatches,)
     assert int(state.step) == c.ppo.epochs * c.ppo.num_minibatches
     return state, m
@@ -196,7 +199,7 @@ def test_logged_kl_is_the_kl_in_the_rewards(setup):
         shaped, batch, metrics = exp["shaped"], exp["batch"], exp["metrics"]
         mask = np.asarray(batch["response_mask_BxN"]).astype(bool)
         # Independent recomputation of the per-token KL from the two log-prob tensors.
-        kl = np.where(mask, np.asarray(ppo_math.kl_per_token(batch["old_logp_BxN"], exp["ref_logp_BxN"], kind)), 0.0)
+        kl = np.where(mask, np.asarray(kl_per_token(batch["old_logp_BxN"], exp["ref_logp_BxN"], kind)), 0.0)
         np.testing.assert_allclose(np.asarray(shaped.kl_BxT), kl, rtol=1e-6, atol=1e-7)
         np.testing.assert_allclose(np.asarray(shaped.kl_seq_B), kl.sum(-1), rtol=1e-5, atol=1e-6)
         assert float(metrics["kl/seq_mean"]) == pytest.approx(float(np.mean(np.asarray(shaped.kl_seq_B))), rel=1e-6)

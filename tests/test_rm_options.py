@@ -13,7 +13,8 @@ import pytest
 from rlhfjax.config import load_config
 from rlhfjax.models import init_scalar_params, preset
 from rlhfjax.objectives import rm as rm_objective
-from rlhfjax.recipes import common, rm
+from rlhfjax.offline import runner
+from rlhfjax.recipes import rm
 from rlhfjax.train import early_stopping
 from rlhfjax.train.optim import default_optim_config, make_optimizer, make_schedule
 from rlhfjax.train.state import TrainState
@@ -70,8 +71,8 @@ def test_early_stopping_keeps_the_best_validation_checkpoint_and_its_step_across
 def test_epochs_visit_every_training_pair_exactly_once_per_epoch():
     cfg = load_config(f"{RM_CFG}:smoke", ["--config.train.epochs=3", "--config.train.batch_size=8"])
     examples = [f"pair{i}" for i in range(21)]  # not a multiple of the batch size
-    it = common.train_iterator(cfg, examples, lambda items: list(items))
-    resolved = common.resolve_epochs(cfg, len(it))
+    it = runner.train_iterator(cfg, examples, lambda items: list(items))
+    resolved = runner.resolve_epochs(cfg, len(it))
     per_epoch = math.ceil(21 / 8)
     assert resolved.train.steps == 3 * per_epoch and resolved.train.eval_every == per_epoch
     assert cfg.train.steps == 4  # the given config is not changed
@@ -83,7 +84,7 @@ def test_epochs_visit_every_training_pair_exactly_once_per_epoch():
         assert sorted(visited) == sorted(examples), epoch
         seen.append(visited)
     assert seen[0] != seen[1]  # reshuffled every epoch
-    assert common.resolve_epochs(load_config(f"{RM_CFG}:smoke"), len(it)).train.steps == 4  # epochs = 0: steps
+    assert runner.resolve_epochs(load_config(f"{RM_CFG}:smoke"), len(it)).train.steps == 4  # epochs = 0: steps
 
 
 def _pairs_batch(B=4, T=12, vocab=40, seed=0):

@@ -4,7 +4,7 @@ import pytest
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
-from rlhfjax.models.hf import load_tokenizer
+from rlhfjax.data.tokenizing import load_tokenizer
 
 
 def _save_tokenizer(path, with_pad: bool):

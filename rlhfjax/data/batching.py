@@ -28,11 +28,10 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from rlhfjax.choices import TEMPLATES
 from rlhfjax.data.hh import HUMAN, parse_turns
 from rlhfjax.data.examples import PreferencePair, PromptExample, RankedList, SFTExample
 from rlhfjax.errors import ConfigError
-
-TEMPLATES = ("auto", "hh", "chat")
 
 
 @dataclasses.dataclass(frozen=True)

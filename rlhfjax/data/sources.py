@@ -86,6 +86,10 @@ class LoadReport:
     def bad_fraction(self) -> float:
         return self.bad / self.rows if self.rows else 0.0
 
+    def print(self, name: str) -> None:
+        """The summary, under `name` (what was loaded), to the run's log."""
+        print(f"{name}: {self.summary()}", flush=True)
+
     def summary(self) -> str:
         """One line per reason, e.g. for logs at the end of loading."""
         lines = [f"{self.source}: {self.rows} rows, kept {self.kept}, skipped {self.bad} "

@@ -1,5 +1,5 @@
-"""A config's tokenizer and encoder, and sampled responses back to text: the same rules for every
-command, offline and online."""
+"""Tokenizers (a hub id's or a directory's), a config's tokenizer and encoder, and sampled responses back to
+text: the same rules for every command, offline and online."""
 
 from __future__ import annotations
 
@@ -7,13 +7,27 @@ import os
 
 from rlhfjax.data.batching import Encoder, TokenizeConfig
 from rlhfjax.data.sources import ensure_toylab, is_toylab
-from rlhfjax.errors import ConfigError
+from rlhfjax.errors import ConfigError, MissingPathError
+
+
+def load_tokenizer(name_or_path: str, revision: str | None = None):
+    """`transformers.AutoTokenizer` from a hub id or directory, with a pad token guaranteed
+    (falls back to EOS, the usual choice for GPT-2/Pythia/Llama which ship none)."""
+    import transformers
+
+    try:
+        tok = transformers.AutoTokenizer.from_pretrained(os.path.expanduser(name_or_path), revision=revision)
+    except OSError as e:
+        raise MissingPathError(f"could not load a tokenizer from {name_or_path!r} ({type(e).__name__})",
+                               "pass a local directory holding tokenizer files (tokenizer.json or the "
+                               "model's vocab files), or set tokenizer.path") from e
+    if tok.pad_token is None and tok.eos_token is not None:
+        tok.pad_token = tok.eos_token
+    return tok
 
 
 def tokenizer_for(config, init_from: str = ""):
     """`tokenizer.path`, else the toy lab's tokenizer, else that of the model the run starts from."""
-    from rlhfjax.models.hf import load_tokenizer
-
     if config.tokenizer.path:
         return load_tokenizer(config.tokenizer.path)
     if is_toylab(config.data):

@@ -30,8 +30,8 @@ FINAL_NORM = -1  # `activations` layer index of the final-norm output
 
 __all__ = [
     "FINAL_NORM", "activations", "decode", "entropy", "forward", "init_cache", "lm_head_logits", "lm_logits",
-    "over_positions", "policy_outputs", "response_logp", "response_vocab_kl", "scores", "scores_and_response_logp",
-    "selected_logp", "shifted_logp", "token_logp", "values", "vocab_kl",
+    "over_positions", "policy_forward", "policy_outputs", "response_logp", "response_vocab_kl", "scores",
+    "scores_and_response_logp", "selected_logp", "shifted_logp", "token_logp", "values", "vocab_kl",
 ]
 
 
@@ -162,6 +162,14 @@ def policy_outputs(params, cfg: ModelConfig, seq_BxL, mask_BxL, *, start: int, t
         v = ValueHead(cfg.weights_dtype).apply({"params": value_head}, hidden)
         result["values_BxN"] = jnp.where(valid, v, 0.0)
     return result
+
+
+def policy_forward(params, value_head, seq_BxL, mask_BxL, *, model_cfg: ModelConfig, num_response: int,
+                   temperature: float):
+    """`policy_outputs` for the last `num_response` slots: the forward the rollout's log-prob phase and every
+    loss share (the same function on both sides keeps a first minibatch's ratio exactly 1)."""
+    return policy_outputs(params, model_cfg, seq_BxL, mask_BxL, start=seq_BxL.shape[1] - num_response,
+                          temperature=temperature, value_head=value_head)
 
 
 def response_vocab_kl(params_a, out_a: dict, params_b, out_b: dict, cfg: ModelConfig, *, temperature: float = 1.0):

@@ -12,14 +12,12 @@ from typing import Any
 
 import jax.numpy as jnp
 
+# The families with presets and HF interop; per-block rematerialisation policies (`jax.checkpoint_policies`).
+from rlhfjax.choices import MODEL_FAMILIES as SUPPORTED_FAMILIES, REMAT_POLICIES  # noqa: F401
 from rlhfjax.errors import ConfigError
 
-SUPPORTED_FAMILIES = ("gpt2", "gpt_neox", "llama", "qwen2")
 ACTIVATIONS = ("gelu_tanh", "gelu_exact", "silu", "relu")
 ROPE_SCALINGS = (None, "linear", "llama3")
-# Per-block rematerialisation (`jax.checkpoint_policies`): what the backward pass may keep of a block's forward.
-REMAT_POLICIES = ("none", "nothing_saveable", "dots_saveable", "dots_with_no_batch_dims_saveable",
-                  "everything_saveable")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -25,14 +25,14 @@ def preset_from_config(section, vocab_size: int) -> ModelConfig:
 def execution(section) -> dict:
     """How a `model` section's model runs, whatever its weights: compute dtype, scanned layers, remat, chunked
     logits."""
-    return {"dtype": section.get("dtype", "float32"), "scan_layers": bool(section.get("scan_layers", False)),
-            "remat_policy": section.get("remat_policy", "none"), "logits_chunk": int(section.get("logits_chunk", 0))}
+    return {"dtype": section.dtype, "scan_layers": bool(section.scan_layers), "remat_policy": section.remat_policy,
+            "logits_chunk": int(section.logits_chunk)}
 
 
 def model_from_config(section, vocab_size: int, rng: jax.Array) -> tuple[ModelConfig, dict]:
     """`section.init_from` set: load that HF checkpoint (architecture fields ignored, `dtype` kept).
     Otherwise: `preset_from_config` with random params."""
-    if section.get("init_from"):
+    if section.init_from:
         from rlhfjax.models.hf import load_pretrained
 
         return load_pretrained(section.init_from, **execution(section))

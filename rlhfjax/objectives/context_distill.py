@@ -14,7 +14,7 @@ next-token distributions equal the teacher's, e.g. with an empty context and equ
 is the cross-entropy gradient towards the teacher's full distribution (the teacher's entropy is constant).
 
 Both sequences end with the same N response slots (prompts are left-padded), so teacher and student
-logits line up slot by slot (`objectives.ppo.policy_forward`).
+logits line up slot by slot (`models.api.policy_forward`).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from rlhfjax.models import ModelConfig, api
-from rlhfjax.objectives.ppo import masked_mean, masked_sum, policy_forward
+from rlhfjax.objectives.core import masked_mean, masked_sum
 
 BATCH_KEYS = ("sequence_BxL", "sequence_mask_BxL", "teacher_sequence_BxL", "teacher_sequence_mask_BxL",
               "response_mask_BxN")
@@ -46,9 +46,9 @@ def loss_fn(params, batch, *, frozen, config: DistillLossConfig, rng):
     of the last N slots, shared by both."""
     del rng
     kw = dict(model_cfg=config.model, num_response=config.num_response, temperature=config.temperature)
-    student = policy_forward(params["policy"], None, batch["sequence_BxL"], batch["sequence_mask_BxL"], **kw)
+    student = api.policy_forward(params["policy"], None, batch["sequence_BxL"], batch["sequence_mask_BxL"], **kw)
     frozen = jax.lax.stop_gradient(frozen)
-    teacher = jax.lax.stop_gradient(policy_forward(
+    teacher = jax.lax.stop_gradient(api.policy_forward(
         frozen, None, batch["teacher_sequence_BxL"], batch["teacher_sequence_mask_BxL"], **kw))
     kl = api.response_vocab_kl(frozen, teacher, params["policy"], student, config.model,
                                temperature=config.temperature)

@@ -49,11 +49,11 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
+from rlhfjax.choices import DPO_LOSSES as LOSSES
 from rlhfjax.errors import ConfigError
 from rlhfjax.models import ModelConfig, api
 from rlhfjax.objectives import pairwise as P
 
-LOSSES = ("dpo", "ipo", "cdpo")
 REF_KEYS = ("ref_chosen_logp_B", "ref_rejected_logp_B")  # the precomputed reference column, per pair
 
 
@@ -125,6 +125,11 @@ def reference_logps(ref_params, batch, model_cfg: ModelConfig):
     return s_c, s_r
 
 
+def reference_column(ref_params, batch, model_cfg: ModelConfig) -> dict:
+    """`reference_logps` by the batch keys the loss reads them from (`REF_KEYS`)."""
+    return dict(zip(REF_KEYS, reference_logps(ref_params, batch, model_cfg)))
+
+
 def pair_terms(params, batch, *, frozen, config: DPOLossConfig):
     """Everything the loss and its metrics need, per pair: dict of `*_B` arrays (`valid_B`: the pair counts)."""
     logp_c, logp_r, n_c, n_r = pair_logps(params, batch, config.model)
@@ -158,6 +163,12 @@ def pair_metrics(terms: dict, loss_B, config: DPOLossConfig, prefix: str = "dpo/
             f"{prefix}logp_drift_rejected": mean(terms["drift_rejected_B"]),
             f"{prefix}logp_chosen": mean(terms["logp_chosen_B"]),
             f"{prefix}logp_rejected": mean(terms["logp_rejected_B"])}
+
+
+def eval_rows(params, batch, frozen, loss_config: DPOLossConfig) -> dict:
+    """Per-pair terms and loss of an eval batch (`pair_terms` and `loss_B`): what `pair_metrics` summarises."""
+    terms = pair_terms(params, batch, frozen=frozen, config=loss_config)
+    return {**terms, "loss_B": per_pair_loss(terms["delta_B"], loss_config)}
 
 
 def loss_fn(params, batch, *, frozen, config: DPOLossConfig, rng):

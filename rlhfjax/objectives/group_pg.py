@@ -9,7 +9,7 @@ GRPO (Shao et al. 2024, DeepSeekMath §4.1): A_i = (r_i − mean_group r) / (std
 scores alone (`scale_by_std=False`: no division, as Dr. GRPO, Liu et al. 2025); the KL to the
 reference goes into the loss instead, per token with the k3 estimator π_ref/π − log(π_ref/π) − 1.
 
-Both train the clipped surrogate of PPO (`objectives.ppo.clipped_surrogate`) with the sequence's
+Both train the clipped surrogate of PPO (`objectives.core.clipped_surrogate`) with the sequence's
 advantage at each of its tokens; with one epoch of one minibatch the ratio is 1 and the gradient is
 plain REINFORCE with the group baseline. `aggregation` chooses how token losses become the loss,
 each as (sum, count) so gradient accumulation stays exact (DESIGN convention 10):
@@ -25,12 +25,10 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
+from rlhfjax.choices import AGGREGATIONS, FIRST_RATIOS
 from rlhfjax.errors import ConfigError
-from rlhfjax.models import ModelConfig
-from rlhfjax.objectives.ppo import (clipped_surrogate, kl_per_token, masked_mean, policy_forward,
-                                   rollout_logp)
-
-AGGREGATIONS = ("token_mean", "sequence_mean", "sequence_sum")
+from rlhfjax.models import ModelConfig, api
+from rlhfjax.objectives.core import clipped_surrogate, kl_per_token, masked_mean, rollout_logp
 
 
 def _groups(x_R, group_size: int):
@@ -78,9 +76,9 @@ class GroupLossConfig:
     temperature: float = 1.0  # of the sampled policy π_T, whose ratio and KL the loss uses
     clip: float = 0.2  # ε of the clipped ratio
     kl_coef: float = 0.0  # β of the in-loss KL term (GRPO); 0 for RLOO, whose KL is in the reward
-    kl_estimator: str = "k3"  # objectives.ppo.kl_per_token
+    kl_estimator: str = "k3"  # objectives.core.kl_per_token
     aggregation: str = "token_mean"  # AGGREGATIONS
-    first_ratio: str = "own_logp"  # as PPO (objectives.ppo.PPOLossConfig): own_logp | remat
+    first_ratio: str = FIRST_RATIOS[0]  # as PPO (objectives.ppo.PPOLossConfig): own_logp | remat
     remat: bool = False  # rematerialise the forward (memory; first_ratio=remat)
 
 
@@ -91,8 +89,8 @@ def loss_fn(params, batch, *, frozen, config: GroupLossConfig, rng):
     del frozen, rng
 
     def forward(policy, seq, smask):
-        return policy_forward(policy, None, seq, smask, model_cfg=config.model, num_response=config.num_response,
-                              temperature=config.temperature)
+        return api.policy_forward(policy, None, seq, smask, model_cfg=config.model,
+                                  num_response=config.num_response, temperature=config.temperature)
 
     out = (jax.checkpoint(forward) if config.remat else forward)(
         params["policy"], batch["sequence_BxL"], batch["sequence_mask_BxL"])

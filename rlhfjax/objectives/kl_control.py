@@ -13,6 +13,7 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
+from rlhfjax.choices import KL_CONTROLLERS as CONTROLLERS  # config.kl.controller
 from rlhfjax.errors import ConfigError
 
 
@@ -53,7 +54,6 @@ class AdaptiveKL:
 
 
 KLController = FixedKL | AdaptiveKL
-CONTROLLERS = ("adaptive", "fixed")  # config.kl.controller
 
 
 def update(state: KLController, observed_kl, n_steps) -> KLController:

@@ -1,4 +1,4 @@
-"""PPO-RLHF (Ziegler et al. 2019; lm-human-preferences; Bai et al. 2022): math, loss and update.
+"""PPO-RLHF (Ziegler et al. 2019; lm-human-preferences; Bai et al. 2022): its rewards, advantages and loss.
 
 One PPO iteration uses them in this order (`recipes/ppo.py` does the wiring):
 
@@ -6,16 +6,17 @@ One PPO iteration uses them in this order (`recipes/ppo.py` does the wiring):
     [whiten(rewards, shift_mean=False)] ─▶ gae(rewards, values, mask) ─▶ advantages, returns
     whiten(advantages) ─▶ ppo_policy_loss + value_coef · value_loss [− ent_coef · entropy]
 
-`experience_batch` is that first half as one jit; `loss_fn` the second, and `ppo_update` runs all
-epochs × minibatches of it in one jit.
+`experience_batch` is that first half as one jit; `loss_fn` the second, which the recipe runs for all
+epochs × minibatches in one jit (`train.update.minibatch_update`). The shared math (masked reductions,
+whitening, KL estimators, the clipped surrogate, the first ratio) is `objectives.core`'s.
 
 Conventions. Token tensors are BxT and travel with a 0/1 mask; the response occupies one contiguous
 run of mask-1 positions per row, at any offset (left-padded prompt before it, padding after it).
 `logp_BxT` is the log-prob of the sampled token at its own position (as `models.api.token_logp`
-gives it, at the rollout temperature: the distribution the tokens were sampled from). Values at masked positions may be garbage (even NaN): they are
-removed with `jnp.where`, never multiplied by the mask. Losses return (masked sum, count) so the
-mean is exact under padding and gradient accumulation (DESIGN convention 10); metrics are means
-over this batch's mask.
+gives it, at the rollout temperature: the distribution the tokens were sampled from). Values at masked
+positions may be garbage (even NaN): they are removed with `jnp.where`, never multiplied by the mask.
+Losses return (masked sum, count) so the mean is exact under padding and gradient accumulation (DESIGN
+convention 10); metrics are means over this batch's mask.
 """
 
 from __future__ import annotations
@@ -27,103 +28,18 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
-from rlhfjax.errors import ConfigError
 from rlhfjax.models import ModelConfig, api
 from rlhfjax.objectives import kl_control
-from rlhfjax.train.update import minibatch_update
-
-EPS = 1e-8
-KL_ESTIMATORS = ("k1", "k2", "k3")  # kl_per_token
+from rlhfjax.objectives.core import (EPS, as_bool, clipped_surrogate, f32, has_eos, kl_per_token, masked_mean,
+                                     masked_sum, masked_var, normalise, rollout_logp, whiten)
 
 # --------------------------------------------------------------------------------------------
-# Masked reductions
-
-
-def _f32(x):
-    return jnp.asarray(x, jnp.float32)
-
-
-def _bool(x):
-    return jnp.asarray(x).astype(bool)
-
-
-def masked_sum(x, mask):
-    return jnp.sum(jnp.where(_bool(mask), _f32(x), 0.0))
-
-
-def masked_mean(x, mask):
-    """Mean over mask-1 entries (0 when the mask is empty)."""
-    return masked_sum(x, mask) / jnp.maximum(_f32(mask).sum(), 1.0)
-
-
-def masked_var(x, mask):
-    """Biased (population, ddof=0) variance over mask-1 entries, as lm-human-preferences' whiten."""
-    mean = masked_mean(x, mask)
-    return masked_mean(jnp.square(_f32(x) - mean), mask)
-
-
-def whiten(x_BxT, mask_BxT, shift_mean: bool = True):
-    """(x − mean) / sqrt(var + 1e-8) with mean and *biased* variance over masked entries only.
-
-    `shift_mean=False` adds the mean back (only rescales): lm-human-preferences uses it for rewards,
-    whose mean carries the signal, and `shift_mean=True` for advantages. Masked entries become 0.
-    """
-    mask = _bool(mask_BxT)
-    x = _f32(x_BxT)
-    mean, var = masked_mean(x, mask), masked_var(x, mask)
-    out = (x - mean) * jax.lax.rsqrt(var + EPS)
-    if not shift_mean:
-        out = out + mean
-    return jnp.where(mask, out, 0.0)
-
-
-# --------------------------------------------------------------------------------------------
-# KL between policy and reference, per sampled token
-
-
-def kl_per_token(logp_BxT, ref_logp_BxT, kind: str = "k1"):
-    """Per-token estimate of KL(π‖π_ref) from the log-probs of tokens *sampled from π*.
-
-    With d = logp − ref_logp and r = π_ref/π = exp(−d) (Schulman, "Approximating KL divergence"):
-      k1 = d                    unbiased, high variance, can be negative per token;
-      k2 = ½ d²                 biased (unbiased only to second order as π_ref → π), always ≥ 0;
-      k3 = (r − 1) − log r      unbiased, always ≥ 0, low variance when π ≈ π_ref.
-    "Unbiased" needs the tokens to be drawn from the same π whose log-probs are passed, conditioned
-    on the same prefix: then E[k1] = E[k3] = KL(π(·|prefix)‖π_ref(·|prefix)) per token, and by
-    the chain rule the sum over a response is unbiased for the sequence KL. With temperature/top-p
-    sampling or stale (off-policy) samples, all three are biased. Unmasked; the caller masks.
-    """
-    d = _f32(logp_BxT) - _f32(ref_logp_BxT)
-    if kind == "k1":
-        return d
-    if kind == "k2":
-        return 0.5 * jnp.square(d)
-    if kind == "k3":
-        return jnp.expm1(-d) + d  # (r − 1) − log r with log r = −d; expm1 keeps it ≥ 0 near d = 0
-    raise ConfigError(f"unknown KL estimator {kind!r}; expected 'k1', 'k2' or 'k3'")
-
-
-# --------------------------------------------------------------------------------------------
-# Reward-model score normalisation and KL-shaped rewards
-
-
-def fit_reward_normalisation(scores_N, target_mean: float = 0.0, target_std: float = 1.0):
-    """(gain, bias) so that gain·scores + bias has the target mean and population std (ddof=0).
-
-    lm-human-preferences fits this on scores of the *initial* policy's samples and keeps it fixed.
-    """
-    s = _f32(scores_N).reshape(-1)
-    gain = target_std / jnp.maximum(jnp.std(s), EPS)
-    return gain, target_mean - gain * jnp.mean(s)
-
-
-def normalise(scores, gain, bias):
-    return gain * _f32(scores) + bias
+# KL-shaped rewards
 
 
 def last_token_onehot(mask_BxT):
     """1 at each row's last mask-1 position, 0 elsewhere (all 0 for an empty row)."""
-    mask = _bool(mask_BxT)
+    mask = as_bool(mask_BxT)
     T = mask.shape[-1]
     last = T - 1 - jnp.argmax(mask[:, ::-1], axis=-1)
     return jnp.where(mask, jax.nn.one_hot(last, T, dtype=jnp.float32), 0.0)
@@ -144,7 +60,7 @@ class ShapedRewards:
         return {
             "kl/seq_mean": kl_seq_mean,
             "kl/sqrt": jnp.sqrt(jnp.maximum(kl_seq_mean, 0.0)),  # Gao et al.'s d
-            "kl/coef": _f32(kl_coef),
+            "kl/coef": f32(kl_coef),
             "reward/score": jnp.mean(self.score_B),
             "reward/kl_penalty": jnp.mean(self.kl_penalty_BxT.sum(-1)),
             "reward/total": jnp.mean(self.rewards_BxT.sum(-1)),
@@ -160,16 +76,16 @@ def shaped_rewards(score_B, logp_BxT, ref_logp_BxT, response_mask_BxT, *, kl_coe
     responses; the penalty itself is not clipped). `kl_BxT` is returned so the caller logs exactly
     the tensor, and reduction, that was penalised. `kl_coef` may be a traced scalar (AdaptiveKL).
     """
-    mask = _bool(response_mask_BxT)
-    score = _f32(score_B)
+    mask = as_bool(response_mask_BxT)
+    score = f32(score_B)
     if score_clip is not None:
         score = jnp.clip(score, -score_clip, score_clip)
     if no_eos_penalty is not None:
         if has_eos_B is None:
             raise ValueError("no_eos_penalty needs has_eos_B")
-        score = jnp.where(_bool(has_eos_B), score, _f32(no_eos_penalty))
+        score = jnp.where(as_bool(has_eos_B), score, f32(no_eos_penalty))
     kl = jnp.where(mask, kl_per_token(logp_BxT, ref_logp_BxT, kl_kind), 0.0)
-    kl_penalty = -_f32(kl_coef) * kl
+    kl_penalty = -f32(kl_coef) * kl
     score_BxT = last_token_onehot(mask) * score[:, None]
     return ShapedRewards(rewards_BxT=kl_penalty + score_BxT, kl_BxT=kl, kl_penalty_BxT=kl_penalty,
                          score_BxT=score_BxT, kl_seq_B=kl.sum(-1), score_B=score)
@@ -187,9 +103,9 @@ def gae(rewards_BxT, values_BxT, response_mask_BxT, *, gamma: float = 1.0, lam: 
     backward carry through unchanged, so padding after the response starts the recursion at 0 and
     a gap inside a row (e.g. environment tokens) is skipped rather than ending the episode.
     """
-    mask = _bool(response_mask_BxT)
-    r = jnp.where(mask, _f32(rewards_BxT), 0.0)
-    v = jnp.where(mask, _f32(values_BxT), 0.0)
+    mask = as_bool(response_mask_BxT)
+    r = jnp.where(mask, f32(rewards_BxT), 0.0)
+    v = jnp.where(mask, f32(values_BxT), 0.0)
 
     def step(carry, xs):
         next_value, next_adv = carry  # B, B: of the next *response* token (0 past the end)
@@ -211,57 +127,10 @@ def gae(rewards_BxT, values_BxT, response_mask_BxT, *, gamma: float = 1.0, lam: 
 # PPO losses
 
 
-def clipped_surrogate(logp_BxT, old_logp_BxT, advantages_BxT, mask_BxT, *, clip: float = 0.2):
-    """Per-token clipped surrogate max(−A·ρ, −A·clip(ρ, 1±ε)), ρ = π/π_old → (loss_BxT, 0 where
-    masked; metrics). Shared by PPO (token sums) and the group methods (other aggregations).
-
-    `ppo/approx_kl` estimates KL(π_old‖π) on the rollout tokens with (ρ − 1) − log ρ (k3: unbiased,
-    ≥ 0); `ppo/clipfrac` is the fraction of tokens where the clipped term is the active one (its
-    gradient is 0 there).
-    """
-    mask = _bool(mask_BxT)
-    log_ratio = jnp.where(mask, _f32(logp_BxT) - _f32(old_logp_BxT), 0.0)
-    ratio = jnp.exp(log_ratio)
-    adv = jnp.where(mask, _f32(advantages_BxT), 0.0)
-    unclipped = -adv * ratio
-    clipped = -adv * jnp.clip(ratio, 1.0 - clip, 1.0 + clip)
-    ratio_sg, log_ratio_sg = jax.lax.stop_gradient(ratio), jax.lax.stop_gradient(log_ratio)
-    metrics = {
-        "ppo/clipfrac": masked_mean(jax.lax.stop_gradient(clipped > unclipped), mask),
-        "ppo/approx_kl": masked_mean((ratio_sg - 1.0) - log_ratio_sg, mask),
-        "ppo/ratio_mean": masked_mean(ratio_sg, mask),
-        "ppo/ratio_max": jnp.max(jnp.where(mask, ratio_sg, -jnp.inf)),
-        "ppo/ratio_min": jnp.min(jnp.where(mask, ratio_sg, jnp.inf)),
-    }
-    return jnp.where(mask, jnp.maximum(unclipped, clipped), 0.0), metrics
-
-
-FIRST_RATIOS = ("own_logp", "remat")
-
-
-def check_first_ratio(first_ratio: str, remat: bool, section: str = "ppo") -> None:
-    if first_ratio not in FIRST_RATIOS:
-        raise ConfigError(f"{section}.first_ratio must be one of {FIRST_RATIOS}, got {first_ratio!r}")
-    if first_ratio == "remat" and not remat:
-        raise ConfigError(f"{section}.first_ratio='remat' needs {section}.remat=True",
-                          f"set {section}.remat=True, or {section}.first_ratio='own_logp'")
-
-
-def rollout_logp(batch, logp_BxN, own_first_pass: bool):
-    """π_old's log-probs for the ratio. `own_first_pass`: on the update's first minibatch (`update_step_B`
-    0, the params that sampled the rollout) the loss's own log-probs, gradient stopped, so the ratio is
-    exactly 1 there whatever XLA does to the forward; later steps use the rollout's `old_logp_BxN`."""
-    old = batch["old_logp_BxN"]
-    if not own_first_pass or "update_step_B" not in batch:
-        return old
-    first = (batch["update_step_B"] == 0)[:, None]
-    return jnp.where(first, jax.lax.stop_gradient(logp_BxN), old)
-
-
 def ppo_policy_loss(logp_BxT, old_logp_BxT, advantages_BxT, mask_BxT, *, clip: float = 0.2):
     """`clipped_surrogate` summed over the masked tokens → (sum, count, metrics)."""
     loss_BxT, metrics = clipped_surrogate(logp_BxT, old_logp_BxT, advantages_BxT, mask_BxT, clip=clip)
-    return jnp.sum(loss_BxT), _f32(_bool(mask_BxT)).sum(), metrics
+    return jnp.sum(loss_BxT), f32(as_bool(mask_BxT)).sum(), metrics
 
 
 def value_loss(values_BxT, old_values_BxT, returns_BxT, mask_BxT, *, clip: float = 0.2):
@@ -269,36 +138,21 @@ def value_loss(values_BxT, old_values_BxT, returns_BxT, mask_BxT, *, clip: float
 
     v_clip = v_old + clip(v − v_old, ±ε) keeps the value update near the rollout's values.
     """
-    mask = _bool(mask_BxT)
-    v = jnp.where(mask, _f32(values_BxT), 0.0)
-    old = jnp.where(mask, _f32(old_values_BxT), 0.0)
-    ret = jnp.where(mask, _f32(returns_BxT), 0.0)
+    mask = as_bool(mask_BxT)
+    v = jnp.where(mask, f32(values_BxT), 0.0)
+    old = jnp.where(mask, f32(old_values_BxT), 0.0)
+    ret = jnp.where(mask, f32(returns_BxT), 0.0)
     v_clipped = old + jnp.clip(v - old, -clip, clip)
     err, err_clipped = jnp.square(v - ret), jnp.square(v_clipped - ret)
     total = masked_sum(0.5 * jnp.maximum(err, err_clipped), mask)
     metrics = {"value/clipfrac": masked_mean(jax.lax.stop_gradient(err_clipped > err), mask)}
-    return total, _f32(mask).sum(), metrics
-
-
-def entropy_from_logits(logits_BxTxV, mask_BxT, *, shift: bool = True):
-    """(masked sum, count) of the policy entropy H(π(·|prefix)) at the masked positions.
-
-    `shift=True` aligns like `lm.token_logp`: position t holds the entropy of the distribution that
-    predicted token t, i.e. from logits[:, t−1], so the response mask of `logp_BxT` applies as is
-    (position 0 never counts). `shift=False`: logits[:, t] is already the distribution of token t.
-    """
-    ent = api.entropy(logits_BxTxV)
-    mask = _bool(mask_BxT)
-    if shift:
-        ent = jnp.pad(ent[:, :-1], ((0, 0), (1, 0)))
-        mask = mask.at[:, 0].set(False)
-    return masked_sum(ent, mask), _f32(mask).sum()
+    return total, f32(mask).sum(), metrics
 
 
 def explained_variance(values_BxT, returns_BxT, mask_BxT):
     """1 − Var[R − V] / Var[R] over masked tokens: 1 = perfect, 0 = no better than the mean."""
-    mask = _bool(mask_BxT)
-    v, ret = _f32(values_BxT), _f32(returns_BxT)
+    mask = as_bool(mask_BxT)
+    v, ret = f32(values_BxT), f32(returns_BxT)
     return 1.0 - masked_var(ret - v, mask) / jnp.maximum(masked_var(ret, mask), EPS)
 
 
@@ -321,12 +175,6 @@ class AdvantageConfig:
     score_clip: float | None = None  # clip the normalised RM score to ±score_clip
     no_eos_penalty: float | None = None  # replace the score of responses without EOS by this
     eos_id: int | None = None
-
-
-def has_eos(tokens_BxN, response_mask_BxN, eos_id):
-    if eos_id is None:
-        return jnp.zeros(tokens_BxN.shape[:1], bool)
-    return jnp.any((tokens_BxN == eos_id) & response_mask_BxN.astype(bool), axis=-1)
 
 
 @functools.partial(jax.jit, static_argnames=("cfg",))
@@ -404,14 +252,6 @@ class PPOLossConfig:
     remat_policy: str = "nothing_saveable"
 
 
-def policy_forward(policy_params, value_head, seq_BxL, mask_BxL, *, model_cfg: ModelConfig, num_response: int,
-                   temperature: float):
-    """`api.policy_outputs` for the last `num_response` slots: the forward the rollout's log-prob
-    phase and the loss share (the same function on both sides keeps the first ratio exactly 1)."""
-    return api.policy_outputs(policy_params, model_cfg, seq_BxL, mask_BxL, start=seq_BxL.shape[1] - num_response,
-                              temperature=temperature, value_head=value_head)
-
-
 def loss_fn(params, batch, *, frozen, config: PPOLossConfig, rng):
     """Clipped surrogate + value_coef · clipped value loss − entropy_coef · entropy, summed over
     response tokens → (total, tokens, metrics).
@@ -425,8 +265,8 @@ def loss_fn(params, batch, *, frozen, config: PPOLossConfig, rng):
     N = config.num_response
 
     def policy_fwd(policy, head, seq, smask):
-        return policy_forward(policy, head, seq, smask, model_cfg=config.policy_model, num_response=N,
-                              temperature=config.temperature)
+        return api.policy_forward(policy, head, seq, smask, model_cfg=config.policy_model, num_response=N,
+                                  temperature=config.temperature)
 
     def value_fwd(value, seq, smask):
         return api.values(value, config.value_model, seq, smask, start=seq.shape[1] - N)
@@ -449,22 +289,3 @@ def loss_fn(params, batch, *, frozen, config: PPOLossConfig, rng):
     metrics = {**pg_metrics, **vf_metrics, "ppo/policy_loss": pg_sum / denom, "value/loss": vf_sum / denom,
                "policy/entropy": ent_sum / denom}
     return total, count, metrics
-
-
-def ppo_update(state, batch, rng, *, loss_config: PPOLossConfig, epochs: int, num_minibatches: int):
-    """All PPO epochs × minibatches in one jit (`train.update.minibatch_update` of `loss_fn`, a fresh
-    permutation per epoch) → (state, metrics stacked over the E·M steps). `state` is donated."""
-    return minibatch_update(state, batch, None, rng, loss_fn=loss_fn, config=loss_config, epochs=epochs,
-                            num_minibatches=num_minibatches)
-
-
-def summarise_update(metrics) -> dict:
-    """Per-iteration view of the stacked (E·M) update metrics: means, plus first-minibatch and extremes."""
-    out = {k: jnp.mean(v) for k, v in metrics.items() if k not in ("ppo/ratio_max", "ppo/ratio_min")}
-    out["ppo/ratio_max"] = jnp.max(metrics["ppo/ratio_max"])
-    out["ppo/ratio_min"] = jnp.min(metrics["ppo/ratio_min"])
-    out["ppo/ratio_first_max"] = metrics["ppo/ratio_max"][0]
-    out["ppo/ratio_first_min"] = metrics["ppo/ratio_min"][0]
-    out["ppo/approx_kl_first"] = metrics["ppo/approx_kl"][0]
-    out["ppo/approx_kl_last"] = metrics["ppo/approx_kl"][-1]
-    return out

@@ -26,11 +26,11 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
+from rlhfjax.choices import RM_OBJECTIVES as OBJECTIVES
 from rlhfjax.errors import ConfigError
 from rlhfjax.models import ModelConfig, api
 from rlhfjax.objectives import pairwise as P
 
-OBJECTIVES = ("ranked", "binary", "imitation")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -29,10 +29,9 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
+from rlhfjax.choices import KL_PRIORS  # noqa: F401 (KL(π_ref ‖ π_θ) (official) | KL(π_θ ‖ π_ref))
 from rlhfjax.models import ModelConfig, api
-from rlhfjax.objectives.ppo import masked_mean, policy_forward
-
-KL_PRIORS = ("ref_policy", "policy_ref")  # KL(π_ref ‖ π_θ) (official) | KL(π_θ ‖ π_ref)
+from rlhfjax.objectives.core import masked_mean
 
 
 def top_k_per_group(score_R, group_size: int, k: int, valid_R=None):
@@ -83,7 +82,7 @@ def loss_fn(params, batch, *, frozen, config: SuperHFLossConfig, rng):
     del rng
     seq, smask, mask = batch["sequence_BxL"], batch["sequence_mask_BxL"], batch["response_mask_BxN"]
     kw = dict(model_cfg=config.model, num_response=config.num_response, temperature=1.0)
-    out = policy_forward(params["policy"], None, seq, smask, **kw)
+    out = api.policy_forward(params["policy"], None, seq, smask, **kw)
     m = mask.astype(bool)
     count = m.sum().astype(jnp.float32)
     nll = -jnp.sum(jnp.where(m, out["logp_BxN"], 0.0))
@@ -91,7 +90,7 @@ def loss_fn(params, batch, *, frozen, config: SuperHFLossConfig, rng):
     total = nll
     if config.kl_coef > 0:
         frozen = jax.lax.stop_gradient(frozen)
-        ref = jax.lax.stop_gradient(policy_forward(frozen, None, seq, smask, **kw))
+        ref = jax.lax.stop_gradient(api.policy_forward(frozen, None, seq, smask, **kw))
         kl = prior_kl(params["policy"], out, frozen, ref, config.model, config.kl_prior)
         prior, kl_B = kl_prior(kl, mask)
         total = total + config.kl_coef * prior

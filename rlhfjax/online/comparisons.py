@@ -26,7 +26,7 @@ from rlhfjax.errors import BadInputError
 from rlhfjax.models import api
 from rlhfjax.models.hf import load_pretrained, load_pretrained_scalar
 from rlhfjax.objectives import rm as rm_objective
-from rlhfjax.online import evaluation, experience
+from rlhfjax.harness import evaluation, experience
 
 MAX_BATCHES_PER_NEEDED = 20  # give up (clear error) when a policy keeps repeating itself this badly
 

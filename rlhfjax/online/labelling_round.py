@@ -23,7 +23,6 @@ from rlhfjax.errors import ConfigError
 from rlhfjax.online import comparisons as comparison_sampling
 from rlhfjax.train.metrics import write_json
 
-LABELLERS = ("simulated", "external")
 
 
 def sample_tasks(folder: str, prefix: str, load_policies, prompts: list, num: int, *, encoder, tokenizer,

@@ -6,9 +6,9 @@ method (SuperHF, best-of-n, RLOO/GRPO), differ only in the iteration function th
     state = create_state(setup, {"policy": ..., ...}, shardings, method_state=...)
     summary, state = run_online(setup, workdir, state, iterate, name="ppo")
 
-`iterate(state, prompts, rng) -> (state, metrics, rollout)` gets an `OnlineState`, one prompt batch
+`iterate(state, prompts, rng) -> (state, metrics, rollout)` gets a `harness.state.PolicyState`, one prompt batch
 on the mesh (`prompt_tokens_BxP`, `prompt_mask_BxP`; with a prompt context also `plain_prompt_*`, see
-`online.experience`) and this iteration's key; it returns the new
+`harness.experience`) and this iteration's key; it returns the new
 state, its metrics (jnp scalars) and the rollout it trained on (B·N rows when it sampled N per
 prompt, grouped by prompt), on which the runner computes the toy lab's gold reward.
 
@@ -27,7 +27,6 @@ import os
 import time
 from typing import Any, Callable
 
-import flax.struct
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -40,30 +39,16 @@ from rlhfjax.data.batching import BatchIterator, Encoder, collate_prompt_respons
 from rlhfjax.data.hh import load_prompts
 from rlhfjax.data.sources import is_toylab, resolve_source
 from rlhfjax.data.tokenizing import decode_rows, encoder_for, tokenizer_for
-from rlhfjax.models.hf import save_pretrained
-from rlhfjax.objectives.ppo import has_eos, kl_per_token
-from rlhfjax.online import evaluation, experience
-from rlhfjax.online.roles import Roles, load_roles
+from rlhfjax.harness import evaluation, experience
+from rlhfjax.harness.roles import Roles, export_policy, load_roles
+from rlhfjax.harness.state import PolicyState, create as create_policy_state
+from rlhfjax.objectives.core import has_eos, sequence_kl
 from rlhfjax.sampling import SamplingConfig
-from rlhfjax.train import TrainState
-from rlhfjax.train.optim import with_total_steps
-from rlhfjax.train.state import create_on_mesh
 from rlhfjax.train.checkpoint import Checkpointer
-from rlhfjax.train.loop import run_loop
+from rlhfjax.train.loop import Checkpoint, Evaluate, Log, StopAt, run_loop
 from rlhfjax.train.metrics import read_jsonl, write_json
 
 TABLE_KEYS = ("kl/seq_mean", "kl/sqrt", "reward/proxy", "reward/gold")
-
-
-@flax.struct.dataclass
-class OnlineState:
-    """Everything a resumed run needs besides the prompt-iterator position (one checkpointed pytree)."""
-
-    train: TrainState  # params {"policy": ..., and e.g. "value"}
-    method: Any  # the method's own state (PPO: its KL controller); () when it has none
-    reward_gain: jax.Array  # RM normaliser: score = gain · raw + bias
-    reward_bias: jax.Array
-    iteration: jax.Array  # int32: iterations completed
 
 
 @dataclasses.dataclass
@@ -89,13 +74,12 @@ def prepare(config, mesh, *, with_value: bool, reward_optional: bool = False) ->
     method that trains without a reward model gets none when `reward.init_from` is empty (evals then
     report no proxy reward)."""
     parallel.check_batch_size(config.train.batch_size, mesh)
-    if config.train.get("eval_batch_size"):
-        parallel.check_batch_size(config.train.eval_batch_size, mesh, what="train.eval_batch_size")
+    parallel.check_batch_size(config.train.eval_batch_size, mesh, what="train.eval_batch_size")
     tokenizer = tokenizer_for(config, config.policy.init_from)
     encoder = encoder_for(config, tokenizer)
     roles = load_roles(config, mesh, len(tokenizer), with_value=with_value, reward_optional=reward_optional)
     sampling = SamplingConfig(max_new_tokens=config.data.max_response_len, temperature=float(config.rollout.temperature),
-                              top_p=float(config.rollout.get("top_p", 1.0)), eos_id=tokenizer.eos_token_id,
+                              top_p=float(config.rollout.top_p), eos_id=tokenizer.eos_token_id,
                               pad_id=encoder.pad_id)
     gold_fn = gold_metrics_fn = None
     if is_toylab(config.data):
@@ -104,15 +88,11 @@ def prepare(config, mesh, *, with_value: bool, reward_optional: bool = False) ->
 
 
 def create_state(setup: OnlineSetup, params: dict, shardings: dict, *, total_steps: int, method_state: Any = ()):
-    """A fresh `OnlineState` with trainable `params` (placed, sharded like `shardings`, donated): the
-    TrainState (`train.state.create_on_mesh`, the optimizer built once for the run, its schedule over
-    `total_steps` optimizer steps when `optim.total_steps` is 0), RM normaliser at identity, iteration 0."""
+    """A fresh `PolicyState` (`harness.state.create`) with trainable `params` (placed, sharded like `shardings`,
+    donated), its schedule over `total_steps` optimizer steps when `optim.total_steps` is 0."""
     config = setup.config
-    train = create_on_mesh(params, shardings, with_total_steps(config.optim, total_steps),
-                           jax.random.fold_in(jax.random.PRNGKey(config.seed), 1), setup.mesh)
-    state = OnlineState(train=train, method=method_state, reward_gain=jnp.ones((), jnp.float32),
-                        reward_bias=jnp.zeros((), jnp.float32), iteration=jnp.zeros((), jnp.int32))
-    return parallel.replicate_rest(state, setup.mesh)
+    return create_policy_state(config, setup.mesh, params, shardings, total_steps=total_steps,
+                               rng=jax.random.fold_in(jax.random.PRNGKey(config.seed), 1), method_state=method_state)
 
 
 def sample_n_metrics(setup, state, ro, score_R, keep, S: int, kl_R=None) -> dict:
@@ -127,7 +107,7 @@ def sample_n_metrics(setup, state, ro, score_R, keep, S: int, kl_R=None) -> dict
         seq, smask = ro.sequence_BxL[first], ro.sequence_mask_BxL[first]
         logp = experience.logp_phase(state.train.params["policy"], seq, smask, **kw)
         ref = experience.logp_phase(setup.roles.reference.params, seq, smask, **kw)
-        kl_B = jnp.sum(jnp.where(mask[first].astype(bool), kl_per_token(logp, ref, "k1"), 0.0), axis=-1)
+        kl_B = sequence_kl(logp, ref, mask[first], "k1")
     else:
         kl_B = kl_R[first]
     return {"reward/proxy": jnp.mean(score_R), "reward/proxy_kept": jnp.mean(score_R[keep]),
@@ -145,18 +125,33 @@ def summary_table(rows: list[dict], max_rows: int = 21) -> list[dict]:
     return [{"iteration": r["step"], **{k: r[k] for k in TABLE_KEYS if k in r}} for r in rows]
 
 
-def eval_key(config) -> jax.Array:
-    """The key of every held-out eval of a run (fixed: evals differ only by the policy)."""
-    return jax.random.fold_in(jax.random.PRNGKey(config.seed), 3)
+def evaluator(setup: OnlineSetup, workdir: str, *, chunk_size: int | None = None, name: str = "eval",
+              roles: Roles | None = None, encoder: Encoder | None = None) -> evaluation.Evaluator:
+    """The run's `harness.evaluation.Evaluator`: held-out prompts of `data.eval_split` (up to `data.eval_limit`)
+    in batches of `train.eval_batch_size` (none with `train.eval_every` 0), sampled as the rollouts are, KL with
+    the method's estimator (`kl.estimator`, else k1); `roles` / `encoder` other than the setup's (distillation's
+    prompted teacher)."""
+    config = setup.config
+    source, data_dir = resolve_source(config.data, "prompts")
+    encoder = encoder or setup.encoder
+    batches = []
+    if config.train.eval_every:
+        batches = evaluation.eval_batches(source, data_dir, config.data.eval_split, config.data.eval_limit, encoder,
+                                          config.train.eval_batch_size, name=name)
+    return evaluation.Evaluator(
+        roles or setup.roles, setup.mesh, setup.sampling, setup.tokenizer, encoder, config.train.eval_batch_size,
+        config.seed, batches, kl_estimator=config.kl.estimator if "kl" in config else "k1", chunk_size=chunk_size,
+        gold_fn=setup.gold_fn, gold_metrics_fn=setup.gold_metrics_fn,
+        samples_path=os.path.join(workdir, "samples.jsonl"))
 
 
-Iterate = Callable[[OnlineState, dict, jax.Array], tuple[OnlineState, dict, Any]]
+Iterate = Callable[[PolicyState, dict, jax.Array], tuple[PolicyState, dict, Any]]
 
 
-def run_online(setup: OnlineSetup, workdir: str, state: OnlineState, iterate: Iterate, *, name: str,
+def run_online(setup: OnlineSetup, workdir: str, state: PolicyState, iterate: Iterate, *, name: str,
                chunk_size: int | None = None, log_keys=("reward/proxy", "reward/gold", "kl/seq_mean"),
-               summary_extra: Callable[[OnlineState], dict] | None = None,
-               examples: list | None = None) -> tuple[dict, OnlineState]:
+               summary_extra: Callable[[PolicyState], dict] | None = None,
+               examples: list | None = None) -> tuple[dict, PolicyState]:
     """Train `config.train.iterations` iterations of `iterate` (module docstring) and export. `examples`:
     training rows other than the prompts of `data.*` (demonstrations: each batch then also carries their
     responses, `data.batching.collate_prompt_response`)."""
@@ -170,7 +165,6 @@ def run_online(setup: OnlineSetup, workdir: str, state: OnlineState, iterate: It
                                         limit=config.data.limit or None)
         print(f"{name} prompts: {report.summary()}", flush=True)
     B = config.train.batch_size
-    eval_B = config.train.get("eval_batch_size") or B
 
     def collate(examples):
         encoder = setup.rollout_encoder or setup.encoder
@@ -181,24 +175,15 @@ def run_online(setup: OnlineSetup, workdir: str, state: OnlineState, iterate: It
     prompt_iter = BatchIterator(examples, B, collate, seed=config.seed, num_epochs=None)
     base_rng = jax.random.PRNGKey(config.seed)
     checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=config.train.keep_checkpoints)
-    eval_rng = eval_key(config)
-    kl_estimator = config.kl.estimator if "kl" in config else "k1"  # evals measure KL as training does
     with parallel.activate(mesh):  # the models' logical constraints resolve against this mesh
-        if checkpointer.latest_step() is None and config.reward.normalise and roles.reward is not None:
-            # Batches of the eval batch size, not the method's: every method fits the same normaliser.
-            gain, bias = evaluation.fit_normaliser(
-                state.train.params["policy"], roles, examples, mesh, encoder=setup.encoder, batch_size=eval_B,
-                sampling=setup.sampling, num_batches=config.reward.norm_batches, seed=config.seed,
-                chunk_size=chunk_size)
-            state = parallel.replicate_rest(state.replace(reward_gain=gain, reward_bias=bias), mesh)
-            print(f"reward normaliser: gain {float(gain):.4g} bias {float(bias):.4g}", flush=True)
-        evals = []
-        if config.train.eval_every:
-            evals = evaluation.eval_batches(source, data_dir, config.data.eval_split, config.data.eval_limit,
-                                            setup.encoder, eval_B, name=f"{name} eval")
+        judge = evaluator(setup, workdir, chunk_size=chunk_size, name=f"{name} eval")
+        if judge.batches:
             print(f"{name} eval: METEOR similarity runs {meteor_mode()}", flush=True)
+        if checkpointer.latest_step() is None:  # fitted on the initial policy once; a resumed run has it
+            state = judge.normalise(state, state.train.params["policy"], examples, config.reward.norm_batches,
+                                    enabled=config.reward.normalise)
 
-        def step_fn(state: OnlineState, it: int):
+        def step_fn(state: PolicyState, it: int):
             t_iter = time.perf_counter()
             host = next(prompt_iter)
             prompts = parallel.shard_batch(experience.prompt_arrays(host), mesh,
@@ -220,31 +205,23 @@ def run_online(setup: OnlineSetup, workdir: str, state: OnlineState, iterate: It
             metrics["perf/tokens_per_s"] = float(jnp.sum(rollout.response_mask_BxN)) / elapsed
             return state, metrics
 
-        def eval_fn(state: OnlineState) -> dict:
-            return evaluation.evaluate(
-                state.train.params["policy"], roles, state.reward_gain, state.reward_bias, evals, mesh,
-                sampling=setup.sampling, rng=eval_rng, tokenizer=setup.tokenizer, gold_fn=setup.gold_fn,
-                gold_metrics_fn=setup.gold_metrics_fn,
-                chunk_size=chunk_size, samples_path=os.path.join(workdir, "samples.jsonl"),
-                step=int(state.iteration), kl_estimator=kl_estimator)
+        def eval_fn(state: PolicyState) -> dict:
+            return judge(state.train.params["policy"], state.reward_gain, state.reward_bias, int(state.iteration))
 
         iterations = config.train.iterations
+        hooks = [StopAt(config.train.stop_at),
+                 *([Evaluate(eval_fn, config.train.eval_every, at_start=True)] if judge.batches else []),
+                 Log(workdir, config.train.log_every, config=config.to_dict(), keys=log_keys, name=name),
+                 Checkpoint(checkpointer, prompt_iter, config.train.save_every, config=config.to_dict())]
         try:
-            state, _ = run_loop(
-                state, step_fn, num_steps=iterations, run_dir=workdir, data_iter=prompt_iter,
-                checkpointer=checkpointer, config_dict=config.to_dict(), save_every=config.train.save_every,
-                log_every=config.train.log_every, eval_fn=eval_fn if evals else None,
-                eval_every=config.train.eval_every, eval_at_start=True, step_of=lambda s: s.iteration,
-                train_state_of=lambda s: s.train, max_consecutive_nonfinite=config.optim.max_consecutive_nonfinite,
-                progress=False, log_keys=log_keys, name=name, stop_at=config.train.get("stop_at", 0))
+            state = run_loop(state, step_fn, num_steps=iterations, hooks=hooks, step_of=lambda s: s.iteration,
+                             train_state_of=lambda s: s.train,
+                             max_consecutive_nonfinite=config.optim.max_consecutive_nonfinite, name=name)
         finally:
             checkpointer.close()
 
-    model_dir = os.path.join(workdir, "model")
-    export_cfg = roles.policy.cfg.replace(bos_token_id=setup.tokenizer.bos_token_id,
-                                          eos_token_id=setup.tokenizer.eos_token_id, pad_token_id=setup.encoder.pad_id)
-    distributed.export(save_pretrained, export_cfg, state.train.params["policy"], model_dir,
-                       tokenizer=setup.tokenizer)
+    model_dir = export_policy(roles.policy.cfg, state.train.params["policy"], workdir, setup.tokenizer,
+                              setup.encoder.pad_id)
     # The reward-vs-√KL plot belongs to the run directory, not only to a later report; a run too short to
     # have a curve still finishes.
     plot, why_not = kl_report.plot_run(workdir) if distributed.is_primary() else (None, "not process 0")
@@ -255,7 +232,7 @@ def run_online(setup: OnlineSetup, workdir: str, state: OnlineState, iterate: It
     summary = {"iterations": iterations, "final": train_rows[-1] if train_rows else {},
                "table": summary_table(train_rows), "evals": [r for r in rows if "eval/kl/seq_mean" in r],
                "reward_normaliser": {"gain": float(state.reward_gain), "bias": float(state.reward_bias)},
-               "seconds": round(time.time() - t0, 1), "model_dir": model_dir, "kl_estimator": kl_estimator,
+               "seconds": round(time.time() - t0, 1), "model_dir": model_dir, "kl_estimator": judge.kl_estimator,
                "plot": plot, "meteor": meteor_mode(), **(summary_extra(state) if summary_extra else {})}
     write_json(os.path.join(workdir, "summary.json"), summary)
     return summary, state

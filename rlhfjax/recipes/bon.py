@@ -37,8 +37,9 @@ from rlhfjax.data.hh import load_prompts
 from rlhfjax.data.sources import resolve_source
 from rlhfjax.data.tokenizing import decode_responses
 from rlhfjax.errors import ConfigError
-from rlhfjax.objectives.ppo import normalise
-from rlhfjax.online import evaluation, experience, runner
+from rlhfjax.harness import evaluation, experience
+from rlhfjax.objectives.core import normalise
+from rlhfjax.online import runner
 from rlhfjax.recipes import superhf
 from rlhfjax.train.metrics import MetricsWriter, write_json
 
@@ -127,10 +128,9 @@ def run(config, workdir: str, mesh=None) -> dict:
         if config.reward.normalise:  # fitted on the initial policy, as the online methods do
             examples, _ = load_prompts(source, data_dir=data_dir, split=config.data.train_split,
                                        limit=config.data.limit or None)
-            gain, bias = evaluation.fit_normaliser(
-                setup.roles.policy.params, setup.roles, examples, mesh, encoder=setup.encoder,
-                batch_size=config.train.eval_batch_size, sampling=setup.sampling,
-                num_batches=config.reward.norm_batches, seed=config.seed)
+            judge = evaluation.Evaluator(setup.roles, mesh, setup.sampling, setup.tokenizer, setup.encoder,
+                                         config.train.eval_batch_size, config.seed)
+            gain, bias = judge.fit_normaliser(setup.roles.policy.params, examples, config.reward.norm_batches)
         pools = sample_pools(policy, setup, batches, mesh, pool=config.bon.pool, rng=jax.random.fold_in(rng, 3),
                              gain=gain, bias=bias)
     rows = table(*pools, ns, gold_metrics_fn=setup.gold_metrics_fn)

@@ -29,9 +29,11 @@ from rlhfjax import parallel
 from rlhfjax.data.hh import load_sft
 from rlhfjax.data.sources import resolve_source
 from rlhfjax.data.tokenizing import encoder_for, read_context
+from rlhfjax.choices import DISTILL_RESPONSES as RESPONSES
 from rlhfjax.errors import ConfigError
 from rlhfjax.objectives import context_distill as cd
-from rlhfjax.online import evaluation, experience, runner
+from rlhfjax.harness import experience
+from rlhfjax.online import runner
 from rlhfjax.sampling import Rollout, SamplingConfig
 from rlhfjax.train.update import minibatch_update
 
@@ -45,9 +47,6 @@ def check(config) -> None:
     if d.num_minibatches < 1 or config.train.batch_size % d.num_minibatches:
         raise ConfigError(f"train.batch_size={config.train.batch_size} must be a positive multiple of "
                           f"distill.num_minibatches={d.num_minibatches}")
-
-
-RESPONSES = ("teacher", "dataset")
 
 
 def dataset_rollout(prompts) -> Rollout:
@@ -105,16 +104,9 @@ def build(config, mesh):
 def teacher_eval(setup, mesh, gain, bias) -> dict:
     """The prompted teacher on the runner's held-out prompts with the runner's eval keys and the run's
     reward normaliser: the "initial policy with the context" row (KL from the unprompted initial policy)."""
-    config = setup.config
-    source, data_dir = resolve_source(config.data, "prompts")
-    batches = evaluation.eval_batches(source, data_dir, config.data.eval_split, config.data.eval_limit,
-                                      setup.rollout_encoder, config.train.eval_batch_size, name="teacher eval")
-    if not batches:
-        return {}
     with parallel.activate(mesh):
-        return evaluation.evaluate(setup.roles.reference.params, setup.roles, gain, bias, batches, mesh,
-                                   sampling=setup.sampling, rng=runner.eval_key(config), tokenizer=setup.tokenizer,
-                                   gold_fn=setup.gold_fn, gold_metrics_fn=setup.gold_metrics_fn)
+        judge = runner.evaluator(setup, "", name="teacher eval", encoder=setup.rollout_encoder)
+        return dataclasses.replace(judge, samples_path=None)(setup.roles.reference.params, gain, bias, step=0)
 
 
 def run(config, workdir: str, mesh=None) -> dict:

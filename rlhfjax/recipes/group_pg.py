@@ -22,8 +22,9 @@ import jax.numpy as jnp
 from rlhfjax import parallel
 from rlhfjax.errors import ConfigError
 from rlhfjax.objectives import group_pg
-from rlhfjax.objectives.ppo import check_first_ratio, kl_per_token, normalise, summarise_update
-from rlhfjax.online import experience, runner
+from rlhfjax.harness import experience
+from rlhfjax.objectives.core import check_first_ratio, kl_per_token, normalise, summarise_update
+from rlhfjax.online import runner
 from rlhfjax.train.update import minibatch_update
 
 METHODS = ("rloo", "grpo")
@@ -81,8 +82,8 @@ def build(config, mesh, method: str):
     loss_cfg = group_pg.GroupLossConfig(
         model=policy.cfg, num_response=setup.num_response, temperature=setup.sampling.temperature,
         clip=float(m.clip), kl_coef=float(m.kl_coef) if method == "grpo" else 0.0,
-        kl_estimator=m.get("kl_estimator", "k3"), aggregation=m.aggregation, remat=bool(m.remat),
-        first_ratio=m.get("first_ratio", "own_logp"))
+        aggregation=m.aggregation, remat=bool(m.remat), first_ratio=m.first_ratio,
+        **({"kl_estimator": m.kl_estimator} if method == "grpo" else {}))  # RLOO's KL is k1, in the reward
     group_pg.aggregate(jnp.zeros((1, 1)), jnp.ones((1, 1)), loss_cfg.aggregation)  # fail early on a bad name
     check_first_ratio(loss_cfg.first_ratio, loss_cfg.remat, method)
     with parallel.activate(mesh):

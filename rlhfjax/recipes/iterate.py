@@ -15,7 +15,8 @@ Round r = 0 … `iterate.rounds` − 1 starts from the current policy π_r (π_0
     (`base`: `pm.model.init_from`, "" = π_0). Its eval pairs are round r's held-out pairs, so
     `pm/accuracy` is measured on the latest policy's distribution; `pm/prev_accuracy` is the previous
     round's PM on the same pairs (how stale the last PM had become).
- 4. RL: `iterate.method` (ppo | superhf | rloo | grpo; its full config is `methods.<method>`) from π_r
+ 4. RL: `iterate.method` (a command registered as an iterate method, `rlhfjax.commands`: ppo, superhf, rloo,
+    grpo, ...; its full config is `methods.<method>`) from π_r
     against PM_r, with the KL penalty and every √KL measured against π_0 (`reference.init_from`), so
     the rounds' curves share one axis. Its exported model is π_{r+1}. Each round's run fits its own
     reward normaliser (the PM changed) and its own LR schedule.
@@ -35,7 +36,6 @@ iteration axis), reward_vs_sqrt_kl.png and summary.json.
 
 from __future__ import annotations
 
-import importlib
 import json
 import math
 import os
@@ -44,10 +44,9 @@ import time
 import jax
 import ml_collections
 
-from rlhfjax import parallel
+from rlhfjax import commands, parallel
 from rlhfjax.atomic_files import atomic_path
 from rlhfjax.analysis.iterated import EVAL_KEYS, plot_curve, round_curve
-from rlhfjax.config import save_config
 from rlhfjax.data.hh import load_prompts
 from rlhfjax.data.labelling import read_jsonl, write_jsonl
 from rlhfjax.data.sources import is_toylab, resolve_source
@@ -60,9 +59,6 @@ from rlhfjax.online import comparisons, labelling_round
 from rlhfjax.sampling import SamplingConfig
 from rlhfjax.train.metrics import write_json
 
-METHODS = {"ppo": "rlhfjax.recipes.ppo", "superhf": "rlhfjax.recipes.superhf", "rloo": "rlhfjax.recipes.rloo",
-           "grpo": "rlhfjax.recipes.grpo"}
-PM_INITS = ("previous", "base")
 
 
 def _done(path: str) -> bool:
@@ -79,8 +75,8 @@ def _tokenizer_path(config) -> str:
 
 def _check(config) -> None:
     it = config.iterate
-    if it.method not in METHODS:
-        raise ConfigError(f"iterate.method={it.method!r}", f"use one of: {', '.join(METHODS)}")
+    if it.method not in commands.iterate_methods():
+        raise ConfigError(f"iterate.method={it.method!r}", f"use one of: {', '.join(commands.iterate_methods())}")
     if it.labeller == "simulated" and not is_toylab(config.data):
         raise ConfigError("iterate.labeller=simulated needs the toy lab's annotators (data.source=toylab)",
                           "use iterate.labeller=external and label the exported tasks")
@@ -205,10 +201,7 @@ class _Run:
         pm_cfg.seed = self.config.seed + r
         pm_dir = os.path.join(folder, "pm")
         if not _done(os.path.join(pm_dir, "summary.json")):
-            from rlhfjax.recipes import rm
-
-            save_config(pm_cfg, pm_dir)
-            rm.run(pm_cfg, pm_dir, self.mesh)
+            commands.get("rm").run(pm_cfg, pm_dir, self.mesh)  # its loop writes pm/config.json
         record = {"step": r + 1, "round": r, "labels/round": len(read_jsonl(train_cmp)), "labels/total": len(rows),
                   "pairs/identical_dropped": counts["identical"], "pairs/from_earlier": counts["from_earlier"],
                   "pm/steps": steps,
@@ -220,8 +213,7 @@ class _Run:
             "policy.init_from": self.policy_dir(r), "reference.init_from": self.policy0,
             "reward.init_from": os.path.join(pm_dir, "model"), "policy.dtype": self.config.policy.dtype})
         if not _done(os.path.join(rl_dir, "summary.json")):
-            save_config(rl_cfg, rl_dir)
-            importlib.import_module(METHODS[it.method]).run(rl_cfg, rl_dir, self.mesh)
+            commands.get(it.method).run(rl_cfg, rl_dir, self.mesh)
         with open(os.path.join(rl_dir, "summary.json")) as f:
             last = json.load(f)["evals"][-1]
         record.update({k: last[k] for k in EVAL_KEYS if k in last})

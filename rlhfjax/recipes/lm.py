@@ -18,9 +18,10 @@ import numpy as np
 from rlhfjax import distributed, parallel
 from rlhfjax.data.batching import BatchIterator
 from rlhfjax.errors import ConfigError, MissingPathError
-from rlhfjax.models.hf import load_tokenizer, save_pretrained
+from rlhfjax.data.tokenizing import load_tokenizer
+from rlhfjax.models.hf import save_pretrained
 from rlhfjax.objectives import lm as lm_objective
-from rlhfjax.recipes import common
+from rlhfjax.offline import runner
 from rlhfjax.sampling import SamplingConfig, sample
 from rlhfjax.train.metrics import write_json
 
@@ -88,8 +89,8 @@ def run(config, workdir: str, mesh=None) -> dict:
     """Train on `mesh` (default: `parallel.make_mesh(config.mesh)`)."""
     t0 = time.time()
     os.makedirs(workdir, exist_ok=True)
-    mesh = common.mesh_for(config, mesh)
-    common.check_batch_size(config.train.batch_size, mesh, config.optim.grad_accum_steps)
+    mesh = runner.mesh_for(config, mesh)
+    runner.check_batch_size(config.train.batch_size, mesh, config.optim.grad_accum_steps)
     rng = jax.random.PRNGKey(config.seed)
     texts = read_corpus(config.data.text_path) if config.data.text_path else synthetic_corpus(
         config.data.num_synthetic, config.seed)
@@ -113,20 +114,20 @@ def run(config, workdir: str, mesh=None) -> dict:
                                num_epochs=None)
 
     init_rng, state_rng = jax.random.split(rng)
-    model_cfg, params, shardings = common.model_params(config.model, len(tokenizer), init_rng, mesh)
-    state = common.create_state(params, shardings, config, state_rng, mesh)
+    model_cfg, params, shardings = runner.model_params(config.model, len(tokenizer), init_rng, mesh)
+    state = runner.create_state(params, shardings, config, state_rng, mesh)
     loss_config = lm_objective.LMLossConfig(model=model_cfg)
     eval_loss = jax.jit(lambda p, b: lm_objective.loss_fn(p, b, frozen=None, config=loss_config, rng=None)[:2])
 
     def evaluate(state) -> dict:  # under the mesh (run by the loop inside `fit`)
         total = count = 0.0
         for i in range(0, len(eval_rows), B):
-            s, c = eval_loss(state.params, common.shard(_batch(eval_rows[i:i + B], size=B), mesh))
+            s, c = eval_loss(state.params, runner.shard(_batch(eval_rows[i:i + B], size=B), mesh))
             total, count = total + float(s), count + float(c)
         nll = total / max(count, 1.0)
         return {"eval/nll": nll, "eval/perplexity": float(np.exp(nll))}
 
-    state, history = common.fit(config, workdir, state, train_iter, lm_objective.loss_fn, loss_config,
+    state, history = runner.fit(config, workdir, state, train_iter, lm_objective.loss_fn, loss_config,
                                 mesh=mesh, eval_fn=evaluate)
 
     # Greedy continuations of document openings show what the model learned.

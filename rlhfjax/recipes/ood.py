@@ -36,7 +36,10 @@ from rlhfjax.data.hh import load_prompts
 from rlhfjax.errors import ConfigError
 from rlhfjax.models import api
 from rlhfjax.models.factory import preset_from_config
-from rlhfjax.recipes import common
+from rlhfjax.data.sources import is_toylab, resolve_source
+from rlhfjax.data.tokenizing import encoder_for, tokenizer_for
+from rlhfjax.offline import runner
+from rlhfjax.train.metrics import write_json
 from rlhfjax.train.metrics import MetricsWriter
 
 SCORE_NAMES = ("mahalanobis", "relative_mahalanobis")
@@ -48,7 +51,7 @@ def load_model(config, vocab_size: int, rng, mesh):
     from rlhfjax.models.hf import load_hf_config, load_pretrained, load_pretrained_scalar
 
     init_from = config.model.init_from
-    dtype = config.model.get("dtype", "float32")
+    dtype = config.model.dtype
     if init_from:
         _, hf = load_hf_config(init_from)
         archs = list(getattr(hf, "architectures", None) or [])
@@ -68,9 +71,9 @@ def load_model(config, vocab_size: int, rng, mesh):
 def _sources(config) -> dict[str, tuple[str, str | None, str, int]]:
     """{"fit"|"test"|"ood": (source, data_dir, split, limit)}."""
     o = config.ood
-    toylab = common.is_toylab(config.data)
+    toylab = is_toylab(config.data)
     if toylab:
-        prompts_dir, _ = common.resolve_source(config.data, "prompts")
+        prompts_dir, _ = resolve_source(config.data, "prompts")
     out = {}
     for role in ("fit", "test", "ood"):
         source = o[f"{role}_source"]
@@ -90,15 +93,15 @@ def run(config, workdir: str, mesh=None) -> dict:
     """Read activations on `mesh` (default: `parallel.make_mesh(config.mesh)`)."""
     t0 = time.time()
     os.makedirs(workdir, exist_ok=True)
-    mesh = common.mesh_for(config, mesh)
-    common.check_batch_size(config.ood.batch_size, mesh, what="ood.batch_size")
-    tokenizer = common.tokenizer_for(config)
-    encoder = common.encoder_for(config, tokenizer)
+    mesh = runner.mesh_for(config, mesh)
+    runner.check_batch_size(config.ood.batch_size, mesh, what="ood.batch_size")
+    tokenizer = tokenizer_for(config, config.model.init_from)
+    encoder = encoder_for(config, tokenizer)
 
     prompts, reports = {}, {}
     for role, (source, data_dir, split, limit) in _sources(config).items():
         examples, report = load_prompts(source, data_dir=data_dir, split=split, limit=limit or None)
-        common.report_loading(f"ood {role}", report)
+        report.print(f"ood {role}")
         prompts[role] = examples
         reports[role] = {"source": source, "data_dir": data_dir, "split": split, "prompts": len(examples)}
     if len(prompts["fit"]) < 2 or not prompts["test"] or not prompts["ood"]:
@@ -160,5 +163,5 @@ def run(config, workdir: str, mesh=None) -> dict:
         "prompt_truncations": dict(encoder.stats), "shrinkage": config.ood.shrinkage,
         "histogram": hist, "seconds": round(time.time() - t0, 1),
     }
-    common.write_json(os.path.join(workdir, "summary.json"), summary)
+    write_json(os.path.join(workdir, "summary.json"), summary)
     return summary

@@ -18,9 +18,9 @@ import os
 
 import ml_collections
 
-from rlhfjax.config import save_config
 from rlhfjax.errors import ConfigError
-from rlhfjax.recipes import common, rm
+from rlhfjax.recipes import rm
+from rlhfjax.train.metrics import write_json
 
 SCALAR_OBJECTIVES = ("ranked", "binary")  # exported as a sequence classifier; "imitation" exports an LM
 
@@ -88,8 +88,7 @@ def run_stage(name: str, config, stage_dir: str, mesh=None) -> tuple[dict, bool]
         print(f"pmp {name}: finished in {stage_dir}; skipping", flush=True)
         with open(summary_path) as f:
             return json.load(f), True
-    save_config(config, stage_dir)
-    print(f"pmp {name}: run directory {stage_dir}", flush=True)
+    print(f"pmp {name}: run directory {stage_dir}", flush=True)  # the rm run's loop writes its config.json
     return rm.run(config, stage_dir, mesh=mesh), False
 
 
@@ -104,7 +103,7 @@ def run(config, workdir: str, mesh=None) -> dict:
     ft = summaries["finetune"]
     summary = {**summaries, "skipped": skipped,
                "transfer": {"before_finetune": ft["init"], "after_finetune": ft["final"]}}
-    common.write_json(os.path.join(workdir, "summary.json"), summary)
+    write_json(os.path.join(workdir, "summary.json"), summary)
     print(f"pmp: target-pool accuracy {ft['init']['eval/accuracy']:.3f} after pre-training, "
           f"{ft['final']['eval/accuracy']:.3f} after fine-tuning", flush=True)
     return summary

@@ -3,8 +3,8 @@
 One iteration (`iterate`): sample one response per prompt from the current policy → RM score at the
 last token (normalised so the initial policy's scores are N(0, 1)) → policy and reference log-probs
 → values → rewards = score − β·KL per token → GAE → whitening (each phase one jit, timed:
-`online.experience`), then `ppo.epochs` × `ppo.num_minibatches` optimizer steps in ONE jit
-(`objectives.ppo.ppo_update`). Everything around it — prompts, roles on `config.mesh`, the
+`harness.experience`), then `ppo.epochs` × `ppo.num_minibatches` optimizer steps in ONE jit
+(`train.update.minibatch_update` of `objectives.ppo.loss_fn`). Everything around it — prompts, roles on `config.mesh`, the
 normaliser, held-out evals, checkpoints with exact resume, HF export, summary — is the online
 runner's (`online.runner`).
 
@@ -21,10 +21,15 @@ import time
 import jax
 
 from rlhfjax import parallel
+from rlhfjax.choices import EXPERIENCE_JITS
 from rlhfjax.errors import ConfigError
 from rlhfjax.objectives import kl_control
 from rlhfjax.objectives import ppo as ppo_objective
-from rlhfjax.online import experience, runner
+from rlhfjax.objectives.core import check_first_ratio, summarise_update
+from rlhfjax.harness import experience
+from rlhfjax.harness.state import PolicyState
+from rlhfjax.online import runner
+from rlhfjax.train.update import minibatch_update
 
 def kl_controller(kl_config):
     if kl_config.controller == "adaptive":
@@ -55,13 +60,12 @@ def advantage_config(config, eos_id) -> ppo_objective.AdvantageConfig:
 
 def loss_config(config, setup: runner.OnlineSetup) -> ppo_objective.PPOLossConfig:
     p, value = config.ppo, setup.roles.value
-    first_ratio = p.get("first_ratio", "own_logp")
-    ppo_objective.check_first_ratio(first_ratio, bool(p.remat))
+    check_first_ratio(p.first_ratio, bool(p.remat))
     return ppo_objective.PPOLossConfig(
         policy_model=setup.roles.policy.cfg, value_model=None if setup.roles.value_on_policy else value.cfg,
         num_response=setup.num_response, temperature=setup.sampling.temperature, clip=float(p.clip),
         value_clip=float(p.value_clip), value_coef=float(p.value_coef), entropy_coef=float(p.entropy_coef),
-        remat=bool(p.remat), remat_policy=p.get("remat_policy", "nothing_saveable"), first_ratio=first_ratio)
+        remat=bool(p.remat), remat_policy=p.remat_policy, first_ratio=p.first_ratio)
 
 
 def _scored_experience(params, reference, reward, ro, plain, kl_state, gain, bias, *, cfgs, chunk, adv_cfg,
@@ -94,9 +98,6 @@ _fused_experience = jax.jit(functools.partial(_scored_experience, phases=_UNTIME
                             static_argnames=("cfgs", "chunk", "adv_cfg", "value_on_policy"))
 
 
-EXPERIENCE_JITS = ("auto", "fused", "phases")
-
-
 def fuse_experience(choice: str) -> bool:
     """`ppo.experience_jit`: fused (one program after generation), phases (one jit each), or auto: fused on an
     accelerator, where it saves a dispatch and sync per phase, phases on the CPU, where XLA runs one op after
@@ -106,7 +107,7 @@ def fuse_experience(choice: str) -> bool:
     return choice == "fused" or (choice == "auto" and jax.default_backend() != "cpu")
 
 
-def collect(state: runner.OnlineState, setup: runner.OnlineSetup, prompts: dict, rng, *, adv_cfg, timed=True,
+def collect(state: PolicyState, setup: runner.OnlineSetup, prompts: dict, rng, *, adv_cfg, timed=True,
             fused=False) -> dict:
     """One iteration's experience → {batch, rollout, shaped, metrics (+ time/*), kl_state (next), raw_score_B,
     ref_logp_BxN}. `timed`: each phase its own jit, timed (`time/<phase>`); else the scoring, log-prob, value
@@ -137,12 +138,12 @@ def iterate(state, prompts, rng, *, setup, adv_cfg, loss_cfg):
     """One PPO iteration: experience, then all epochs × minibatches (the runner's `Iterate`)."""
     sample_rng, perm_rng = jax.random.split(rng)
     p = setup.config.ppo
-    exp = collect(state, setup, prompts, sample_rng, adv_cfg=adv_cfg, timed=bool(p.get("time_phases")),
-                  fused=fuse_experience(p.get("experience_jit", "auto")))
+    exp = collect(state, setup, prompts, sample_rng, adv_cfg=adv_cfg, timed=bool(p.time_phases),
+                  fused=fuse_experience(p.experience_jit))
     t = time.perf_counter()
-    train, upd = ppo_objective.ppo_update(state.train, exp["batch"], perm_rng, loss_config=loss_cfg,
-                                          epochs=p.epochs, num_minibatches=p.num_minibatches)
-    upd = jax.block_until_ready(ppo_objective.summarise_update(upd))
+    train, upd = minibatch_update(state.train, exp["batch"], None, perm_rng, loss_fn=ppo_objective.loss_fn,
+                                  config=loss_cfg, epochs=p.epochs, num_minibatches=p.num_minibatches)
+    upd = jax.block_until_ready(summarise_update(upd))
     metrics = {**exp["metrics"], **upd, "time/update": time.perf_counter() - t}
     return state.replace(train=train, method=exp["kl_state"]), metrics, exp["rollout"]
 
@@ -151,7 +152,7 @@ def build(config, mesh):
     """(setup, fresh state, iterate) from the config: the recipe's wiring, shared with tests and benchmarks."""
     minibatch_size(config)
     kl_controller(config.kl)  # fail on a bad controller before loading models
-    fuse_experience(config.ppo.get("experience_jit", "auto"))
+    fuse_experience(config.ppo.experience_jit)
     setup = runner.prepare(config, mesh, with_value=True)
     roles = setup.roles
     params = {"policy": roles.policy.params, "value": roles.value.params}  # donated to the train state

@@ -49,7 +49,11 @@ from rlhfjax.models.factory import execution
 from rlhfjax.models.heads import without_lm_head
 from rlhfjax.models.hf import load_pretrained_scalar, save_pretrained, save_pretrained_scalar
 from rlhfjax.objectives import rm as rm_objective
-from rlhfjax.recipes import common
+from rlhfjax.data.preferences import comparison_source, load_comparisons
+from rlhfjax.data.sources import is_toylab
+from rlhfjax.data.tokenizing import encoder_for, tokenizer_for
+from rlhfjax.offline import runner
+from rlhfjax.train.metrics import write_json
 from rlhfjax.train import early_stopping
 from rlhfjax.train.metrics import write_config
 from rlhfjax.train.state import create_on_mesh
@@ -67,7 +71,7 @@ def _init_params(config, tokenizer, rng, mesh):
         model_cfg, host = load_pretrained_scalar(init_from, **execution(config.model))  # e.g. PMP stage 1
         shardings = api.param_shardings(model_cfg, mesh, "scalar")
         return loss_cfg(model_cfg), api.place(host, shardings), shardings
-    model_cfg, lm_params, _ = common.model_params(config.model, len(tokenizer), rng, mesh, "lm")
+    model_cfg, lm_params, _ = runner.model_params(config.model, len(tokenizer), rng, mesh, "lm")
     loss_config = loss_cfg(model_cfg)
     params = rm_objective.init_rm_params(loss_config, jax.random.fold_in(rng, 1), lm_params=lm_params)
     shardings = api.param_shardings(model_cfg, mesh, loss_config.model_kind)
@@ -113,42 +117,42 @@ def run_with_state(config, workdir: str, mesh=None):
     """`run`, also returning the final TrainState (params still on the mesh)."""
     t0 = time.time()
     os.makedirs(workdir, exist_ok=True)
-    mesh = common.mesh_for(config, mesh)
-    common.check_batch_size(config.train.batch_size, mesh, config.optim.grad_accum_steps)
-    tokenizer = common.tokenizer_for(config)
+    mesh = runner.mesh_for(config, mesh)
+    runner.check_batch_size(config.train.batch_size, mesh, config.optim.grad_accum_steps)
+    tokenizer = tokenizer_for(config, config.model.init_from)
     B = config.train.batch_size
-    encoder = common.encoder_for(config, tokenizer)
+    encoder = encoder_for(config, tokenizer)
     ranked = bool(config.data.ranked_lists)
-    train_examples = common.load_comparisons(config, config.data.train_split, config.data.limit, "rm train",
+    train_examples = load_comparisons(config, config.data.train_split, config.data.limit, "rm train",
                                              whole_lists=ranked)
     collate = (functools.partial(collate_ranked, encoder=encoder, num_responses=config.data.num_responses)
                if ranked else functools.partial(collate_pairs, encoder=encoder))
-    eval_pairs = common.load_comparisons(config, config.data.eval_split, config.data.eval_limit, "rm eval")
+    eval_pairs = load_comparisons(config, config.data.eval_split, config.data.eval_limit, "rm eval")
 
     given_config = config
-    val_fraction = float(config.rm.get("val_fraction", 0.0) or 0.0)
+    val_fraction = float(config.rm.val_fraction)
     val_examples = []
     if val_fraction > 0:
-        train_examples, val_examples = common.split_validation(train_examples, val_fraction, config.seed)
-    train_iter = common.train_iterator(config, train_examples, collate)
-    config = common.resolve_epochs(config, len(train_iter))
-    freeze_steps = int(config.rm.get("freeze_backbone_steps", 0) or 0)
+        train_examples, val_examples = runner.split_validation(train_examples, val_fraction, config.seed)
+    train_iter = runner.train_iterator(config, train_examples, collate)
+    config = runner.resolve_epochs(config, len(train_iter))
+    freeze_steps = int(config.rm.freeze_backbone_steps)
     if freeze_steps > 0 and config.rm.objective == "imitation":
         raise ConfigError("rm.freeze_backbone_steps needs a scalar head to train alone; imitation has none")
     rng = jax.random.PRNGKey(config.seed)
     init_rng, state_rng = jax.random.split(rng)
     loss_config, params, shardings = _init_params(config, tokenizer, init_rng, mesh)
     if freeze_steps > 0:
-        optim = common.optim_config(config)
+        optim = runner.optim_config(config)
         optim.freeze_steps, optim.frozen = freeze_steps, "backbone"  # a copy: the run's config is unchanged
         state = create_on_mesh(params, shardings, optim, state_rng, mesh)
     else:
-        state = common.create_state(params, shardings, config, state_rng, mesh)
+        state = runner.create_state(params, shardings, config, state_rng, mesh)
 
     scores_step = _scores_step(loss_config)
     eval_batches = [collate_pairs(rows, encoder) for _, rows, _ in padded_batches(eval_pairs, B)]
     gold_margin = None
-    if common.is_toylab(config.data):
+    if is_toylab(config.data):
         from rlhfjax.data.toylab import gold_margins
 
         gold_margin = gold_margins(eval_pairs)
@@ -157,7 +161,7 @@ def run_with_state(config, workdir: str, mesh=None):
     def evaluate(state) -> dict:  # under the mesh (the loop runs it inside `fit`'s activation)
         margins = []
         for batch in eval_batches:
-            r_c, r_r = scores_step(state.params, common.shard(batch, mesh))
+            r_c, r_r = scores_step(state.params, runner.shard(batch, mesh))
             margins.append(np.asarray(r_c - r_r)[batch["row_mask_B"].astype(bool)])
         margin = np.concatenate(margins)
         rel = reliability(*pairwise_predictions(margin))
@@ -168,7 +172,7 @@ def run_with_state(config, workdir: str, mesh=None):
 
     best = None
     if val_examples:
-        metric, better = SELECT_BY.get(config.rm.get("select_by", "loss"), (None, None))
+        metric, better = SELECT_BY.get(config.rm.select_by, (None, None))
         if metric is None:
             raise ConfigError(f"rm.select_by must be one of {sorted(SELECT_BY)}, got {config.rm.select_by!r}")
         val_step = _validation_step(loss_config)
@@ -179,7 +183,7 @@ def run_with_state(config, workdir: str, mesh=None):
     def validate(params) -> dict:
         sums = np.zeros(4)
         for batch in val_batches:
-            sums += np.asarray(jax.device_get(val_step(params, common.shard(batch, mesh))), np.float64)
+            sums += np.asarray(jax.device_get(val_step(params, runner.shard(batch, mesh))), np.float64)
         return {"val/loss": float(sums[0] / max(sums[1], 1.0)), "val/accuracy": float(sums[2] / max(sums[3], 1.0))}
 
     test_every = int(given_config.train.eval_every or 0)
@@ -202,7 +206,7 @@ def run_with_state(config, workdir: str, mesh=None):
             init_eval.update(val)
             best.offer(0, val, state.params)  # never worse on validation than the start (a no-op on resume)
     try:
-        state, history = common.fit(config, workdir, state, train_iter, rm_objective.loss_fn, loss_config,
+        state, history = runner.fit(config, workdir, state, train_iter, rm_objective.loss_fn, loss_config,
                                     mesh=mesh, eval_fn=evaluate_and_select)
     finally:
         if best is not None:
@@ -232,12 +236,12 @@ def run_with_state(config, workdir: str, mesh=None):
         distributed.export(save_pretrained_scalar, model_cfg, params, model_dir, tokenizer=tokenizer, drop_bias=True)
     final = dict(history[-1])
     summary = {"objective": config.rm.objective, "steps": config.train.steps, "final": final, "init": init_eval,
-               "init_from": config.model.init_from, "data_dir": common.comparison_source(config.data)[1] or "",
+               "init_from": config.model.init_from, "data_dir": comparison_source(config.data)[1] or "",
                "train_examples": len(train_examples), "eval_pairs": len(eval_pairs),
                "seconds": round(time.time() - t0, 1), "model_dir": model_dir}
-    if config.train.get("epochs", 0):
+    if config.train.epochs:
         summary["epochs"] = int(config.train.epochs)
     if best is not None:
         summary.update(best_step=best.step, select_by=best.metric, val_examples=len(val_examples), last=last)
-    common.write_json(os.path.join(workdir, "summary.json"), summary)
+    write_json(os.path.join(workdir, "summary.json"), summary)
     return summary, state

@@ -25,7 +25,10 @@ from rlhfjax.data.hh import load_sft
 from rlhfjax.data.tokenizing import decode_responses
 from rlhfjax.models.hf import save_pretrained
 from rlhfjax.objectives import sft as sft_objective
-from rlhfjax.recipes import common
+from rlhfjax.data.sources import is_toylab, resolve_source
+from rlhfjax.data.tokenizing import encoder_for, tokenizer_for
+from rlhfjax.offline import runner
+from rlhfjax.train.metrics import write_json
 from rlhfjax.sampling import SamplingConfig, sample
 
 
@@ -41,7 +44,7 @@ def sample_completions(params, model_cfg, prompts: list, encoder, tokenizer, con
         # Padding rows need one real token for the sampler; they are dropped below.
         batch["prompt_mask_BxP"][n:, -1] = 1
         batch = {k: batch[k] for k in ("prompt_tokens_BxP", "prompt_mask_BxP")}
-        batch = common.shard(batch, mesh) if mesh is not None else jax.tree.map(jnp.asarray, batch)
+        batch = runner.shard(batch, mesh) if mesh is not None else jax.tree.map(jnp.asarray, batch)
         rollout = sample(params, batch["prompt_tokens_BxP"], batch["prompt_mask_BxP"], jax.random.fold_in(rng, i),
                          model_cfg=model_cfg, cfg=scfg)
         out += decode_responses(tokenizer, rollout)[:n]
@@ -57,36 +60,36 @@ def run_with_state(config, workdir: str, mesh=None):
     """`run`, also returning the final TrainState (params still on the mesh)."""
     t0 = time.time()
     os.makedirs(workdir, exist_ok=True)
-    mesh = common.mesh_for(config, mesh)
-    common.check_batch_size(config.train.batch_size, mesh, config.optim.grad_accum_steps)
-    tokenizer = common.tokenizer_for(config)
-    source, data_dir = common.resolve_source(config.data, "sft")
+    mesh = runner.mesh_for(config, mesh)
+    runner.check_batch_size(config.train.batch_size, mesh, config.optim.grad_accum_steps)
+    tokenizer = tokenizer_for(config, config.model.init_from)
+    source, data_dir = resolve_source(config.data, "sft")
     limit = config.data.limit or None
     train_examples, report = load_sft(source, data_dir=data_dir, split=config.data.train_split, limit=limit)
-    common.report_loading("sft train", report)
+    report.print("sft train")
     eval_examples, report = load_sft(source, data_dir=data_dir, split=config.data.eval_split,
                                      limit=config.data.eval_limit or None)
-    common.report_loading("sft eval", report)
+    report.print("sft eval")
 
-    encoder = common.encoder_for(config, tokenizer)
+    encoder = encoder_for(config, tokenizer)
     B = config.train.batch_size
     train_iter = BatchIterator(train_examples, B, functools.partial(collate_sft, encoder=encoder),
                                seed=config.seed, num_epochs=None)
     rng = jax.random.PRNGKey(config.seed)
     init_rng, state_rng, sample_rng = jax.random.split(rng, 3)
-    model_cfg, params, shardings = common.model_params(config.model, len(tokenizer), init_rng, mesh)
+    model_cfg, params, shardings = runner.model_params(config.model, len(tokenizer), init_rng, mesh)
     loss_config = sft_objective.SFTLossConfig(model_cfg)
-    state = common.create_state(params, shardings, config, state_rng, mesh)
+    state = runner.create_state(params, shardings, config, state_rng, mesh)
 
     eval_step = jax.jit(functools.partial(sft_objective.response_nll, model_cfg=model_cfg))
     eval_batches = [collate_sft(rows, encoder) for _, rows, _ in padded_batches(eval_examples, B)]
     eval_prompts = [ex.prompt for ex in eval_examples[:config.sample.num_prompts]]
-    toylab = common.is_toylab(config.data)
+    toylab = is_toylab(config.data)
 
     def evaluate(state) -> dict:  # called by the loop under the mesh
         total = count = 0.0
         for batch in eval_batches:
-            s, c = eval_step(state.params, common.shard(batch, mesh))
+            s, c = eval_step(state.params, runner.shard(batch, mesh))
             total, count = total + float(s), count + float(c)
         metrics = {"eval/nll": total / max(count, 1.0)}
         metrics["eval/perplexity"] = float(np.exp(metrics["eval/nll"]))
@@ -108,7 +111,7 @@ def run_with_state(config, workdir: str, mesh=None):
             print(f"  [{step}] {prompt_preview(r['prompt'])!r} -> {preview(r['completion'])!r}", flush=True)
         return metrics
 
-    state, history = common.fit(config, workdir, state, train_iter, sft_objective.loss_fn, loss_config,
+    state, history = runner.fit(config, workdir, state, train_iter, sft_objective.loss_fn, loss_config,
                                 mesh=mesh, eval_fn=evaluate)
 
     model_cfg = model_cfg.replace(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
@@ -117,5 +120,5 @@ def run_with_state(config, workdir: str, mesh=None):
     final = {k: v for k, v in history[-1].items()} if history else {}
     summary = {"steps": config.train.steps, "final": final, "seconds": round(time.time() - t0, 1),
                "model_dir": os.path.join(workdir, "model")}
-    common.write_json(os.path.join(workdir, "summary.json"), summary)
+    write_json(os.path.join(workdir, "summary.json"), summary)
     return summary, state

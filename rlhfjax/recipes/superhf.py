@@ -28,8 +28,9 @@ import jax.numpy as jnp
 from rlhfjax import parallel
 from rlhfjax.errors import ConfigError
 from rlhfjax.objectives import superhf as shf
-from rlhfjax.objectives.ppo import has_eos, normalise
-from rlhfjax.online import experience, runner
+from rlhfjax.harness import experience
+from rlhfjax.objectives.core import has_eos, normalise
+from rlhfjax.online import runner
 from rlhfjax.train.update import minibatch_update
 
 

@@ -27,6 +27,17 @@ def abstract_state(template: TrainState, shardings=None) -> TrainState:
     return jax.tree.map(leaf, template, shardings)
 
 
+def latest_step(directory: str) -> int | None:
+    """The step of the newest checkpoint in `directory` (None: none, or no such directory)."""
+    if not os.path.isdir(directory):
+        return None
+    checkpointer = Checkpointer(directory)
+    try:
+        return checkpointer.latest_step()
+    finally:
+        checkpointer.close()
+
+
 class Checkpointer:
     def __init__(self, directory: str, max_to_keep: int = 3, async_save: bool = False):
         # Sync by default: the update donates the state's buffers, and the next step must not

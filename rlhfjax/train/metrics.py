@@ -12,6 +12,7 @@ from typing import Any, Mapping
 import jax
 import numpy as np
 
+from rlhfjax import atomic_files
 from rlhfjax.atomic_files import atomic_open
 
 def drop_records_after(path: str, step: int) -> None:
@@ -70,12 +71,10 @@ def read_jsonl(path: str) -> list[dict[str, float]]:
         return [json.loads(ln) for ln in f if ln.strip()]
 
 
-def write_config(run_dir: str, config: Mapping[str, Any]) -> None:
-    if jax.process_index() != 0:
-        return
-    os.makedirs(run_dir, exist_ok=True)
-    with open(os.path.join(run_dir, "config.json"), "w") as f:
-        json.dump(config, f, indent=2, sort_keys=True, default=str)
+def write_config(run_dir: str, config) -> None:
+    """`atomic_files.write_config` on process 0."""
+    if jax.process_index() == 0:
+        atomic_files.write_config(run_dir, config)
 
 
 def write_json(path: str, payload) -> None:

@@ -21,26 +21,10 @@ import ml_collections
 import jax.numpy as jnp
 import optax
 
+from rlhfjax.choices import SCHEDULES
+from rlhfjax.config_blocks import optim_config as default_optim_config  # noqa: F401 (config.optim's defaults)
 from rlhfjax.errors import ConfigError
 
-SCHEDULES = ("constant", "cosine", "linear")
-
-
-def default_optim_config() -> ml_collections.ConfigDict:
-    """Optimizer hyperparameters; embed as `config.optim` in experiment configs."""
-    c = ml_collections.ConfigDict()
-    c.learning_rate = 1e-5  # peak LR, reached at the end of warmup
-    c.warmup_steps = 0  # linear warmup from 0 over this many optimizer steps
-    c.schedule = "constant"  # after warmup: "constant" | "cosine" (to 0) | "linear" (to 0)
-    c.total_steps = 1000  # optimizer steps (not micro-batches) the decay runs over, warmup included
-    c.weight_decay = 0.0  # AdamW decoupled decay; applied to matrices only (not norms/biases)
-    c.b1 = 0.9
-    c.b2 = 0.95
-    c.eps = 1e-8
-    c.grad_clip_norm = 1.0  # clip by global norm before Adam; <= 0 disables clipping
-    c.grad_accum_steps = 1  # >1: each update splits its batch into this many micro-batches (memory), exactly
-    c.max_consecutive_nonfinite = 5  # host loop raises after this many skipped (NaN/Inf) steps in a row
-    return c
 
 
 def with_total_steps(config, total_steps: int) -> ml_collections.ConfigDict:

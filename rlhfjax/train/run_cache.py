@@ -10,16 +10,28 @@ collective) and reads it back.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from typing import Callable
 
+import jax
 import numpy as np
 
 from rlhfjax import distributed
 from rlhfjax.atomic_files import atomic_open
 
 KEY = "key"  # the stored key's entry in the .npz
+
+
+def params_fingerprint(cfg, host_params) -> str:
+    """A content checksum of a model (architecture + per-leaf path, shape, sum and sum of squares): part of the key
+    of what is computed from its weights."""
+    digest = hashlib.sha256(repr(cfg).encode())
+    for path, leaf in jax.tree_util.tree_leaves_with_path(host_params):
+        x = np.asarray(leaf, np.float64)
+        digest.update(f"{jax.tree_util.keystr(path)}{x.shape}{x.sum():.17g}{np.square(x).sum():.17g}".encode())
+    return digest.hexdigest()
 
 
 def computed_once(path: str, key: str, compute: Callable[[], dict], *, what: str) -> tuple[dict, dict]:

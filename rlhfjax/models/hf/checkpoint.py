@@ -255,19 +255,3 @@ def save_pretrained_scalar(cfg: ModelConfig, params, path: str, *, dtype: str = 
     tensors[SCORE] = np.asarray(jax.device_get(params["head"]["kernel"])).T.astype(tensors[next(iter(tensors))].dtype)
     # *ForSequenceClassification state dicts use the base-model prefix for every backbone tensor.
     return _write_checkpoint(hf_config, tensors, path, max_shard_bytes, tokenizer)
-
-
-def load_tokenizer(name_or_path: str, revision: str | None = None):
-    """`transformers.AutoTokenizer` from a hub id or directory, with a pad token guaranteed
-    (falls back to EOS, the usual choice for GPT-2/Pythia/Llama which ship none)."""
-    import transformers
-
-    try:
-        tok = transformers.AutoTokenizer.from_pretrained(os.path.expanduser(name_or_path), revision=revision)
-    except OSError as e:
-        raise MissingPathError(f"could not load a tokenizer from {name_or_path!r} ({type(e).__name__})",
-                               "pass a local directory holding tokenizer files (tokenizer.json or the "
-                               "model's vocab files), or set tokenizer.path") from e
-    if tok.pad_token is None and tok.eos_token is not None:
-        tok.pad_token = tok.eos_token
-    return tok

@@ -13,7 +13,7 @@ in lm-human-preferences. Log-probs are of the *temperature-scaled* policy (logit
 distribution the rollout samples from, so KL estimates on rollout tokens are unbiased.
 
 Log-probs are recomputed by teacher forcing (not taken from the sampler) with
-`objectives.ppo.policy_forward`, the function the PPO loss also calls, so the first minibatch's
+`models.api.policy_forward`, the function every loss also calls, so the first minibatch's
 ratio is 1 bit for bit. That needs the same XLA computation on both sides: the teacher-forced
 phases run in chunks of `chunk_size` rows (`lax.map`; PPO: its minibatch), because the matmul
 kernels' summation order depends on the batch dimension. Chunking also bounds activation memory.
@@ -22,7 +22,7 @@ Frozen models (reference, reward) are arguments, never closed over.
 A prompt context (`prompt.context_file`, `data.batching`) is what the *policy* sees: it samples, and its
 log-probs are taken, on context + prompt. The reward model scores the response after the plain prompt
 (`judged_sequence`): it judges the answer to the request, not the context, and its normaliser is fitted
-the same way. Held-out evals measure KL from the reference on the plain prompt too (online.evaluation), so
+the same way. Held-out evals measure KL from the reference on the plain prompt too (harness.evaluation), so
 a prompted policy sits at its true distance from the unprompted one; inside RL training the KL penalty
 anchors to the reference given the same context as the policy (its own starting point).
 """
@@ -36,7 +36,6 @@ import jax
 import jax.numpy as jnp
 
 from rlhfjax.models import ModelConfig, api
-from rlhfjax.objectives.ppo import policy_forward
 from rlhfjax.sampling import Rollout, SamplingConfig, sample
 
 sample_phase = sample
@@ -88,13 +87,13 @@ def _phase(fn, *static):
 
 
 def _logp(params, seq, mask, *, model_cfg, num_response, temperature):
-    return policy_forward(params, None, seq, mask, model_cfg=model_cfg, num_response=num_response,
+    return api.policy_forward(params, None, seq, mask, model_cfg=model_cfg, num_response=num_response,
                           temperature=temperature)["logp_BxN"]
 
 
 def _logp_values(params, seq, mask, *, model_cfg, num_response, temperature):
     """`params = (policy, value head)`: one forward gives both."""
-    out = policy_forward(params[0], params[1], seq, mask, model_cfg=model_cfg, num_response=num_response,
+    out = api.policy_forward(params[0], params[1], seq, mask, model_cfg=model_cfg, num_response=num_response,
                          temperature=temperature)
     return out["logp_BxN"], out["values_BxN"]
 

@@ -20,16 +20,18 @@ Config sections read (experiments/toylab_ppo.py documents them):
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Any
 
 import jax
 
+from rlhfjax import distributed
+from rlhfjax.choices import VALUE_MODELS
 from rlhfjax.errors import ConfigError
 from rlhfjax.models import ModelConfig, api, init_params, init_scalar_params, init_value_head
 from rlhfjax.models.factory import execution, preset_from_config
-from rlhfjax.models.hf import load_pretrained, load_pretrained_scalar
+from rlhfjax.models.hf import load_pretrained, load_pretrained_scalar, save_pretrained
 
-VALUE_MODELS = ("separate", "policy_head")
 
 
 @dataclasses.dataclass
@@ -40,6 +42,11 @@ class Role:
     params: Any  # placed on the mesh (a host reference: `load_roles(reference_on_host=True)`)
     shardings: Any
     init_from: str
+
+    def device_params(self):
+        """The params on the mesh: as they are, or host params placed now (fresh buffers, for one use)."""
+        on_device = all(isinstance(x, jax.Array) for x in jax.tree.leaves(self.params))
+        return self.params if on_device else api.place(self.params, self.shardings)
 
 
 @dataclasses.dataclass
@@ -125,3 +132,13 @@ def load_roles(config, mesh, vocab_size: int, *, with_value: bool, reward_option
         if r is not None and r.cfg.vocab_size < vocab_size:
             raise ConfigError(f"{r.name} model has vocab_size {r.cfg.vocab_size} < tokenizer size {vocab_size}")
     return roles
+
+
+def export_policy(cfg: ModelConfig, params, workdir: str, tokenizer, pad_id: int) -> str:
+    """The trained policy as an HF checkpoint in `<workdir>/model` (with the tokenizer and its special token
+    ids; written by process 0 once every process holds the params) → that path."""
+    model_dir = os.path.join(workdir, "model")
+    export_cfg = cfg.replace(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                             pad_token_id=pad_id)
+    distributed.export(save_pretrained, export_cfg, params, model_dir, tokenizer=tokenizer)
+    return model_dir

@@ -1,0 +1,12 @@
+"""`rlhfjax grpo`: GRPO on the group policy-gradient recipe (recipes/group_pg.py)."""
+
+from rlhfjax import choices as C
+from rlhfjax.commands import Command, register
+
+register(Command(
+    name="grpo", help="GRPO: group-normalised advantages, clipped ratio, per-token KL term",
+    iterate_method=True,
+    checks={"grpo.group_size": C.at_least(2), "grpo.kl_coef": C.NON_NEGATIVE, "grpo.epochs": C.POSITIVE,
+            "grpo.num_minibatches": C.POSITIVE, "grpo.clip": C.NON_NEGATIVE,
+            "grpo.aggregation": C.OneOf(C.AGGREGATIONS), "grpo.first_ratio": C.OneOf(C.FIRST_RATIOS),
+            "grpo.kl_estimator": C.OneOf(C.KL_ESTIMATORS)}))
