@@ -159,36 +159,97 @@ def toylab_online_config(temperature: float) -> ml_collections.ConfigDict:
     c.tokenizer = ml_collections.ConfigDict({"path": ""})  # "" = the toy lab's tokenizer, else policy's
     c.prompt = prompt_config()
 
-    c.policy = ml_collections.ConfigDict()
-    c.policy.init_from = "runs/toylab/sft/model"  # initial policy AND frozen reference (HF/rlhfjax LM dir)
-    c.policy.dtype = "float32"  # compute dtype of policy, reference, reward (and value) models
-    c.policy.scan_layers = False  # every role: one scanned block, params stacked (as model.scan_layers)
-    c.policy.remat_policy = "none"  # every role: per-block remat (as model.remat_policy)
-    c.policy.logits_chunk = 0  # every role: chunked LM head in teacher-forced passes (as model.logits_chunk)
+    c.policy = policy_config()
     # The frozen KL anchor: "" = policy.init_from (the usual case); `rlhfjax iterate` sets the first
     # round's policy here while later rounds start from the current one.
     c.reference = ml_collections.ConfigDict({"init_from": ""})
-
-    c.reward = ml_collections.ConfigDict()
-    c.reward.init_from = "runs/toylab/rm/model"  # frozen RM (dir written by save_pretrained_scalar)
-    c.reward.normalise = True  # LHP: gain/bias so initial-policy scores have mean 0, std 1
-    c.reward.norm_batches = 8  # batches of train.eval_batch_size initial-policy rollouts the normaliser is fitted on
+    c.reward = reward_config("runs/toylab/rm/model")
 
     c.rollout = ml_collections.ConfigDict()
     c.rollout.temperature = temperature  # log-probs and KL use the T-scaled policy (what is sampled)
     c.rollout.top_p = 1.0  # nucleus sampling; < 1 truncates (KL is still measured on the full T-scaled policy)
 
+    _random_models_and_mesh(c)
+    c.optim.total_steps = 0  # 0 = every optimizer step of the run (train.iterations × steps per iteration)
+    return c
+
+
+def policy_config() -> ml_collections.ConfigDict:
+    """`config.policy` of a method that trains a policy against its initial self (`harness.roles`)."""
+    p = ml_collections.ConfigDict()
+    p.init_from = "runs/toylab/sft/model"  # initial policy AND frozen reference (HF/rlhfjax LM dir)
+    p.dtype = "float32"  # compute dtype of policy, reference, reward (and value) models
+    p.scan_layers = False  # every role: one scanned block, params stacked (as model.scan_layers)
+    p.remat_policy = "none"  # every role: per-block remat (as model.remat_policy)
+    # every role: the LM head in teacher-forced passes this many positions at a time (as model.logits_chunk)
+    p.logits_chunk = 0
+    return p
+
+
+def reward_config(init_from: str) -> ml_collections.ConfigDict:
+    """`config.reward`: the frozen reward model and its normaliser (`harness.evaluation.Evaluator`)."""
+    r = ml_collections.ConfigDict()
+    r.init_from = init_from  # frozen RM (dir written by save_pretrained_scalar); "" = none, where that is allowed
+    r.normalise = True  # LHP: gain/bias so the initial policy's scores have mean 0, std 1
+    r.norm_batches = 8  # batches of eval prompts the initial policy samples for the normaliser
+    return r
+
+
+def _random_models_and_mesh(c: ml_collections.ConfigDict) -> None:
     # Architecture of a random policy / reward model, used only when policy.init_from / reward.init_from
     # are empty (the smoke variants, which then need nothing on disk; their rewards mean nothing).
     c.model = toy_model_config()
     c.model.hidden_size = 32
     c.model.intermediate_size = 64
-
     c.mesh = mesh_config()  # dp over all devices; fsdp / tp / custom for models that need it
     c.distributed = distributed_config()  # multi-process runs (TPU pod slices, GPU clusters)
     c.optim = optim_config()
-    c.optim.total_steps = 0  # 0 = every optimizer step of the run (train.iterations × steps per iteration)
+
+
+def toylab_offline_config() -> ml_collections.ConfigDict:
+    """The sections every offline method with a reference shares on the toy lab (`offline.reference`): its
+    comparisons, tokenizer, policy (= the frozen reference), an optional reward model for the proxy reward, the
+    held-out sampling evals (as the online methods sample theirs, so all land on the same reward vs √KL axes),
+    the random-model preset of smoke runs, mesh and optimizer. Each experiment file adds its method's section,
+    `optim` and `train`."""
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    # Comparisons: the toy lab's annotator pool (or HH: --config.data.source=Anthropic/hh-rlhf
+    # --config.data.data_dir=helpful-base, or local json/jsonl/parquet files), eval_split for held-out pairs
+    # and prompts; data.eval_limit caps the eval pairs.
+    c.data = data_config("toylab")
+    c.data.data_dir = "mixed"  # annotator pool: helpful | harmless | mixed | generic
+    c.data.ranked_lists = False  # True: train on every pair (i better than j) of the ranked lists
+    c.data.max_response_len = 32  # tokens incl. EOS (the SFT policy's); longer responses are cut
+    c.tokenizer = ml_collections.ConfigDict({"path": ""})  # "" = the toy lab's, else the policy's
+    c.policy = policy_config()
+    c.reward = reward_config("")  # evaluation only: an RM dir (e.g. runs/toylab/rm/model) adds eval/reward/proxy
+
+    # Held-out sampling evals (every train.eval_every steps, the last step and step 0), as the online methods'.
+    c.eval = ml_collections.ConfigDict()
+    c.eval.prompt_limit = 400  # eval_split prompt rows read, as the online methods' data.eval_limit; 0 = off
+    c.eval.batch_size = 32  # = the online methods' train.eval_batch_size: the same prompts and sampling keys
+    c.eval.temperature = 0.7  # = PPO's rollout temperature (lm-human-preferences); KL is of the T-scaled models
+    c.eval.top_p = 1.0
+    c.eval.max_new_tokens = 24  # = PPO's fixed response length on the toy lab
+    c.eval.kl_estimator = "k1"  # k1 | k2 | k3 (objectives.core.kl_per_token), as PPO's kl.estimator
+    c.eval.chunk_size = 0  # > 0: teacher-forced eval phases this many rows at a time (memory)
+    c.eval.at_start = True  # evaluate the initial policy as step 0 (a fresh run's baseline)
+    _random_models_and_mesh(c)
+    c.optim.total_steps = 0  # 0 = train.steps
     return c
+
+
+def offline_smoke(c: ml_collections.ConfigDict) -> None:
+    """Shrink an offline toy-lab config in place to a standalone smoke run (a random tiny policy)."""
+    c.policy.init_from = ""
+    c.data.limit = 64
+    c.data.eval_limit = 16
+    c.eval.prompt_limit = 16
+    c.eval.batch_size = 8
+    c.eval.max_new_tokens = 8
+    # 8 pairs: divisible by the 8 virtual CPU devices of the test suite's default data-parallel mesh
+    c.train = train_config(steps=4, batch_size=8, eval_every=2)
 
 
 def online_smoke(c: ml_collections.ConfigDict) -> None:

@@ -29,7 +29,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from rlhfjax import distributed, parallel
+from rlhfjax import commands, distributed, parallel
 from rlhfjax.analysis import best_of_n
 from rlhfjax.analysis import report as kl_report
 from rlhfjax.analysis.similarity import meteor_mode, similarity_metrics
@@ -39,8 +39,10 @@ from rlhfjax.data.tokenizing import decode_responses
 from rlhfjax.errors import ConfigError
 from rlhfjax.harness import evaluation, experience
 from rlhfjax.objectives.core import normalise
+from rlhfjax.models import api
+from rlhfjax.models.factory import execution
+from rlhfjax.models.hf import load_pretrained
 from rlhfjax.online import runner
-from rlhfjax.recipes import superhf
 from rlhfjax.train.metrics import MetricsWriter, write_json
 
 
@@ -112,9 +114,12 @@ def run(config, workdir: str, mesh=None) -> dict:
     parallel.check_batch_size(config.bon.prompt_batch, mesh, what="bon.prompt_batch")
     distilled = None
     if config.bon.distill:
-        distilled, dstate = superhf.run_with_state(distill_config(config), os.path.join(workdir, "distill"), mesh)
+        distilled = commands.get("superhf").run(distill_config(config), os.path.join(workdir, "distill"), mesh)
     setup = runner.prepare(config, mesh, with_value=False)
-    policy = dstate.train.params["policy"] if distilled else setup.roles.policy.params
+    policy = setup.roles.policy.params  # the initial policy: the normaliser is fitted on it, as everywhere
+    if distilled:  # the table is of the distilled policy, as its run exported it
+        policy = api.place(load_pretrained(distilled["model_dir"], **execution(config.policy))[1],
+                           setup.roles.policy.shardings)
     source, data_dir = resolve_source(config.data, "prompts")
     B = config.bon.prompt_batch
     batches = evaluation.eval_batches(source, data_dir, config.data.eval_split, config.bon.num_prompts, setup.encoder,

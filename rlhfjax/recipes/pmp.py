@@ -19,7 +19,7 @@ import os
 import ml_collections
 
 from rlhfjax.errors import ConfigError
-from rlhfjax.recipes import rm
+from rlhfjax import commands
 from rlhfjax.train.metrics import write_json
 
 SCALAR_OBJECTIVES = ("ranked", "binary")  # exported as a sequence classifier; "imitation" exports an LM
@@ -89,7 +89,7 @@ def run_stage(name: str, config, stage_dir: str, mesh=None) -> tuple[dict, bool]
         with open(summary_path) as f:
             return json.load(f), True
     print(f"pmp {name}: run directory {stage_dir}", flush=True)  # the rm run's loop writes its config.json
-    return rm.run(config, stage_dir, mesh=mesh), False
+    return commands.get("rm").run(config, stage_dir, mesh), False
 
 
 def run(config, workdir: str, mesh=None) -> dict:

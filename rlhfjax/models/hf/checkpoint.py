@@ -115,7 +115,11 @@ def _resolve(name_or_path: str, revision: str | None) -> str:
 def load_hf_config(name_or_path: str, revision: str | None = None):
     """(local directory, transformers PretrainedConfig) for a hub id or directory."""
     directory = _resolve(name_or_path, revision)
-    with open(os.path.join(directory, "config.json")) as f:
+    path = os.path.join(directory, "config.json")
+    if not os.path.isfile(path):
+        raise MissingPathError(f"{name_or_path!r} holds no config.json, so it is not a model checkpoint",
+                               "pass a directory written by an rlhfjax run (<workdir>/model) or an HF checkpoint")
+    with open(path) as f:
         raw = json.load(f)
     model_type = raw.get("model_type")
     if model_type not in SUPPORTED_FAMILIES:
