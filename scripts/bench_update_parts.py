@@ -53,7 +53,7 @@ def one_minibatch(args):
     ones = jnp.ones((B, L), jnp.int32)
     params = state.train.params
     kw = dict(model_cfg=cfg, num_response=N, temperature=lcfg.temperature)
-    old = ppo_objective.policy_forward(params["policy"], None, seq, ones, **kw)["logp_BxN"]
+    old = api.policy_forward(params["policy"], None, seq, ones, **kw)["logp_BxN"]
     f32 = lambda: jnp.asarray(rng.normal(size=(B, N)), jnp.float32)  # noqa: E731
     batch = {"sequence_BxL": seq, "sequence_mask_BxL": ones, "response_mask_BxN": jnp.ones((B, N), jnp.int32),
              "old_logp_BxN": old, "advantages_BxN": f32(), "returns_BxN": f32(),
@@ -85,7 +85,7 @@ def main(argv=None) -> int:
     kw = dict(model_cfg=cfg, num_response=N, temperature=lcfg.temperature)
 
     def policy_loss(policy):
-        logp = ppo_objective.policy_forward(policy, None, seq, ones, **kw)["logp_BxN"]
+        logp = api.policy_forward(policy, None, seq, ones, **kw)["logp_BxN"]
         return ppo_objective.ppo_policy_loss(logp, batch["old_logp_BxN"], batch["advantages_BxN"],
                                              batch["response_mask_BxN"])[0]
 

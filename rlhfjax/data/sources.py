@@ -31,6 +31,7 @@ from datasets.exceptions import DatasetGenerationError
 from rlhfjax.errors import BadInputError, ConfigError, MissingPathError, UserError
 
 _log = logging.getLogger(__name__)
+datasets.disable_progress_bars()  # per-split progress bars drown the training log (and a one-line error)
 
 # Skip reason shared by every parser: the row is not a mapping, or a field has the wrong type.
 NOT_STRING = "not_string"

@@ -94,7 +94,7 @@ def weighted_grads(params, batch, frozen, rng, loss_fn: LossFn, config, accum_st
 
 
 def apply_update(state: TrainState, batch, frozen, loss_fn: LossFn, config):
-    """One optimizer step (traceable: `ppo_update` scans it inside its own jit)."""
+    """One optimizer step (traceable: `minibatch_update` scans it inside its own jit)."""
     rng, step_rng = jax.random.split(state.rng)
     loss, count, metrics, grads = weighted_grads(state.params, batch, frozen, step_rng, loss_fn, config,
                                                  state.accum_steps)
