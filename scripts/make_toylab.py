@@ -13,7 +13,7 @@ import os
 import time
 
 from rlhfjax.config import project_root
-from rlhfjax.data.toylab import build_toylab
+from rlhfjax.data.toylab import Sizes, build_toylab
 
 
 def main() -> None:
@@ -28,9 +28,10 @@ def main() -> None:
     parser.add_argument("--pools", default="helpful,harmless,mixed", help="comma-separated annotator pools")
     args = parser.parse_args()
     start = time.time()
-    manifest = build_toylab(args.out, args.seed, n_sft=args.n_sft, n_comparisons=args.n_comparisons,
-                            n_ranked=args.n_ranked, n_prompts=args.n_prompts, n_ood_prompts=args.n_ood_prompts,
-                            harmful_rate=args.harmful_rate, pools=tuple(args.pools.split(",")))
+    sizes = Sizes(sft=args.n_sft, comparisons=args.n_comparisons, ranked=args.n_ranked, prompts=args.n_prompts,
+                  ood_prompts=args.n_ood_prompts)
+    manifest = build_toylab(args.out, args.seed, sizes=sizes, harmful_rate=args.harmful_rate,
+                            pools=tuple(args.pools.split(",")))
     print(json.dumps({"out": args.out, "seconds": round(time.time() - start, 2), "counts": manifest["counts"],
                       "stats": manifest["stats"]}, indent=2))
 

@@ -3,8 +3,14 @@
 import os
 import time
 
+# XLA:CPU compiles the suite's programs with LLVM's optimisations off: the tests' models are tiny, so compiling
+# is most of their time, and unoptimised machine code computes the same operations (HLO fusion still runs; the
+# tests compare against tolerances or against the same program). Subprocesses that set their own XLA_FLAGS
+# (test_multiprocess, test_notebook) add these too. Benchmarks never run with them.
+TEST_XLA_OPTIONS = "--xla_backend_optimization_level=0"
+
 # Must happen before jax is imported anywhere in the test session.
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+os.environ.setdefault("XLA_FLAGS", f"--xla_force_host_platform_device_count=8 {TEST_XLA_OPTIONS}")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch the network
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -31,8 +31,10 @@ def _runner(path):
     return "script", found.group(1)
 
 
-# Smoke variants another test already runs through the CLI, on a fresh toy lab, and checks more closely.
-RUN_ELSEWHERE = {"toylab_iterate.py": "tests/test_iterate.py", "toylab_ppo.py": "tests/test_api.py"}
+# Smoke variants another test already runs through the CLI (in process, or the installed console script), on a
+# fresh toy lab, and checks more closely.
+RUN_ELSEWHERE = {"toylab_iterate.py": "tests/test_iterate.py", "toylab_ppo.py": "tests/test_api.py",
+                 "lm_tiny.py": "tests/test_cli.py"}
 COMMAND_FILES = [p for p in FILES if _runner(p)[0] == "rlhfjax" and os.path.basename(p) not in RUN_ELSEWHERE]
 
 
@@ -45,7 +47,8 @@ def test_smoke_variants_run_elsewhere_are_run_there():
         with open(os.path.join(ROOT, test)) as f:
             text = f.read()
         command = _command(os.path.join(ROOT, "experiments", name))
-        assert f'"{name}"' in text and f'main(["{command}", "--config"' in text and ":smoke" in text, (name, test)
+        through_cli = f'main(["{command}", "--config"' in text or f'[exe, "{command}", "--config"' in text
+        assert name in text and through_cli and ":smoke" in text, (name, test)
 
 
 def test_script_configs_name_an_existing_script():
@@ -104,7 +107,7 @@ def test_defaults_resolve_against_the_project_root_not_the_cwd(tmp_path, monkeyp
     exe = os.path.join(os.path.dirname(sys.executable), "rlhfjax")
     env = {**os.environ, "RLHFJAX_HOME": str(home)}
     proc = subprocess.run([exe, "sft", "--config", os.path.join(ROOT, "experiments", "toylab_sft.py:smoke"),
-                           "--config.train.steps=1", "--config.train.eval_every=0"],
+                           "--config.train.steps=0"],  # a run of no steps: it still makes the lab and exports
                           cwd=elsewhere, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert os.listdir(elsewhere) == []

@@ -25,6 +25,7 @@ import time
 import jax
 import numpy as np
 import pytest
+from conftest import TEST_XLA_OPTIONS
 
 from rlhfjax.data.sources import ensure_toylab
 from rlhfjax.models.hf import load_pretrained
@@ -47,7 +48,8 @@ def _free_port() -> int:
 def _launch(commands, num_processes: int, devices: int, logs: str, die_after_step=None) -> list[int]:
     """Start every process, wait for all; -> exit codes (stdout+stderr of process i in `logs`.i)."""
     port = _free_port()
-    env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}", "JAX_PLATFORMS": "cpu"}
+    env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices} {TEST_XLA_OPTIONS}",
+           "JAX_PLATFORMS": "cpu"}
     procs = []
     for pid in range(num_processes):
         spec = {"commands": commands, "port": port, "num_processes": num_processes, "process_id": pid,

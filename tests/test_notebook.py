@@ -5,6 +5,7 @@ import os
 
 import nbformat
 import pytest
+from conftest import TEST_XLA_OPTIONS
 from nbclient import NotebookClient
 
 NOTEBOOK = os.path.join(os.path.dirname(__file__), "..", "experiments", "notebooks", "ablate_objectives.ipynb")
@@ -23,7 +24,7 @@ def test_ablation_notebook_runs_top_to_bottom(trained_lab, tmp_path, monkeypatch
     monkeypatch.setenv("ABLATE_RM", str(trained_lab["rm"]))
     monkeypatch.setenv("ABLATE_TOYLAB", str(trained_lab["data"]))
     monkeypatch.setenv("ABLATE_WORKDIR", str(tmp_path / "runs"))
-    monkeypatch.delenv("XLA_FLAGS", raising=False)  # one CPU device, as on a laptop: the kernel compiles less
+    monkeypatch.setenv("XLA_FLAGS", TEST_XLA_OPTIONS)  # one CPU device, as on a laptop: the kernel compiles less
     nb = nbformat.read(NOTEBOOK, as_version=4)
     NotebookClient(nb, timeout=600, kernel_name="python3",
                    resources={"metadata": {"path": os.path.dirname(NOTEBOOK)}}).execute()

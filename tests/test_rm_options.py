@@ -27,11 +27,11 @@ RM_CFG = os.path.join(HERE, "..", "experiments", "toylab_rm.py")
 @pytest.fixture(scope="module")
 def toylab_dir(tmp_path_factory):
     """A toy lab with a few rows of everything (a full one takes ~10 s to build)."""
-    from rlhfjax.data.toylab import build_toylab
+    from rlhfjax.data.toylab import Sizes, build_toylab
 
     path = str(tmp_path_factory.mktemp("toylab") / "data")
-    build_toylab(path, 0, n_sft=8, n_sft_test=8, n_comparisons=48, n_comparisons_test=16, n_generic=8,
-                 n_generic_test=8, n_ranked=4, n_prompts=8, n_test_prompts=8, n_ood_prompts=8)
+    build_toylab(path, 0, sizes=Sizes(sft=8, sft_test=8, comparisons=48, comparisons_test=16, generic=8,
+                                      generic_test=8, ranked=4, prompts=8, test_prompts=8, ood_prompts=8))
     return path
 
 

@@ -247,7 +247,8 @@ def run(setup: OfflineSetup, workdir: str, method: Method, train: Examples, held
     with parallel.activate(mesh):
         if method.reference == "column":  # computed with the initial policy's params, = the reference
             weights = params_fingerprint(policy.cfg, roles.reference.params)
-            fingerprint = hashlib.sha256(f"{train.digest}\n{held_out.digest}\n{weights}".encode()).hexdigest()
+            fn = f"{method.reference_fn.__module__}.{method.reference_fn.__qualname__}"  # what the column holds
+            fingerprint = hashlib.sha256(f"{fn}\n{train.digest}\n{held_out.digest}\n{weights}".encode()).hexdigest()
 
             def compute():
                 return {f"{split}_{key}": values for split, examples in (("train", train), ("eval", held_out))

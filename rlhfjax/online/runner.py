@@ -78,9 +78,9 @@ def prepare(config, mesh, *, with_value: bool, reward_optional: bool = False) ->
     tokenizer = tokenizer_for(config, config.policy.init_from)
     encoder = encoder_for(config, tokenizer)
     roles = load_roles(config, mesh, len(tokenizer), with_value=with_value, reward_optional=reward_optional)
-    sampling = SamplingConfig(max_new_tokens=config.data.max_response_len, temperature=float(config.rollout.temperature),
-                              top_p=float(config.rollout.top_p), eos_id=tokenizer.eos_token_id,
-                              pad_id=encoder.pad_id)
+    sampling = SamplingConfig(max_new_tokens=config.data.max_response_len,
+                              temperature=float(config.rollout.temperature), top_p=float(config.rollout.top_p),
+                              eos_id=tokenizer.eos_token_id, pad_id=encoder.pad_id)
     gold_fn = gold_metrics_fn = None
     if is_toylab(config.data):
         from rlhfjax.data.toylab import behaviour_metrics as gold_metrics_fn, gold_rewards as gold_fn

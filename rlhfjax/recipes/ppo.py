@@ -4,9 +4,9 @@ One iteration (`iterate`): sample one response per prompt from the current polic
 last token (normalised so the initial policy's scores are N(0, 1)) → policy and reference log-probs
 → values → rewards = score − β·KL per token → GAE → whitening (each phase one jit, timed:
 `harness.experience`), then `ppo.epochs` × `ppo.num_minibatches` optimizer steps in ONE jit
-(`train.update.minibatch_update` of `objectives.ppo.loss_fn`). Everything around it — prompts, roles on `config.mesh`, the
-normaliser, held-out evals, checkpoints with exact resume, HF export, summary — is the online
-runner's (`online.runner`).
+(`train.update.minibatch_update` of `objectives.ppo.loss_fn`). Everything around it — prompts, roles on
+`config.mesh`, the normaliser, held-out evals, checkpoints with exact resume, HF export, summary — is the
+online runner's (`online.runner`).
 
 State: trainable params `{"policy": LM, "value": ScalarModel}` (or, with `value.model=policy_head`,
 a `ValueHead` on the policy's hidden states) under one optimizer and one loss

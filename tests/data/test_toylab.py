@@ -12,12 +12,12 @@ from transformers import AutoTokenizer
 from rlhfjax.data.batching import Encoder, TokenizeConfig, make_iterator
 from rlhfjax.data.hh import load_hh, load_prompts, load_ranked, load_sft
 from rlhfjax.data.labelling import export_tasks, import_labels, read_jsonl, write_jsonl
-from rlhfjax.data.toylab import (OOD_TOPICS, TOPICS, AnnotatorPool, Demonstrator, build_toylab, gold_components,
+from rlhfjax.data.toylab import (OOD_TOPICS, TOPICS, AnnotatorPool, Demonstrator, Sizes, build_toylab, gold_components,
                                  gold_reward, gold_rewards, label_tasks, parse_request, sample_request)
 from rlhfjax.data.toylab.world import WORD_TOPIC, Request, vocabulary
 
-SMALL = dict(n_sft=200, n_sft_test=20, n_comparisons=200, n_comparisons_test=20, n_ranked=20, n_prompts=50,
-             n_test_prompts=20, n_ood_prompts=20)
+SMALL = dict(sizes=Sizes(sft=200, sft_test=20, comparisons=200, comparisons_test=20, ranked=20, prompts=50,
+                         test_prompts=20, ood_prompts=20))
 
 
 @pytest.fixture(scope="module")

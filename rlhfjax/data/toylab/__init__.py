@@ -5,7 +5,7 @@ See ``world.py`` (language), ``gold.py`` (gold reward and its exploitable featur
 """
 
 from rlhfjax.data.toylab.annotators import GENERIC_POOL, POOLS, AnnotatorPool, label_tasks
-from rlhfjax.data.toylab.build import build_toylab
+from rlhfjax.data.toylab.build import Sizes, build_toylab
 from rlhfjax.data.toylab.demonstrator import Demonstrator
 from rlhfjax.data.toylab.gold import (GoldWeights, behaviour_metrics, gold_components, gold_margins, gold_reward,
                                       gold_rewards)

@@ -99,54 +99,69 @@ def _sha256(path: str) -> str:
         return hashlib.sha256(f.read()).hexdigest()
 
 
-def build_toylab(out_dir: str, seed: int = 0, *, n_sft: int = 4000, n_sft_test: int = 400,
-                 n_comparisons: int = 4000, n_comparisons_test: int = 400, n_generic: int = 8000,
-                 n_generic_test: int = 400, n_ranked: int = 500,
-                 ranked_k: int = 4, n_prompts: int = 2000, n_test_prompts: int = 400, n_ood_prompts: int = 400,
-                 harmful_rate: float = 0.2, pools: Sequence[str] = ("helpful", "harmless", "mixed"),
+@dataclasses.dataclass(frozen=True)
+class Sizes:
+    """How many rows of each artifact the toy lab holds."""
+
+    sft: int = 4000  # demonstrations (train split)
+    sft_test: int = 400
+    comparisons: int = 4000  # pairs labelled by every annotator pool (train split)
+    comparisons_test: int = 400
+    generic: int = 8000  # the PMP set's pairs
+    generic_test: int = 400
+    ranked: int = 500  # ranked lists of up to `ranked_k` distinct responses
+    ranked_k: int = 4
+    prompts: int = 2000  # train prompts (online methods)
+    test_prompts: int = 400
+    ood_prompts: int = 400  # prompts on held-out topics (OOD detection)
+
+
+def build_toylab(out_dir: str, seed: int = 0, *, sizes: Sizes = Sizes(), harmful_rate: float = 0.2,
+                 pools: Sequence[str] = ("helpful", "harmless", "mixed"),
                  annotators: dict[str, AnnotatorPool] | None = None,
                  demonstrator: Demonstrator = Demonstrator()) -> dict:
     """Write the toy lab to ``out_dir`` (see module docstring) → the manifest dict (also manifest.json)."""
     annotators = {**POOLS, **(annotators or {})}
+    n = sizes
     p = lambda *parts: os.path.join(out_dir, *parts)
     save_tokenizer(p("tokenizer"))
     counts, stats = {}, {}
 
-    sft = list(_sft_rows(_rng(seed, "sft"), n_sft, demonstrator, harmful_rate))
+    sft = list(_sft_rows(_rng(seed, "sft"), n.sft, demonstrator, harmful_rate))
     counts["sft/train"] = write_jsonl(p("sft", "train.jsonl"), sft)
     counts["sft/test"] = write_jsonl(p("sft", "test.jsonl"),
-                                     _sft_rows(_rng(seed, "sft_test"), n_sft_test, demonstrator, harmful_rate))
+                                     _sft_rows(_rng(seed, "sft_test"), n.sft_test, demonstrator, harmful_rate))
     stats["sft_mean_gold"] = float(np.mean([gold_reward(r["prompt"], r["response"]) for r in sft])) if sft else 0.0
 
     target_pairs = set()  # every pair the annotator pools label, so the generic set can avoid them
-    for split, stream, n in (("train", "comparisons", n_comparisons),
-                             ("test", "comparisons_test", n_comparisons_test)):
-        pairs = _candidate_pairs(_rng(seed, stream), n, demonstrator, harmful_rate)
+    for split, stream, count in (("train", "comparisons", n.comparisons),
+                                 ("test", "comparisons_test", n.comparisons_test)):
+        pairs = _candidate_pairs(_rng(seed, stream), count, demonstrator, harmful_rate)
         target_pairs.update(_pair_key(*pair) for pair in pairs)
         for name in pools:
             rows, agreement = _label(seed, stream, name, annotators[name], pairs)
             counts[f"comparisons/{name}/{split}"] = write_jsonl(p("comparisons", name, f"{split}.jsonl"), rows)
             stats[f"agreement_with_gold/{name}/{split}"] = agreement
 
-    for split, stream, n in (("train", "generic", n_generic), ("test", "generic_test", n_generic_test)):
-        pairs = _candidate_pairs(_rng(seed, stream), n, demonstrator, harmful_rate, frozenset(target_pairs))
+    for split, stream, count in (("train", "generic", n.generic), ("test", "generic_test", n.generic_test)):
+        pairs = _candidate_pairs(_rng(seed, stream), count, demonstrator, harmful_rate, frozenset(target_pairs))
         rows, agreement = _label(seed, stream, "generic", GENERIC_POOL, pairs)
         counts[f"comparisons/generic/{split}"] = write_jsonl(p("comparisons", "generic", f"{split}.jsonl"), rows)
         stats[f"agreement_with_gold/generic/{split}"] = agreement
 
     rng, ranker = _rng(seed, "ranked"), annotators["mixed"]
     ranked = []
-    for _ in range(n_ranked):
+    for _ in range(n.ranked):
         req = sample_request(rng, TOPICS, harmful_rate)
-        responses = sorted({demonstrator.respond(rng, req) for _ in range(ranked_k)})  # distinct, stable
+        responses = sorted({demonstrator.respond(rng, req) for _ in range(n.ranked_k)})  # distinct, stable
         if len(responses) >= 2:
             ranked.append({"prompt": req.prompt(), "responses": ranker.rank(rng, req.prompt(), responses)})
     counts["ranked/train"] = write_jsonl(p("ranked", "train.jsonl"), ranked)
 
-    for split, topics, n in (("train", TOPICS, n_prompts), ("test", TOPICS, n_test_prompts),
-                             ("ood", OOD_TOPICS, n_ood_prompts)):
+    for split, topics, count in (("train", TOPICS, n.prompts), ("test", TOPICS, n.test_prompts),
+                                 ("ood", OOD_TOPICS, n.ood_prompts)):
         counts[f"prompts/{split}"] = write_jsonl(
-            p("prompts", f"{split}.jsonl"), _prompt_rows(_rng(seed, f"prompts_{split}"), n, topics, harmful_rate))
+            p("prompts", f"{split}.jsonl"), _prompt_rows(_rng(seed, f"prompts_{split}"), count, topics, harmful_rate))
 
     files = sorted(os.path.relpath(os.path.join(d, f), out_dir)
                    for d, _, fs in os.walk(out_dir) for f in fs if f != "manifest.json")
