@@ -4,9 +4,10 @@ import os
 import time
 
 # XLA:CPU compiles the suite's programs with LLVM's optimisations off: the tests' models are tiny, so compiling
-# is most of their time, and unoptimised machine code computes the same operations (HLO fusion still runs; the
-# tests compare against tolerances or against the same program). Subprocesses that set their own XLA_FLAGS
-# (test_multiprocess, test_notebook) add these too. Benchmarks never run with them.
+# is most of their time (the suite ran in 973 s against 1107 s with the default level 3; level 1 was no faster
+# than 0). The same operations are computed (HLO fusion still runs; tests compare against tolerances or against
+# the same program). Subprocesses that set their own XLA_FLAGS (test_multiprocess, test_notebook) add these
+# too. Benchmarks never run with them.
 TEST_XLA_OPTIONS = "--xla_backend_optimization_level=0"
 
 # Must happen before jax is imported anywhere in the test session.
@@ -14,6 +15,9 @@ os.environ.setdefault("XLA_FLAGS", f"--xla_force_host_platform_device_count=8 {T
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch the network
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# XLA's errors and fatal messages only: scripts/test.sh leaves C++ output uncaptured (so a worker that XLA aborts
+# leaves its reason in the log), and its warnings (e.g. the SPMD partitioner's) would bury the report.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # One persistent compilation cache for the session, shared with subprocesses (the notebook's kernel, CLI
 # subprocesses): tests that build the same computation again (each recipe's smoke run, jit caches cleared
 # between modules) load it instead of recompiling.
@@ -46,51 +50,66 @@ import pytest  # noqa: E402
 TRAINED_SFT_STEPS, TRAINED_RM_STEPS = 300, 150
 
 
-def train_lab(root):
-    """A toy lab with a briefly trained SFT policy and reward model: {data, sft, rm} paths. The online
-    methods' learning tests (PPO, SuperHF, best-of-n, RLOO, GRPO, DPO) all start from these."""
+def train_lab(root, toylab_dir):
+    """A briefly trained SFT policy and reward model on the toy lab at `toylab_dir`: {data, sft, rm} paths. The
+    online methods' learning tests (PPO, SuperHF, best-of-n, RLOO, GRPO, DPO) all start from these."""
     from rlhfjax.config import load_config
     from rlhfjax.recipes import rm, sft
 
     exp = os.path.join(os.path.dirname(__file__), "..", "experiments")
-    lab = f"--config.data.toylab_dir={root / 'data'}"
+    lab = f"--config.data.toylab_dir={toylab_dir}"
     off = ["--config.train.eval_every=0", "--config.train.save_every=0"]
     sft.run(load_config(os.path.join(exp, "toylab_sft.py"), [lab, f"--config.train.steps={TRAINED_SFT_STEPS}", *off]),
             str(root / "sft"))
     rm.run(load_config(os.path.join(exp, "toylab_rm.py"), [
         lab, f"--config.train.steps={TRAINED_RM_STEPS}", *off, f"--config.model.init_from={root / 'sft' / 'model'}"]),
         str(root / "rm"))
-    return lab_paths(root)
+    return lab_paths(root, toylab_dir)
 
 
-def lab_paths(root):
-    return {"data": root / "data", "sft": root / "sft" / "model", "rm": root / "rm" / "model"}
+def lab_paths(root, toylab_dir):
+    return {"data": toylab_dir, "sft": root / "sft" / "model", "rm": root / "rm" / "model"}
 
 
-@pytest.fixture(scope="module")
-def toylab_data(tmp_path_factory):
-    """A toy lab built afresh for the test module (its `data.toylab_dir`)."""
-    from rlhfjax.data.sources import ensure_toylab
-
-    directory = str(tmp_path_factory.mktemp("toylab") / "data")
-    ensure_toylab(directory, 0)
-    return directory
+def _run_wide(tmp_path_factory, name: str):
+    """A folder of this test run that every pytest-xdist worker sees (the run's shared temporary directory)."""
+    base = tmp_path_factory.getbasetemp()
+    return (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / name
 
 
 @pytest.fixture(scope="session")
-def trained_lab(tmp_path_factory):
-    """Built once per test run: with pytest-xdist, the first worker that needs it builds it in the run's
-    shared temporary directory while the others wait for it."""
+def shared_toylab(tmp_path_factory):
+    """One toy lab (seed 0) for the whole run, built by the first worker that needs it while the others wait
+    (tests only read it; the few that test building a lab on first use make their own)."""
     from filelock import FileLock
 
-    base = tmp_path_factory.getbasetemp()
-    root = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "trained_lab"
+    from rlhfjax.data.sources import ensure_toylab
+
+    root = _run_wide(tmp_path_factory, "toylab")
+    with FileLock(str(root) + ".lock"):
+        ensure_toylab(str(root), 0)
+    return root
+
+
+@pytest.fixture(scope="module")
+def toylab_data(shared_toylab):
+    """The run's toy lab, as a `data.toylab_dir` string."""
+    return str(shared_toylab)
+
+
+@pytest.fixture(scope="session")
+def trained_lab(tmp_path_factory, shared_toylab):
+    """Built once per test run on the shared toy lab: with pytest-xdist, the first worker that needs it builds
+    it in the run's shared temporary directory while the others wait for it."""
+    from filelock import FileLock
+
+    root = _run_wide(tmp_path_factory, "trained_lab")
     with FileLock(str(root) + ".lock"):
         if not (root / "built").exists():
             root.mkdir(parents=True, exist_ok=True)
-            train_lab(root)
+            train_lab(root, shared_toylab)
             (root / "built").write_text("")
-    return lab_paths(root)
+    return lab_paths(root, shared_toylab)
 
 
 def pytest_collection_modifyitems(config, items):

@@ -21,14 +21,14 @@ def scalar_params(cfg, seed):
     return p
 
 
-def make_lab(root):
-    """<root>/toylab (data), <root>/sft (random LM), <root>/rm (random reward model)."""
+def make_lab(root, toylab):
+    """<root>/toylab (a link to the run's toy lab `toylab`: conftest's `shared_toylab`), <root>/sft (random LM),
+    <root>/rm (random reward model)."""
     from rlhfjax.data.tokenizing import load_tokenizer
     from rlhfjax.models.hf import save_pretrained, save_pretrained_scalar
-    from rlhfjax.data.sources import ensure_toylab
 
     data = str(root / "toylab")
-    ensure_toylab(data, 0)
+    os.symlink(toylab, data)
     tok = load_tokenizer(os.path.join(data, "tokenizer"))
     cfg = tiny_cfg(len(tok)).replace(eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
                                      bos_token_id=tok.bos_token_id)

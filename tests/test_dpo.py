@@ -31,9 +31,9 @@ CONFIG = os.path.join(os.path.dirname(__file__), "..", "experiments", "toylab_dp
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory):
+def lab(tmp_path_factory, shared_toylab):
     """A toy lab with a random tiny policy (sft/) and reward model (rm/) on disk."""
-    return make_lab(tmp_path_factory.mktemp("dpo"))
+    return make_lab(tmp_path_factory.mktemp("dpo"), shared_toylab)
 
 
 @pytest.fixture(scope="module")

@@ -27,7 +27,6 @@ import numpy as np
 import pytest
 from conftest import TEST_XLA_OPTIONS
 
-from rlhfjax.data.sources import ensure_toylab
 from rlhfjax.models.hf import load_pretrained
 from rlhfjax.train.metrics import read_jsonl
 
@@ -106,9 +105,8 @@ def _assert_same_params(got_dir: str, want_dir: str) -> None:
 
 
 @pytest.mark.slow
-def test_two_processes_match_one_and_resume_after_a_kill(tmp_path):
-    lab = str(tmp_path / "lab")
-    ensure_toylab(lab, 0)
+def test_two_processes_match_one_and_resume_after_a_kill(tmp_path, toylab_data):
+    lab = toylab_data
     ref, multi = str(tmp_path / "one"), str(tmp_path / "two")
 
     assert _launch(_commands(lab, ref), 1, 4, str(tmp_path / "one.log")) == [0]

@@ -68,8 +68,8 @@ def run(lab, workdir, iterations, seen):
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory):
-    return make_lab(tmp_path_factory.mktemp("online"))
+def lab(tmp_path_factory, shared_toylab):
+    return make_lab(tmp_path_factory.mktemp("online"), shared_toylab)
 
 
 def test_sample_n_method_on_the_runner(lab):

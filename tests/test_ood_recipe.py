@@ -13,7 +13,6 @@ from rlhfjax.analysis.ood import prompt_activations, prompt_activations_multi, r
 from rlhfjax.cli import main
 from rlhfjax.models import ScalarModel, Transformer, init_params, positions_from_mask, preset
 from rlhfjax.models.transformer import Block, Norm
-from rlhfjax.data.sources import ensure_toylab
 from rlhfjax.train.metrics import read_jsonl
 
 HERE = os.path.dirname(__file__)
@@ -106,10 +105,8 @@ def test_resolve_layers():
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory):
-    directory = str(tmp_path_factory.mktemp("toylab") / "data")
-    ensure_toylab(directory, 0)
-    return directory
+def lab(toylab_data):
+    return toylab_data
 
 
 def _save_random_model(lab, path, scalar: bool):

@@ -29,8 +29,8 @@ def copy(tree):
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory):
-    return make_lab(tmp_path_factory.mktemp("ppo"))
+def lab(tmp_path_factory, shared_toylab):
+    return make_lab(tmp_path_factory.mktemp("ppo"), shared_toylab)
 
 
 def smoke_config(root, steps, *extra):

@@ -21,8 +21,8 @@ EXP = os.path.join(os.path.dirname(__file__), "..", "experiments")
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory):
-    return make_lab(tmp_path_factory.mktemp("sample_n"))
+def lab(tmp_path_factory, shared_toylab):
+    return make_lab(tmp_path_factory.mktemp("sample_n"), shared_toylab)
 
 
 def config(method, lab, iterations, extra=()):
