@@ -8,7 +8,15 @@ import time
 # than 0). The same operations are computed (HLO fusion still runs; tests compare against tolerances or against
 # the same program). Subprocesses that set their own XLA_FLAGS (test_multiprocess, test_notebook) add these
 # too. Benchmarks never run with them.
-TEST_XLA_OPTIONS = "--xla_backend_optimization_level=0"
+#
+# XLA:CPU runs each virtual device's share of a collective on its own thread and aborts the process ("Termination
+# timeout for `all reduce ...` exceeded", then "Fatal Python error: Aborted") when one thread reaches the rendezvous
+# more than ~60 s after the others (a 20 s warning + the 40 s default). On a loaded 2-core machine (two xdist workers
+# of 8 virtual devices each, subprocesses, other jobs) a thread can be starved that long: it happened twice in one
+# hour here with other jobs running, and it was the suite's rare worker abort. Reproduced by delaying one device's
+# input to an all-reduce by 70 s: the process aborts at ~65 s by default and completes with the longer limit. A true
+# deadlock still ends, after 10 minutes.
+TEST_XLA_OPTIONS = "--xla_backend_optimization_level=0 --xla_cpu_collective_call_terminate_timeout_seconds=600"
 
 # Must happen before jax is imported anywhere in the test session.
 os.environ.setdefault("XLA_FLAGS", f"--xla_force_host_platform_device_count=8 {TEST_XLA_OPTIONS}")
