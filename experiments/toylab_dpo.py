@@ -32,6 +32,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.dpo.loss = "dpo"  # dpo (Rafailov et al. 2023) | ipo (Azar et al. 2023) | cdpo (label smoothing)
     c.dpo.beta = 0.1  # DPO's β (Rafailov et al.: 0.1); IPO's τ (target Δ = 1/(2β))
     c.dpo.label_smoothing = 0.0  # cdpo's ε, the assumed label-flip rate, in (0, 0.5) (DPO code's label_smoothing)
+    c.dpo.ipo_normalise = "sum"  # ipo's Δ: summed log-ratios (Azar et al., Eq. 17) | mean (per token, as TRL)
     c.dpo.reference_on_the_fly = False  # True: reference params on device, log-probs each step (no stored column)
     c.dpo.reference_batch_size = 0  # pairs per batch of the one-off reference pass; 0 = train.batch_size
 

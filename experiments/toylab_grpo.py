@@ -19,8 +19,11 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.grpo.group_size = 8  # G completions per prompt (DeepSeekMath: 64; scaled down for 2 CPU cores)
     c.grpo.kl_coef = 0.04  # β of the per-token KL term in the loss (DeepSeekMath: 0.04)
     c.grpo.kl_estimator = "k3"  # DeepSeekMath: π_ref/π − log(π_ref/π) − 1 (objectives/core.py kl_per_token)
-    c.grpo.scale_by_std = True  # divide by the group's std (DeepSeekMath); False = Dr. GRPO (Liu et al. 2025)
+    c.grpo.scale_by_std = True  # divide by the group's std (DeepSeekMath); False: one half of Dr. GRPO (below)
     c.grpo.aggregation = "sequence_mean"  # DeepSeekMath's 1/G Σ_i 1/|o_i| Σ_t | token_mean (DAPO) | sequence_sum
+    # Dr. GRPO (Liu et al. 2025, "Understanding R1-Zero-Like Training") removes both of GRPO's normalisations: no
+    # division by the group's std (scale_by_std=False) AND no 1/|o_i| per sequence (it divides by a constant, so the
+    # gradient is proportional to aggregation=sequence_sum's). Set both for Dr. GRPO; either alone is not it.
     c.grpo.epochs = 1  # DeepSeekMath: μ = 1 policy update per batch of samples
     c.grpo.num_minibatches = 1  # train.batch_size × group_size rows split into this many steps per epoch
     c.grpo.clip = 0.2  # DeepSeekMath: ε = 0.2

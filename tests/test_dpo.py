@@ -147,6 +147,28 @@ def test_loss_fn_sums_real_pairs_and_a_pair_without_response_tokens_weighs_nothi
     assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
 
 
+def test_ipo_normalise_mean_divides_each_responses_log_ratio_by_its_token_count(model):
+    """IPO's two forms against numpy: Δ of summed log-ratios (Azar et al., Eq. 17) or per-token means (TRL's)."""
+    cfg, params, _, _ = model
+    batch = _batch(model)
+    batch["row_mask_B"][7] = 0
+    rng = np.random.default_rng(2)
+    batch[D.REF_KEYS[0]], batch[D.REF_KEYS[1]] = (rng.normal(-40, 5, 8).astype(np.float32) for _ in range(2))
+    logp_c, logp_r, n_c, n_r = (np.asarray(x) for x in jax.jit(D.pair_logps, static_argnums=2)(params, batch, cfg))
+    assert len(set(n_c[:7].tolist()) | set(n_r[:7].tolist())) > 1  # responses of different lengths
+    drift_c, drift_r = logp_c - batch[D.REF_KEYS[0]], logp_r - batch[D.REF_KEYS[1]]
+    beta = 0.3
+    for how, delta in (("sum", drift_c - drift_r), ("mean", drift_c / n_c - drift_r / n_r)):
+        config = D.DPOLossConfig(cfg, loss="ipo", beta=beta, ipo_normalise=how)
+        total, count, _ = jax.jit(lambda p: D.loss_fn(p, batch, frozen=None, config=config, rng=None))(params)  # noqa: B023
+        want = np.sum((delta[:7] - 1 / (2 * beta)) ** 2)
+        assert float(count) == 7 and float(total) == pytest.approx(float(want), rel=1e-5), how
+    with pytest.raises(ConfigError, match="only applies to dpo.loss='ipo'"):
+        D.DPOLossConfig(None, loss="dpo", ipo_normalise="mean")
+    with pytest.raises(ConfigError, match="sum, mean"):
+        D.DPOLossConfig(None, loss="ipo", ipo_normalise="token")
+
+
 # --------------------------------------------------------------------------------------------
 # The reference column
 

@@ -15,8 +15,10 @@ eq. 5, without the prompt-only log Z term, which cancels in every pair), so βΔ
 - "ipo"  (Δ − 1/(2β))² (Azar et al. 2023, "A General Theoretical Paradigm to Understand Learning from
          Human Preferences", eq. 17 with τ = β): a squared loss that pulls Δ to a finite target instead of
          pushing it to infinity, so it does not overfit deterministic preferences; 1/(4β²) at Δ = 0.
-         Δ here is the *summed* log-ratio, as in the paper; some implementations (e.g. TRL's `ipo` loss)
-         average log-probs per token instead, which changes the scale of Δ and so the meaning of β.
+         `config.ipo_normalise` says what Δ is made of: "sum" (default) the summed log-ratios, as the
+         paper's Eq. 17 writes it; "mean" each response's log-ratio divided by its token count, what the
+         authors' experiments and TRL's `ipo` loss use. The per-token form shrinks Δ by about the response
+         length, so the same β pulls Δ to the same target 1/(2β) on a very different scale.
 - "cdpo" conservative DPO: labels flipped with probability ε = `config.label_smoothing`,
          (1 − ε)·(−log σ(βΔ)) + ε·(−log σ(−βΔ)) (E. Mitchell, "A note on DPO with noisy preferences
          & relationship to IPO", 2023; the DPO reference code's `label_smoothing`); its optimum is a
@@ -49,7 +51,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from rlhfjax.choices import DPO_LOSSES as LOSSES
+from rlhfjax.choices import DPO_LOSSES as LOSSES, IPO_NORMALISE
 from rlhfjax.errors import ConfigError
 from rlhfjax.models import ModelConfig, api
 from rlhfjax.objectives import pairwise as P
@@ -64,6 +66,7 @@ class DPOLossConfig:
     beta: float = 0.1  # Rafailov et al. 2023: β = 0.1 (0.5 for summarisation); IPO's τ
     label_smoothing: float = 0.0  # cdpo's ε, the assumed probability that a label is flipped
     reference_on_the_fly: bool = False  # True: `frozen` = reference params; False: the batch's REF_KEYS
+    ipo_normalise: str = "sum"  # IPO_NORMALISE: Δ of summed (Azar et al., Eq. 17) or per-token mean log-ratios
 
     def __post_init__(self):
         if self.loss not in LOSSES:
@@ -74,6 +77,12 @@ class DPOLossConfig:
         if self.loss == "cdpo" and not 0 < eps < 0.5:
             raise ConfigError(f"dpo.loss='cdpo' needs dpo.label_smoothing in (0, 0.5), got {eps}",
                               "set the assumed label-flip rate, e.g. --config.dpo.label_smoothing=0.1")
+        if self.ipo_normalise not in IPO_NORMALISE:
+            raise ConfigError(f"dpo.ipo_normalise={self.ipo_normalise!r} is not one of the choices",
+                              f"use one of: {', '.join(IPO_NORMALISE)}")
+        if self.ipo_normalise != "sum" and self.loss != "ipo":
+            raise ConfigError(f"dpo.ipo_normalise={self.ipo_normalise!r} only applies to dpo.loss='ipo'",
+                              "use --config.dpo.loss=ipo, or leave dpo.ipo_normalise=sum")
         if self.loss != "cdpo" and eps != 0:
             raise ConfigError(f"dpo.label_smoothing={eps} is conservative DPO's ε but dpo.loss={self.loss!r}",
                               "use --config.dpo.loss=cdpo, or set dpo.label_smoothing=0")
@@ -145,8 +154,12 @@ def pair_terms(params, batch, *, frozen, config: DPOLossConfig):
     ref_c, ref_r = jax.lax.stop_gradient(ref_c), jax.lax.stop_gradient(ref_r)
     valid = batch["row_mask_B"].astype(jnp.float32) * (n_c > 0) * (n_r > 0)
     drift_c, drift_r = logp_c - ref_c, logp_r - ref_r
+    if config.ipo_normalise == "mean":  # IPO on per-token log-ratios (the drift metrics stay summed)
+        delta = drift_c / jnp.maximum(n_c, 1) - drift_r / jnp.maximum(n_r, 1)
+    else:
+        delta = drift_c - drift_r
     # Rows that do not count get Δ = 0 (finite whatever their inputs: padding rows hold no tokens).
-    delta = jnp.where(valid > 0, drift_c - drift_r, 0.0)
+    delta = jnp.where(valid > 0, delta, 0.0)
     return {"valid_B": valid, "delta_B": delta, "drift_chosen_B": drift_c, "drift_rejected_B": drift_r,
             "logp_chosen_B": logp_c, "logp_rejected_B": logp_r}
 

@@ -171,6 +171,9 @@ class AdvantageConfig:
     gamma: float = 1.0
     lam: float = 0.95
     whiten_rewards: bool = False  # rescale (not shift) token rewards before GAE (lm-human-preferences)
+    # Whitened over the whole rollout batch, once, before it is split into minibatches (as TRL's PPO trainer);
+    # lm-human-preferences whitens each minibatch instead. The two agree with one minibatch; with several, ours
+    # keeps the minibatches' advantages on one scale, theirs centres every minibatch at 0.
     whiten_advantages: bool = True
     score_clip: float | None = None  # clip the normalised RM score to ±score_clip
     no_eos_penalty: float | None = None  # replace the score of responses without EOS by this

@@ -45,7 +45,7 @@ def run_with_state(config, workdir: str, mesh=None):
     """`run`, also returning the final state (`harness.state.PolicyState`, params still on the mesh)."""
     d = config.dpo
     loss = dict(loss=d.loss, beta=float(d.beta), label_smoothing=float(d.label_smoothing),
-                reference_on_the_fly=bool(d.reference_on_the_fly))
+                reference_on_the_fly=bool(d.reference_on_the_fly), ipo_normalise=d.ipo_normalise)
     dpo_objective.DPOLossConfig(model=None, **loss)  # a bad combination fails here, before anything loads
     setup = reference.prepare(config, mesh)
     loss_config = dpo_objective.DPOLossConfig(model=setup.roles.policy.cfg, **loss)
@@ -71,5 +71,6 @@ def run_with_state(config, workdir: str, mesh=None):
         reference_fn=dpo_objective.reference_column, reference_batch_size=d.reference_batch_size,
         eval_rows=dpo_objective.eval_rows, eval_metrics=eval_metrics, unit="pairs",
         summary={"loss": d.loss, "beta": loss_config.beta, "label_smoothing": loss_config.label_smoothing,
+                 "ipo_normalise": d.ipo_normalise,
                  "data_dir": comparison_source(data)[1] or "", "ranked_lists": bool(data.ranked_lists)})
     return reference.run(setup, workdir, method, train, held_out)
