@@ -119,6 +119,10 @@ def _parse_value(field: str, current: Any, text: str) -> Any:
     except (ValueError, SyntaxError):
         if current is None:
             return text
+        if isinstance(current, (tuple, list)) and current and all(isinstance(v, str) for v in current):
+            # a tuple of names may be written bare: (ppo, grpo) or ppo,grpo
+            names = [n.strip() for n in text.strip().strip("()[]").split(",")]
+            return type(current)(n for n in names if n)
         raise ConfigError(f"--config.{field}: cannot parse {text!r} as {type(current).__name__}") from None
     if current is not None and not isinstance(value, type(current)):
         if isinstance(current, (tuple, list)) and isinstance(value, (tuple, list)):

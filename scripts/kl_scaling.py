@@ -1,16 +1,17 @@
 """Reward vs √KL sweep across methods: PPO at fixed KL coefficients, SuperHF at several KL coefficients,
-best-of-n at several n and DPO at several β, from one SFT policy and one reward model on the toy lab.
+best-of-n at several n and DPO at several β — and any other registered method named in the sweep's `methods` —
+from one SFT policy and one reward model on the toy lab.
 
     python scripts/kl_scaling.py --config experiments/kl_scaling_toy.py [--config.x=y ...]
     python scripts/kl_scaling.py --config experiments/kl_scaling_toy.py --render   # redraw from results.json
 
-The sweep (values, iterations, stages, output paths) is the config file; see its docstring for each field.
-Every (method, value) is an ordinary run directory `<out>/<method>/<value>` run in process by its recipe
-(best-of-n: one run `<out>/bon` for every n); a run whose summary.json exists is reused. Writes
-`<out>/kl_scaling.csv` (method, value, step, sqrt_kl, kl, proxy, gold: every held-out eval of every run),
-`<out>/results.json`, and the markdown summary + PNG at `doc` (by default docs/kl_scaling.{md,png}): per
-method, Gao et al.'s fit of gold reward vs √KL, the proxy's slope vs √KL and its R² over the early range,
-and the √KL at which gold peaks.
+The sweep (methods, swept fields and their grids, iterations, stages, output paths) is the config file; see
+its docstring for each field. Every (method, value) is an ordinary run directory `<out>/<method>/<value>` run in
+process by its recipe (a method run once with its own settings: `<out>/<method>/default`; best-of-n: one run
+`<out>/bon` for every n); a run whose summary.json exists is reused. Writes `<out>/kl_scaling.csv` (method, value,
+step, sqrt_kl, kl, proxy, gold: every held-out eval of every run), `<out>/results.json`, and the markdown summary
++ PNG at `doc` (by default docs/kl_scaling.{md,png}): per method, Gao et al.'s fit of gold reward vs √KL, the
+proxy's slope vs √KL and its R² over the early range, and the √KL at which gold peaks.
 """
 
 from __future__ import annotations
@@ -25,11 +26,18 @@ import _study  # noqa: E402 (scripts/ is on sys.path when a script runs)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-METHODS = ("ppo", "superhf", "bon", "dpo")
-FORMS = {"ppo": "rl", "superhf": "rl", "bon": "bon", "dpo": "rl"}  # Gao et al.: best-of-n vs RL functional form
 BASE = "base"  # sft_dir / rm_dir: keep each method config's own init_from
-SWEPT = {"ppo": "betas", "superhf": "kl_coefs", "bon": "ns", "dpo": "betas"}  # the config field swept
-LABEL = {"ppo": "PPO β", "superhf": "SuperHF KL coef", "bon": "best-of-n n", "dpo": "DPO β"}
+DEFAULT = "default"  # the value name of a method's one run with its experiment file's own settings
+
+
+def _form(method: str) -> str:
+    """Gao et al.'s functional form: best-of-n's, or the RL one for every method that trains a policy."""
+    return "bon" if method == "bon" else "rl"
+
+
+def _label(sweep: dict, method: str, value) -> str:
+    field = sweep[method]["field"]
+    return f"{method} {field.split('.')[-1]} = {_name(value)}" if field else f"{method} ({_name(value)})"
 
 
 def _args(argv=None):
@@ -48,7 +56,7 @@ def _path(p: str) -> str:
 
 
 def _name(value) -> str:
-    return f"{value:g}"
+    return value if isinstance(value, str) else f"{value:g}"
 
 
 def _load(config_string: str, overrides: list[str]):
@@ -68,9 +76,12 @@ def main(argv=None) -> int:
     os.makedirs(out, exist_ok=True)
     if sweep.compilation_cache:
         _study.compilation_cache(out)
+    import importlib
+
     from rlhfjax import parallel
     from rlhfjax.analysis.kl_scaling import eval_curve
-    from rlhfjax.recipes import bon, dpo, ppo, rm, sft, superhf
+    from rlhfjax.commands import get
+    from rlhfjax.recipes import rm, sft
 
     load_start = os.getloadavg()
     mesh = parallel.single_device_mesh() if sweep.single_device else None
@@ -94,39 +105,17 @@ def main(argv=None) -> int:
         stages.run("rm", run_dir, lambda: rm.run(cfg, run_dir, mesh))
 
     models = [lab] + [f"--config.{k}.init_from={d}" for k, d in (("policy", sft_dir), ("reward", rm_dir)) if d != BASE]
-    online = [*models, f"--config.rollout.temperature={sweep.temperature}", "--config.rollout.top_p=1.0",
-              f"--config.data.eval_limit={sweep.eval_prompts}", "--config.train.save_every=0"]
-    jobs = []  # (method, value, workdir, recipe module, config)
-    for v in sweep.ppo.betas:
-        jobs.append(("ppo", v, ppo, [*online, "--config.kl.controller=fixed", f"--config.kl.init_coef={v}",
-                                     f"--config.train.iterations={sweep.ppo.iterations}",
-                                     f"--config.train.eval_every={sweep.ppo.eval_every}"]))
-    for v in sweep.superhf.kl_coefs:
-        jobs.append(("superhf", v, superhf, [*online, f"--config.superhf.kl_coef={v}",
-                                             f"--config.train.iterations={sweep.superhf.iterations}",
-                                             f"--config.train.eval_every={sweep.superhf.eval_every}"]))
-    for v in sweep.dpo.betas:
-        jobs.append(("dpo", v, dpo, [*models, f"--config.dpo.beta={v}", f"--config.train.steps={sweep.dpo.steps}",
-                                     f"--config.train.eval_every={sweep.dpo.eval_every}",
-                                     f"--config.eval.prompt_limit={sweep.eval_prompts}",
-                                     f"--config.eval.temperature={sweep.temperature}", "--config.eval.top_p=1.0",
-                                     "--config.train.save_every=0"]))
     runs = {}  # method -> [(value, workdir, eval-record prefix)]
-    for method, v, recipe, flags in jobs:
-        workdir = os.path.join(out, method, _name(v))
-        cfg = _load(sweep[method].config, [*flags, *extra(sweep[method])])
-        stages.run(f"{method} {_name(v)}", workdir, lambda: recipe.run(cfg, workdir, mesh))
-        runs.setdefault(method, []).append((v, workdir, "eval/"))
-    if sweep.bon.ns:
-        workdir = os.path.join(out, "bon")
-        cfg = _load(sweep.bon.config, [*online, f"--config.bon.n={tuple(int(n) for n in sweep.bon.ns)}",
-                                       f"--config.bon.pool={sweep.bon.pool}",
-                                       f"--config.bon.num_prompts={sweep.eval_prompts}", *extra(sweep.bon)])
-        stages.run("bon", workdir, lambda: bon.run(cfg, workdir, mesh))
-        runs["bon"] = [(None, workdir, "")]
+    for method, value, flags in jobs(sweep, models):
+        section = sweep[method]
+        recipe = importlib.import_module(get(method).module)
+        workdir = os.path.join(out, method) if method == "bon" else os.path.join(out, method, _name(value))
+        cfg = _load(section.config, [*flags, *extra(section)])
+        stages.run(f"{method} {_name(value)}", workdir, lambda: recipe.run(cfg, workdir, mesh))
+        runs.setdefault(method, []).append((value, workdir, "" if method == "bon" else "eval/"))
 
     rows = []
-    for method in METHODS:
+    for method in sweep.methods:
         for value, workdir, prefix in runs.get(method, []):
             for r in eval_curve(os.path.join(workdir, "metrics.jsonl"), prefix):
                 rows.append({"method": method, "value": r["step"] if method == "bon" else value, **r})
@@ -142,8 +131,53 @@ def main(argv=None) -> int:
     return 0
 
 
+def jobs(sweep, models: list[str]) -> list[tuple[str, object, list[str]]]:
+    """(method, value, overrides) of every run of the sweep, in `sweep.methods` order: the method's experiment file
+    gets the shared policy, reward model and toy lab (`models`), the sweep's temperature and eval prompts (online
+    methods: rollout.* and data.eval_limit; offline ones: eval.*), its length and eval cadence, and the value of
+    its swept field. Best-of-n is one run for all its n. A name that is no registered command, or without a section
+    in the sweep, is a one-line error."""
+    from rlhfjax.commands import get
+    from rlhfjax.errors import ConfigError
+
+    out = []
+    for method in sweep.methods:
+        get(method)  # an unknown command: one line naming the known ones
+        if method not in sweep:
+            raise ConfigError(f"the sweep has no section for {method!r}", "add one (method_section) to its config")
+        m = sweep[method]
+        if method == "bon":
+            if m.grid:
+                out.append(("bon", None, [*_online(sweep, models), f"--config.bon.n={tuple(int(n) for n in m.grid)}",
+                                          f"--config.bon.pool={sweep.bon.pool}",
+                                          f"--config.bon.num_prompts={sweep.eval_prompts}"]))
+            continue
+        online = "rollout" in _load(m.config, [])
+        flags = _online(sweep, models) if online else _offline(sweep, models)
+        if m.steps:
+            flags.append(f"--config.train.{'iterations' if online else 'steps'}={m.steps}")
+        if m.eval_every:
+            flags.append(f"--config.train.eval_every={m.eval_every}")
+        if m.field:
+            out += [(method, v, [*flags, f"--config.{m.field}={v}"]) for v in m.grid]
+        else:
+            out.append((method, DEFAULT, flags))
+    return out
+
+
+def _online(sweep, models):
+    return [*models, f"--config.rollout.temperature={sweep.temperature}", "--config.rollout.top_p=1.0",
+            f"--config.data.eval_limit={sweep.eval_prompts}", "--config.train.save_every=0"]
+
+
+def _offline(sweep, models):
+    return [*models, f"--config.eval.prompt_limit={sweep.eval_prompts}",
+            f"--config.eval.temperature={sweep.temperature}", "--config.eval.top_p=1.0", "--config.train.save_every=0"]
+
+
 def _analyse(results, early: float) -> tuple[dict, dict]:
     """(per-method summaries, per-run summaries), rewards relative to each run's start."""
+    sweep = results["sweep"]
     from rlhfjax.analysis.kl_scaling import relative_to_start, summarise_method
 
     by_run = {}
@@ -155,8 +189,8 @@ def _analyse(results, early: float) -> tuple[dict, dict]:
         rel = relative_to_start(sorted(rows, key=lambda r: r["step"]))
         pooled.setdefault(method, []).extend(rel)
         if value is not None:
-            per_run[f"{LABEL[method]} = {_name(value)}"] = summarise_method(rel, FORMS[method], early)
-    methods = {m: summarise_method(pooled[m], FORMS[m], early) for m in METHODS if m in pooled}
+            per_run[_label(sweep, method, value)] = summarise_method(rel, _form(method), early)
+    methods = {m: summarise_method(pooled[m], _form(m), early) for m in sweep["methods"] if m in pooled}
     return methods, per_run
 
 
@@ -193,7 +227,7 @@ def _plot(results, methods: dict, path: str) -> None:
 
     from rlhfjax.analysis.kl_scaling import ScalingFit
 
-    cols = [m for m in METHODS if m in methods]
+    cols = [m for m in results["sweep"]["methods"] if m in methods]
     fig, axes = plt.subplots(2, len(cols), figsize=(4.2 * len(cols), 7.2), squeeze=False, sharey="row")
     for j, method in enumerate(cols):
         rows = [r for r in results["rows"] if r["method"] == method]
@@ -201,7 +235,7 @@ def _plot(results, methods: dict, path: str) -> None:
         for i, value in enumerate(runs):
             ev = sorted((r for r in rows if value is None or r["value"] == value), key=lambda r: r["step"])
             x = [r["sqrt_kl"] for r in ev]
-            label = "best-of-n" if value is None else f"{LABEL[method]} = {_name(value)}"
+            label = "best-of-n" if value is None else _label(results["sweep"], method, value)
             for ax, key in zip(axes[:, j], ("gold", "proxy")):
                 ax.plot(x, [r[key] - ev[0][key] for r in ev], "o-" if value is not None else "s--",
                         color=f"C{i}", ms=3, lw=1, label=label)
@@ -256,7 +290,19 @@ def _write_doc(results, methods, per_run, path: str, png: str, csv_path: str) ->
         return "each method config's own" if d == BASE else f"reused from `{d}`"
 
     def vals(m):
-        return ", ".join(_name(v) for v in sw[m][SWEPT[m]]) or "none"
+        return ", ".join(_name(v) for v in sw[m]["grid"]) or "none"
+
+    def bullet(m):
+        s = sw[m]
+        if m == "bon":
+            what = (f"n ∈ {{{vals(m)}}}, from a pool of {s['pool']} samples per prompt, at the analytic KL "
+                    "log n − (n−1)/n")
+        else:
+            what = f"`{s['field']}` ∈ {{{vals(m)}}}" if s["field"] else "its own settings"
+        length = f", {s['steps']} steps/iterations" if s.get("steps") else ""
+        cadence = f", eval every {s['eval_every']}" if s.get("eval_every") else ""
+        extra = f" (+ `{'`, `'.join(s['extra'])}`)" if s["extra"] else ""
+        return f"- {m} (`{s['config']}`){extra}: {what}{length}{cadence}."
 
     head = f"""# Reward vs √KL across methods on the toy lab
 
@@ -278,14 +324,10 @@ same sampling keys. KL = Σ_t log π_T − log π_SFT,T on the eval samples (k1)
 mean 0, std 1 under the SFT policy; gold = the toy lab's gold reward. Rewards below are relative to each run's
 first eval (the SFT policy itself; best-of-n: n = 1), so R(0) = 0 as Gao et al.'s forms assume.
 
-- PPO (`{sw["ppo"]["config"]}`), fixed KL coefficient β ∈ {{{vals("ppo")}}}, {sw["ppo"]["iterations"]} iterations,
-  eval every {sw["ppo"]["eval_every"]}.
-- SuperHF (`{sw["superhf"]["config"]}`), KL coefficient ∈ {{{vals("superhf")}}}, {sw["superhf"]["iterations"]}
-  iterations, eval every {sw["superhf"]["eval_every"]}.
-- Best-of-n (`{sw["bon"]["config"]}`), n ∈ {{{vals("bon")}}}, from a pool of {sw["bon"]["pool"]} samples
-  per prompt, at the analytic KL log n − (n−1)/n.
-- DPO (`{sw["dpo"]["config"]}`), β ∈ {{{vals("dpo")}}}, {sw["dpo"]["steps"]} steps, eval every
-  {sw["dpo"]["eval_every"]}; trained on the `mixed` annotator pool's comparisons (the RM's training pairs).
+{chr(10).join(bullet(m) for m in sw["methods"])}
+
+DPO and the other offline methods train on the `mixed` annotator pool's comparisons (the RM's training pairs);
+the RM only scores their sampling evals (proxy).
 
 Per method, all its runs pooled (each run's start counted once): Gao et al.'s fit of Δgold vs d = √KL
 (d(α − β log d) for the RL methods, d(α − βd) for best-of-n, least squares with R(0) = 0; fitted peak

@@ -21,6 +21,15 @@ def test_overrides_are_typed_and_applied():
     assert cfg.data.seq_len == 24  # the smoke variant shrank it
 
 
+def test_a_tuple_of_names_may_be_written_bare_and_a_tuple_of_numbers_may_not():
+    sweep = os.path.join(os.path.dirname(__file__), "..", "experiments", "kl_scaling_toy.py")
+    for text in ("(ppo, grpo)", "ppo,grpo", "['ppo', 'grpo']", "('ppo', 'grpo')"):
+        assert load_config(sweep, [f"--config.methods={text}"]).methods == ("ppo", "grpo"), text
+    assert load_config(sweep, ["--config.ppo.grid=(0.5, 1)"]).ppo.grid == (0.5, 1)
+    with pytest.raises(ConfigError, match=r"ppo\.grid: cannot parse '\(small, big\)' as tuple"):
+        load_config(sweep, ["--config.ppo.grid=(small, big)"])
+
+
 def test_unknown_field_is_named_with_a_suggestion():
     with pytest.raises(ConfigError, match=r"unknown config field 'train\.stepz'.*train\.steps"):
         load_config(LM_TINY, ["--config.train.stepz=3"])

@@ -162,15 +162,15 @@ def test_sweep_script_smoke_end_to_end(tmp_path, sweep_script, capsys):
     rows = _csv(out / "kl_scaling.csv")
     assert list(rows[0]) == ["method", "value", "step", "sqrt_kl", "kl", "proxy", "gold"]
     runs = {(r["method"], float(r["value"])) for r in rows}
-    expected = ({("ppo", v) for v in sweep.ppo.betas} | {("superhf", v) for v in sweep.superhf.kl_coefs}
-                | {("dpo", v) for v in sweep.dpo.betas} | {("bon", n) for n in sweep.bon.ns})
+    expected = {(m, v) for m in ("ppo", "superhf", "dpo", "bon") for v in sweep[m].grid}
     assert runs == expected
-    iters = {"ppo": sweep.ppo.iterations, "superhf": sweep.superhf.iterations, "dpo": sweep.dpo.steps}
+    iters = {m: sweep[m].steps for m in ("ppo", "superhf", "dpo")}
     for method, value in sorted(expected):  # the smoke sweep evaluates every step: 0, 1, ..., the last
         steps = [int(r["step"]) for r in rows if (r["method"], float(r["value"])) == (method, value)]
         assert method == "bon" or steps == list(range(iters[method] + 1)), (method, value, steps)
     bon = [r for r in rows if r["method"] == "bon"]
-    assert [float(r["kl"]) for r in bon] == pytest.approx([math.log(n) - (n - 1) / n for n in sweep.bon.ns], abs=1e-6)
+    assert [float(r["kl"]) for r in bon] == pytest.approx([math.log(n) - (n - 1) / n for n in sweep.bon.grid],
+                                                          abs=1e-6)
     for r in rows:
         assert float(r["sqrt_kl"]) == pytest.approx(math.sqrt(max(float(r["kl"]), 0.0)), abs=1e-6)
     assert (doc.parent / "kls.png").read_bytes()[:4] == b"\x89PNG"
@@ -180,7 +180,7 @@ def test_sweep_script_smoke_end_to_end(tmp_path, sweep_script, capsys):
     assert "kl_scaling_toy.py:smoke" in text and "Machine:" in text and "<!-- end of generated part -->" in text
     results = json.loads((out / "results.json").read_text())
     # every run ran (the smoke sweep trains no SFT/RM): one per PPO/SuperHF/DPO value, one best-of-n
-    assert len(results["timings_s"]) == len(sweep.ppo.betas) + len(sweep.superhf.kl_coefs) + len(sweep.dpo.betas) + 1
+    assert len(results["timings_s"]) == len(sweep.ppo.grid) + len(sweep.superhf.grid) + len(sweep.dpo.grid) + 1
     # A re-run reuses every finished run, rewrites the same CSV and keeps the prose below the marker.
     doc.write_text(text + "\nprose by hand\n")
     capsys.readouterr()
@@ -190,3 +190,73 @@ def test_sweep_script_smoke_end_to_end(tmp_path, sweep_script, capsys):
     assert json.loads((out / "results.json").read_text())["timings_s"] == results["timings_s"]
     assert _csv(out / "kl_scaling.csv") == rows
     assert doc.read_text().endswith("\nprose by hand\n")
+
+
+def test_any_registered_method_joins_the_sweep_by_name(sweep_script):
+    """`methods` may name every method of the toy lab's reward-vs-√KL axes: one run of its experiment file's own
+    settings (online ones sample and evaluate through rollout.* / data.eval_limit, offline ones through eval.*),
+    or one run per value of a swept field; an unknown name is a one-line error."""
+    from rlhfjax.config import load_config
+    from rlhfjax.errors import ConfigError
+
+    config = os.path.join(ROOT, "experiments", "kl_scaling_toy.py")
+    more = load_config(config).methods + sweep_script_more()
+    sweep = load_config(config, [f"--config.methods={more}", "--config.grpo.field=grpo.kl_coef",
+                                 "--config.grpo.grid=(0.01, 0.04)"])
+    jobs = sweep_script.jobs(sweep, ["--config.data.toylab_dir=/lab"])
+    names = [(m, v) for m, v, _ in jobs]
+    assert list(dict.fromkeys(m for m, _ in names)) == list(more)
+    assert [v for m, v in names if m == "grpo"] == [0.01, 0.04]
+    assert [v for m, v in names if m == "ppo"] == list(sweep.ppo.grid) and [v for m, v in names if m == "bon"] == [None]
+    for method, value, flags in jobs:
+        online = "rollout" in load_config(os.path.join(ROOT, "experiments", f"toylab_{method}.py"))
+        assert ("--config.rollout.temperature=0.7" in flags) == online, method
+        assert ("--config.eval.temperature=0.7" in flags) == (not online), method
+        if method in sweep_script_more() and method != "grpo":
+            assert value == "default" and not any(f.startswith("--config.train.steps") for f in flags)
+        load_config(os.path.join(ROOT, sweep[method].config), flags[1:])  # every override names a real field
+    with pytest.raises(ConfigError, match="unknown command 'ppo2'"):
+        sweep_script.jobs(load_config(config, ["--config.methods=(ppo2,)"]), [])
+
+
+def sweep_script_more():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("kls_config", os.path.join(ROOT, "experiments", "kl_scaling_toy.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return tuple(module.MORE_METHODS)
+
+
+def test_objectives_table_reports_each_methods_peak_against_the_eval_noise(tmp_path):
+    """scripts/objectives_table.py's table from a sweep's results: the observed gold peak relative to the first eval,
+    the √KL and step there, the last eval, and the SE of the SFT policy's eval as the noise yardstick."""
+    sys.path.insert(0, os.path.join(ROOT, "scripts"))
+    try:
+        import objectives_table
+    finally:
+        sys.path.remove(os.path.join(ROOT, "scripts"))
+    from rlhfjax.config import load_config
+
+    sweep = load_config(os.path.join(ROOT, "experiments", "kl_scaling_toy.py:objectives"))
+    assert set(sweep.methods) >= {"ppo", "dpo", "bon", "kto", "orpo", "simpo", "online_dpo", "remax", "reinforce_pp"}
+    sweep.methods = ("grpo", "bon")
+    gold = {"grpo": [0.40, 0.52, 0.61, 0.55], "bon": [0.40, 0.47, 0.50]}
+    rows = [{"method": "grpo", "value": "default", "step": 10 * i, "sqrt_kl": 0.5 * i, "proxy": 0.0, "gold": g}
+            for i, g in enumerate(gold["grpo"])]
+    rows += [{"method": "bon", "value": n, "step": n, "sqrt_kl": 0.3 * i, "proxy": 0.0, "gold": g}
+             for i, (n, g) in enumerate(zip((1, 4, 16), gold["bon"]))]
+    run = tmp_path / "grpo" / "default"
+    run.mkdir(parents=True)
+    _write(run / "metrics.jsonl", [{"step": 0, "eval/reward/gold": 0.4, "eval/reward/gold_se": 0.0123}])
+    results = {"sweep": sweep.to_dict(), "rows": rows, "machine": "test", "total_s": 5.0,
+               "timings_s": {"grpo default": 3.0}}
+    text = objectives_table.render(results, str(tmp_path), "python scripts/objectives_table.py")
+    line = {ln.split(" | ")[0][2:]: ln for ln in text.splitlines() if ln.startswith("| grpo") or ln.startswith("| bon")}
+    cells = [c.strip() for c in line["grpo"].strip("|").split("|")]
+    assert cells[0] == "grpo" and "DeepSeekMath" in cells[2] and "group_size=8" in cells[3] and "lr=5e-05" in cells[3]
+    assert cells[4] == "+0.210 (± 0.012)" and cells[5] == "1.00 (step 20)" and cells[6] == "+0.150, 1.50 (step 30)"
+    assert cells[7] == "3 s"
+    bon = [c.strip() for c in line["bon"].strip("|").split("|")]
+    assert bon[4] == "+0.100" and bon[5] == "0.60 (n = 16)" and bon[7] == "reused"
+    assert "standard error of 0.012–0.012" in text

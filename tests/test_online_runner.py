@@ -94,3 +94,27 @@ def test_sample_n_method_on_the_runner(lab):
     _, resumed = run(lab, lab / "split", 3, [])
     jax.tree.map(np.testing.assert_array_equal, jax.device_get(resumed.train.params),
                  jax.device_get(state.train.params))
+
+
+def test_eval_reports_the_gold_means_standard_error(lab, tmp_path):
+    """eval/reward/gold_se is std(gold, ddof=1) / √n over every held-out sample the eval scored (numpy)."""
+    import dataclasses
+
+    config = load_config(CONFIG + ":smoke", [
+        f"--config.data.toylab_dir={lab / 'toylab'}", f"--config.policy.init_from={lab / 'sft'}",
+        f"--config.reward.init_from={lab / 'rm'}", "--config.train.eval_every=1", "--config.data.eval_limit=24",
+        "--config.train.eval_batch_size=8"])
+    setup = runner.prepare(config, parallel.single_device_mesh(), with_value=False)
+    scored = []
+
+    def gold(prompts, responses):
+        out = setup.gold_fn(prompts, responses)
+        scored.append(np.asarray(out))
+        return out
+
+    judge = dataclasses.replace(runner.evaluator(setup, str(tmp_path)), gold_fn=gold)
+    metrics = judge(setup.roles.policy.params, 1.0, 0.0, 0)
+    golds = np.concatenate(scored)
+    assert golds.size == metrics["eval/num_prompts"] >= 16 and golds.std() > 0
+    assert metrics["eval/reward/gold"] == pytest.approx(golds.mean(), rel=1e-6)
+    assert metrics["eval/reward/gold_se"] == pytest.approx(golds.std(ddof=1) / np.sqrt(golds.size), rel=1e-6)

@@ -206,7 +206,8 @@ def summary_table(summaries: dict[str, dict]) -> str:
         form = "d(α − βd)" if s["form"] == "bon" else "d(α − β log d)"
         peak = "–"
         if pk:
-            run = f"n = {pk['value']:g}" if s["form"] == "bon" else f"{pk['value']:g} at step {pk['step']}"
+            value = pk["value"] if isinstance(pk["value"], str) else f"{pk['value']:g}"  # a run may be named
+            run = f"n = {value}" if s["form"] == "bon" else f"{value} at step {pk['step']}"
             peak = f"{pk['sqrt_kl']:.2f} ({pk['dgold']:+.3f}; {run})"
         lines.append(f"| {method} | {s['points']} | {form} | {g['alpha']:.3f} | {g['beta']:.3f} | {g['r2']:.2f} | "
                      f"{g['peak_sqrt_kl']:.2f} | {s['early_sqrt_kl']:.2f} | {p['slope']:+.3f} | "

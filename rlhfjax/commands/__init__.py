@@ -32,6 +32,10 @@ class Command:
     stop_field: str = "train.stop_at"  # the field that stops a run after k steps (the notebook API's steps)
     whole_run: str = ""  # why the command only runs whole ("" = it can stop part-way and continue)
     recipe: str = ""  # module with run(config, workdir, mesh=None); "" = rlhfjax.recipes.<name>
+    # A method that trains a policy: its objective in one line and the paper it follows (docs/objectives.md,
+    # written by scripts/objectives_table.py); "" for the other commands.
+    objective: str = ""
+    paper: str = ""
 
     @property
     def module(self) -> str:

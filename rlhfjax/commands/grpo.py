@@ -4,7 +4,9 @@ from rlhfjax import choices as C
 from rlhfjax.commands import Command, register
 
 register(Command(
-    name="grpo", help="GRPO: group-normalised advantages, clipped ratio, per-token KL term",
+    name="grpo", objective="PPO-clip with A_i = (r_i − mean_G r) / std_G r + β·KL_t (k3) in the loss",
+    paper='Shao et al. 2024, "DeepSeekMath" §4.1',
+    help="GRPO: group-normalised advantages, clipped ratio, per-token KL term",
     iterate_method=True,
     checks={"grpo.group_size": C.at_least(2), "grpo.kl_coef": C.NON_NEGATIVE, "grpo.epochs": C.POSITIVE,
             "grpo.num_minibatches": C.POSITIVE, "grpo.clip": C.NON_NEGATIVE,

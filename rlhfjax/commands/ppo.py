@@ -4,7 +4,9 @@ from rlhfjax import choices as C
 from rlhfjax.commands import Command, register
 
 register(Command(
-    name="ppo", help="PPO-RLHF: policy + value, per-token KL to the reference, GAE, adaptive KL",
+    name="ppo", objective="max E[r − β·KL_t per token] by PPO-clip on GAE advantages, value model, adaptive β",
+    paper="Ziegler et al. 2019; Stiennon et al. 2020; Ouyang et al. 2022",
+    help="PPO-RLHF: policy + value, per-token KL to the reference, GAE, adaptive KL",
     iterate_method=True,
     checks={"kl.controller": C.OneOf(C.KL_CONTROLLERS), "kl.estimator": C.OneOf(C.KL_ESTIMATORS),
             "kl.init_coef": C.NON_NEGATIVE, "kl.target": C.above(0), "kl.horizon": C.above(0),

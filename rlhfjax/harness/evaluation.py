@@ -7,6 +7,8 @@ scores have mean 0 and std 1, fitted once before training and kept fixed.
 Held-out evaluation samples the current policy on fixed prompt batches with fixed keys (so evals at
 different iterations differ only by the policy) and reports:
   eval/reward/proxy     normalised RM score            eval/reward/gold   toy lab only
+  eval/reward/gold_se   the gold mean's standard error over the eval prompts (std / √n, toy lab): the noise
+                        yardstick of one eval, against which a method's gain is judged
   eval/kl/seq_mean      Σ_t kl_t on the samples, with the estimator the method trains with (k1, k2, k3:
                         `objectives.core.kl_per_token`), so train and eval KL curves are comparable; with a
                         prompt context, from the reference on the plain prompt (`experience.judged_sequence`)
@@ -181,7 +183,9 @@ class Evaluator:
         if proxy:
             out["eval/reward/proxy"] = float(np.mean(np.concatenate(proxy)))
         if gold:
-            out["eval/reward/gold"] = float(np.mean(np.concatenate(gold)))
+            golds = np.concatenate(gold)
+            out["eval/reward/gold"] = float(np.mean(golds))
+            out["eval/reward/gold_se"] = float(np.std(golds, ddof=1) / np.sqrt(golds.size)) if golds.size > 1 else 0.0
         if self.gold_metrics_fn is not None:
             out.update({f"eval/{k}": v for k, v in self.gold_metrics_fn(prompt_texts, texts).items()})
         if self.samples_path and distributed.is_primary():  # the full texts; the log gets a short view of a couple
