@@ -99,15 +99,18 @@ def test_wrong_variant_and_unknown_pool_are_one_line_errors(fresh_lab, tmp_path,
     assert err.startswith("rlhfjax: error: data.data_dir='expert'") and "mixed" in err and "\n" not in err
 
 
-def test_defaults_resolve_against_the_project_root_not_the_cwd(tmp_path, monkeypatch):
+def test_defaults_resolve_against_the_project_root_not_the_cwd(tmp_path, monkeypatch, shared_toylab):
     """From another directory, with no --workdir and default data paths, a run writes only under
-    $RLHFJAX_HOME (the documented root): its run directory and the toy lab."""
+    $RLHFJAX_HOME (the documented root): its run directory, and it reads the toy lab there (linked to the run's
+    shared lab so that it is not built again: building one on first use is what the smoke runs above do)."""
     elsewhere, home = tmp_path / "elsewhere", tmp_path / "home"
     elsewhere.mkdir()
+    (home / "runs" / "toylab").mkdir(parents=True)
+    os.symlink(shared_toylab, home / "runs" / "toylab" / "data")
     exe = os.path.join(os.path.dirname(sys.executable), "rlhfjax")
     env = {**os.environ, "RLHFJAX_HOME": str(home)}
     proc = subprocess.run([exe, "sft", "--config", os.path.join(ROOT, "experiments", "toylab_sft.py:smoke"),
-                           "--config.train.steps=0"],  # a run of no steps: it still makes the lab and exports
+                           "--config.train.steps=0"],  # a run of no steps: it still reads the lab and exports
                           cwd=elsewhere, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert os.listdir(elsewhere) == []

@@ -95,7 +95,7 @@ def test_every_command_is_registered_once_with_its_recipe():
 
 def test_iterate_methods_come_from_the_registry(capsys):
     methods = commands.iterate_methods()
-    assert set(methods) == {"ppo", "superhf", "rloo", "grpo"}
+    assert set(methods) == {"ppo", "superhf", "rloo", "grpo", "remax", "reinforce_pp", "online_dpo"}
     config = load_config(str(ROOT / "experiments" / "toylab_iterate.py"))
     assert set(config.methods) == set(methods)  # the experiment's methods.<name> sections
     with pytest.raises(SystemExit):
@@ -131,7 +131,8 @@ BAD_VALUES = [  # (command, its experiment file, a bad override, what the one li
     ("ppo", "ppo.lam=1.5", "ppo.lam=1.5 is out of range (allowed: a finite number in [0, 1])"),
     ("dpo", "dpo.beta=0", "dpo.beta=0.0 is out of range (allowed: a finite number > 0)"),
     ("iterate", "methods.grpo.grpo.group_size=1", "methods.grpo.grpo.group_size=1 is out of range"),
-    ("iterate", "iterate.method=dpo", "iterate.method='dpo' is not one of the choices (use one of: grpo, ppo"),
+    ("iterate", "iterate.method=dpo",
+     "iterate.method='dpo' is not one of the choices (use one of: grpo, online_dpo, ppo"),
 ]
 
 

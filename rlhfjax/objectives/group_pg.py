@@ -11,7 +11,8 @@ reference goes into the loss instead, per token with the k3 estimator π_ref/π 
 
 Both train the clipped surrogate of PPO (`objectives.core.clipped_surrogate`) with the sequence's
 advantage at each of its tokens; with one epoch of one minibatch the ratio is 1 and the gradient is
-plain REINFORCE with the group baseline. `aggregation` chooses how token losses become the loss,
+plain REINFORCE with the group baseline. ReMax and REINFORCE++ train this loss too, with their own
+advantages (REINFORCE++'s per token). `aggregation` chooses how token losses become the loss,
 each as (sum, count) so gradient accumulation stays exact (DESIGN convention 10):
   token_mean     Σ_tokens l / #tokens                      (DAPO; TRL's default)
   sequence_mean  Σ_i (Σ_t l_it / |y_i|) / #completions     (GRPO's 1/G Σ_i 1/|o_i| Σ_t)
@@ -85,7 +86,8 @@ class GroupLossConfig:
 def loss_fn(params, batch, *, frozen, config: GroupLossConfig, rng):
     """Clipped surrogate with per-completion advantages (+ β · KL to the reference per token) →
     (total, count by `aggregation`, metrics). `batch`: `sequence_BxL`, `sequence_mask_BxL`,
-    `response_mask_BxN`, `old_logp_BxN`, `advantages_B` and, when β > 0, `ref_logp_BxN`."""
+    `response_mask_BxN`, `old_logp_BxN`, `advantages_B` (the completion's, at each of its tokens) or
+    `advantages_BxN` (per token: REINFORCE++'s returns) and, when β > 0, `ref_logp_BxN`."""
     del frozen, rng
 
     def forward(policy, seq, smask):
@@ -95,7 +97,8 @@ def loss_fn(params, batch, *, frozen, config: GroupLossConfig, rng):
     out = (jax.checkpoint(forward) if config.remat else forward)(
         params["policy"], batch["sequence_BxL"], batch["sequence_mask_BxL"])
     mask = batch["response_mask_BxN"]
-    adv_BxN = jnp.broadcast_to(batch["advantages_B"][:, None], mask.shape)
+    adv_BxN = (batch["advantages_BxN"] if "advantages_BxN" in batch
+               else jnp.broadcast_to(batch["advantages_B"][:, None], mask.shape))
     old_logp = rollout_logp(batch, out["logp_BxN"], config.first_ratio == "own_logp")
     loss_BxN, metrics = clipped_surrogate(out["logp_BxN"], old_logp, adv_BxN, mask, clip=config.clip)
     metrics["pg/loss_token_mean"] = masked_mean(loss_BxN, mask)

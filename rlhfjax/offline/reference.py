@@ -3,7 +3,8 @@ reference π_ref (DPO, IPO, cDPO; KTO, ORPO and SimPO on the same axes), so a ne
 short recipe:
 
     setup = prepare(config, mesh)                       # tokenizer, encoder, roles, the held-out evaluator
-    train, held_out = usable_pairs(...), usable_pairs(...)  # the method's examples, skips counted
+    train, held_out = usable_pairs(...), usable_pairs(...)  # the method's examples, skips counted (unpaired
+                                                        # ones, KTO's: usable_unpaired, collate_unpaired)
     summary, state = run(setup, workdir, Method(...), train, held_out)
 
 What the harness does for every such method:
@@ -44,8 +45,10 @@ import ml_collections
 import numpy as np
 
 from rlhfjax import parallel
-from rlhfjax.data.batching import BatchIterator, padded_batches
+from rlhfjax.data.batching import BatchIterator, collate_sft, padded_batches
+from rlhfjax.data.examples import SFTExample
 from rlhfjax.data.hh import load_prompts
+from rlhfjax.data.preferences import load_comparisons
 from rlhfjax.data.sources import is_toylab, resolve_source
 from rlhfjax.data.tokenizing import encoder_for, tokenizer_for
 from rlhfjax.errors import ConfigError
@@ -98,6 +101,50 @@ def usable_pairs(pairs: list, encoder, name: str) -> Examples:
     if not kept:
         raise ConfigError(f"{name}: no usable pairs", "check data.source / data.data_dir and the length limits")
     return Examples(kept, digest.hexdigest(), skipped)
+
+
+@dataclasses.dataclass(frozen=True)
+class Unpaired:
+    """A labelled example of an unpaired method (KTO): `mismatched` is another example's response, scored under
+    this prompt for a batch estimate of KL(π ‖ π_ref) (`usable_unpaired` sets it)."""
+
+    prompt: str
+    response: str
+    desirable: bool
+    mismatched: str = ""
+
+
+def usable_unpaired(examples: list, encoder, name: str, seed: int) -> Examples:
+    """The `Unpaired` examples that can teach — one whose response has no token after truncation is dropped and
+    counted; fewer than 2 left is a one-line error — each given the response of the next one along a random order
+    of `seed` as `mismatched`: a derangement fixed once per dataset (part of the fingerprint)."""
+    kept = [ex for ex in examples if encoder.response_ids(ex.response)]
+    skipped = {EMPTY_RESPONSE: len(examples) - len(kept)} if len(kept) < len(examples) else {}
+    if skipped:
+        print(f"{name}: skipped {skipped[EMPTY_RESPONSE]} examples with no response token after truncation; "
+              f"{len(kept)} left", flush=True)
+    if len(kept) < 2:
+        raise ConfigError(f"{name}: {len(kept)} usable examples, fewer than 2",
+                          "check data.source / data.data_dir and the length limits")
+    order = np.random.default_rng(seed).permutation(len(kept))
+    partner = np.empty_like(order)
+    partner[order] = np.roll(order, -1)
+    items = [dataclasses.replace(ex, mismatched=kept[j].response) for ex, j in zip(kept, partner)]
+    digest = hashlib.sha256()
+    for ex in items:
+        for ids in (encoder.prompt_ids(ex.prompt), *map(encoder.response_ids, (ex.response, ex.mismatched))):
+            digest.update(np.asarray(ids, np.int64).tobytes() + b"|")
+    return Examples(items, digest.hexdigest(), skipped)
+
+
+def collate_unpaired(items: list, encoder) -> dict:
+    """`Unpaired` items (None: a padding row) → `collate_sft`'s keys of the (x, y) rows, the same with a `kl_` prefix
+    of the (x, y') rows (one padded length for both) and `desirable_B`."""
+    both = collate_sft([None if u is None else SFTExample(u.prompt, u.response) for u in items]
+                       + [None if u is None else SFTExample(u.prompt, u.mismatched) for u in items], encoder)
+    B = len(items)
+    batch = {k: v[:B] for k, v in both.items()} | {f"kl_{k}": v[B:] for k, v in both.items() if k != "row_mask_B"}
+    return batch | {"desirable_B": np.array([u is not None and u.desirable for u in items], np.float32)}
 
 
 def indexed_collate(items: list, collate: Callable, column: dict | None = None) -> Callable[[list], dict]:
@@ -220,6 +267,48 @@ def pair_gold_agreement(margin_B: np.ndarray, valid_B: np.ndarray, pairs: list, 
     decided = gold != 0
     agree = (np.sign(margin[decided]) == np.sign(gold[decided])) + 0.5 * (margin[decided] == 0)
     return float(agree.mean()) if decided.any() else float("nan")
+
+
+def comparison_pairs(setup: OfflineSetup, name: str) -> tuple[Examples, Examples]:
+    """The train and held-out comparisons (`data.preferences.load_comparisons` of data.train_split / data.limit and
+    data.eval_split / data.eval_limit) that can teach a pairwise loss (`usable_pairs`), as "<name> train" / "eval"."""
+    data = setup.config.data
+    return tuple(usable_pairs(load_comparisons(setup.config, split, limit, f"{name} {part}"), setup.encoder,
+                              f"{name} {part}")
+                 for part, split, limit in (("train", data.train_split, data.limit),
+                                            ("eval", data.eval_split, data.eval_limit)))
+
+
+def pair_eval_metrics(summarise: Callable[[dict], dict], name: str, gold_fn, margin_key: str = "margin_B"):
+    """`Method.eval_metrics` of a pairwise method: `summarise(rows)` (its metrics over the eval pairs) as floats and,
+    given the toy lab's `gold_fn`, `eval/<name>/gold_agreement` of `rows[margin_key]` (`pair_gold_agreement`)."""
+
+    def eval_metrics(rows: dict, pairs: list) -> dict:
+        metrics = {k: float(v) for k, v in summarise(rows).items()}
+        if gold_fn is not None:
+            metrics[f"eval/{name}/gold_agreement"] = pair_gold_agreement(rows[margin_key], rows["valid_B"], pairs,
+                                                                         gold_fn)
+        return metrics
+
+    return eval_metrics
+
+
+def prompt_gold_agreement(score_B: np.ndarray, valid_B: np.ndarray, examples: list, gold_fn) -> float:
+    """How often a per-example score (e.g. an implicit reward) orders two valid examples of the same prompt as the
+    gold reward does, ties in the score counting half, over the same-prompt pairs the gold reward decides (nan when
+    none): `pair_gold_agreement` for unpaired examples (anything with `.prompt` and `.response`)."""
+    gold = np.asarray(gold_fn([e.prompt for e in examples], [e.response for e in examples]))
+    groups: dict[str, list] = {}
+    for i, e in enumerate(examples):
+        if valid_B[i] > 0:
+            groups.setdefault(e.prompt, []).append(i)
+    agree = []
+    for idx in groups.values():
+        d_score, d_gold = (np.subtract.outer(x[idx], x[idx]) for x in (np.asarray(score_B), gold))
+        decided = np.triu(d_gold != 0, 1)
+        agree.append((np.sign(d_score[decided]) == np.sign(d_gold[decided])) + 0.5 * (d_score[decided] == 0))
+    agree = np.concatenate(agree) if agree else np.zeros(0)
+    return float(agree.mean()) if agree.size else float("nan")
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,0 +1,8 @@
+"""`rlhfjax orpo`: ORPO, NLL plus an odds-ratio penalty, no reference model (recipes/orpo.py)."""
+
+from rlhfjax import choices as C
+from rlhfjax.commands import Command, register
+
+register(Command(
+    name="orpo", help="ORPO of a policy on comparisons: chosen NLL + λ·odds-ratio loss, no reference or reward model",
+    checks={"orpo.odds_ratio_weight": C.NON_NEGATIVE}))
