@@ -292,4 +292,8 @@ CHECKS = {
     "rollout.temperature": C.TEMPERATURE, "rollout.top_p": C.TOP_P,
     "sample.num_prompts": C.NON_NEGATIVE, "sample.max_new_tokens": C.POSITIVE, "sample.temperature": C.TEMPERATURE,
     "sample.top_p": C.TOP_P,
+    # the offline methods' held-out sampling evals (toylab_offline_config's `eval` section)
+    "eval.kl_estimator": OneOf(C.KL_ESTIMATORS), "eval.prompt_limit": C.NON_NEGATIVE, "eval.batch_size": C.POSITIVE,
+    "eval.temperature": C.TEMPERATURE, "eval.top_p": C.TOP_P, "eval.max_new_tokens": C.POSITIVE,
+    "eval.chunk_size": C.NON_NEGATIVE,
 }

@@ -9,7 +9,4 @@ register(Command(
     help="DPO / IPO / conservative DPO of an SFT policy on comparisons, no reward model",
     checks={"dpo.loss": C.OneOf(C.DPO_LOSSES), "dpo.beta": C.above(0),
             "dpo.label_smoothing": C.Range(0, 0.5, open_high=True), "dpo.reference_batch_size": C.NON_NEGATIVE,
-            "dpo.ipo_normalise": C.OneOf(C.IPO_NORMALISE),
-            "eval.kl_estimator": C.OneOf(C.KL_ESTIMATORS), "eval.prompt_limit": C.NON_NEGATIVE,
-            "eval.batch_size": C.POSITIVE, "eval.temperature": C.TEMPERATURE, "eval.top_p": C.TOP_P,
-            "eval.max_new_tokens": C.POSITIVE, "eval.chunk_size": C.NON_NEGATIVE}))
+            "dpo.ipo_normalise": C.OneOf(C.IPO_NORMALISE)}))
