@@ -53,7 +53,7 @@ import jax.numpy as jnp
 
 from rlhfjax.choices import DPO_LOSSES as LOSSES, IPO_NORMALISE
 from rlhfjax.errors import ConfigError
-from rlhfjax.models import ModelConfig, api
+from rlhfjax.models import ModelConfig
 from rlhfjax.objectives import pairwise as P
 
 REF_KEYS = ("ref_chosen_logp_B", "ref_rejected_logp_B")  # the precomputed reference column, per pair
@@ -122,10 +122,7 @@ def per_pair_loss(delta_B, config: DPOLossConfig):
 def pair_logps(params, batch, model_cfg: ModelConfig):
     """Summed response log-probs of a `collate_pairs` batch in one 2B forward →
     (logp_chosen_B, logp_rejected_B, count_chosen_B, count_rejected_B)."""
-    cat = lambda k: jnp.concatenate([batch[f"chosen_{k}"], batch[f"rejected_{k}"]])  # noqa: E731
-    s, c = api.response_logp(params, model_cfg, cat("tokens_BxT"), cat("mask_BxT"), cat("response_mask_BxT"))
-    B = batch["chosen_tokens_BxT"].shape[0]
-    return s[:B], s[B:], c[:B], c[B:]
+    return P.pair_response_logps(params, batch, model_cfg)
 
 
 def reference_logps(ref_params, batch, model_cfg: ModelConfig):

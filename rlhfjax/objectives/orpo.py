@@ -41,7 +41,7 @@ import math
 import jax.numpy as jnp
 
 from rlhfjax.errors import ConfigError
-from rlhfjax.models import ModelConfig, api
+from rlhfjax.models import ModelConfig
 from rlhfjax.objectives import pairwise as P
 
 MAX_MEAN_LOGP = -1e-6  # caps P(y|x) just below 1: the odds are infinite at P = 1
@@ -75,14 +75,8 @@ def log_odds(mean_logp):
 
 def pair_terms(params, batch, config: ORPOLossConfig) -> dict:
     """Per pair (`*_B`): mean token log-probs of both responses (one 2B forward), the two terms, `valid_B`."""
-    cat = lambda k: jnp.concatenate([batch[f"chosen_{k}"], batch[f"rejected_{k}"]])  # noqa: E731
-    sum_2B, count_2B = api.response_logp(params, config.model, cat("tokens_BxT"), cat("mask_BxT"),
-                                         cat("response_mask_BxT"))
-    mean_2B = sum_2B / jnp.maximum(count_2B, 1.0)
-    B = batch["chosen_tokens_BxT"].shape[0]
-    valid_B = batch["row_mask_B"].astype(jnp.float32) * (count_2B[:B] > 0) * (count_2B[B:] > 0)
     # Rows that do not count get mean log-probs −1 (finite odds whatever their inputs).
-    logp_c, logp_r = (jnp.where(valid_B > 0, m, -1.0) for m in (mean_2B[:B], mean_2B[B:]))
+    logp_c, logp_r, valid_B = P.mean_pair_logps(params, batch, config.model, fill=-1.0)
     odds_c, odds_r = log_odds(logp_c), log_odds(logp_r)
     nll_B, or_B = -logp_c, P.bradley_terry(odds_c, odds_r)
     return {"valid_B": valid_B, "logp_chosen_B": logp_c, "logp_rejected_B": logp_r, "log_odds_chosen_B": odds_c,

@@ -19,6 +19,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from rlhfjax.models import api
+
 NEG = -1e9  # finite: keeps logsumexp NaN-free when an entire tail is masked
 
 
@@ -48,3 +50,21 @@ def binary_discrimination(r_chosen_B, r_rejected_B):
 def pair_accuracy(r_chosen_B, r_rejected_B):
     """1 where chosen scores higher, 0.5 on ties, 0 otherwise."""
     return jnp.where(r_chosen_B > r_rejected_B, 1.0, jnp.where(r_chosen_B == r_rejected_B, 0.5, 0.0))
+
+
+def pair_response_logps(params, batch, model_cfg):
+    """Summed response log-probs of a `collate_pairs` batch in one 2B forward →
+    (logp_chosen_B, logp_rejected_B, count_chosen_B, count_rejected_B)."""
+    cat = lambda k: jnp.concatenate([batch[f"chosen_{k}"], batch[f"rejected_{k}"]])  # noqa: E731
+    s, c = api.response_logp(params, model_cfg, cat("tokens_BxT"), cat("mask_BxT"), cat("response_mask_BxT"))
+    B = batch["chosen_tokens_BxT"].shape[0]
+    return s[:B], s[B:], c[:B], c[B:]
+
+
+def mean_pair_logps(params, batch, model_cfg, fill: float):
+    """Length-normalised (mean token) response log-probs of a `collate_pairs` batch and `valid_B` (a real row whose
+    responses both have tokens) → (mean_chosen_B, mean_rejected_B, valid_B); rows that do not count hold `fill`."""
+    s_c, s_r, n_c, n_r = pair_response_logps(params, batch, model_cfg)
+    valid_B = batch["row_mask_B"].astype(jnp.float32) * (n_c > 0) * (n_r > 0)
+    mean = lambda s, n: jnp.where(valid_B > 0, s / jnp.maximum(n, 1.0), fill)  # noqa: E731
+    return mean(s_c, n_c), mean(s_r, n_r), valid_B

@@ -34,7 +34,7 @@ import math
 import jax.numpy as jnp
 
 from rlhfjax.errors import ConfigError
-from rlhfjax.models import ModelConfig, api
+from rlhfjax.models import ModelConfig
 from rlhfjax.objectives import pairwise as P
 
 
@@ -63,14 +63,8 @@ def simpo_loss(reward_chosen_B, reward_rejected_B, gamma: float):
 
 def pair_terms(params, batch, config: SimPOLossConfig) -> dict:
     """Per pair (`*_B`): mean token log-probs of both responses (one 2B forward), rewards, `valid_B`."""
-    cat = lambda k: jnp.concatenate([batch[f"chosen_{k}"], batch[f"rejected_{k}"]])  # noqa: E731
-    sum_2B, count_2B = api.response_logp(params, config.model, cat("tokens_BxT"), cat("mask_BxT"),
-                                         cat("response_mask_BxT"))
-    mean_2B = sum_2B / jnp.maximum(count_2B, 1.0)
-    B = batch["chosen_tokens_BxT"].shape[0]
-    valid_B = batch["row_mask_B"].astype(jnp.float32) * (count_2B[:B] > 0) * (count_2B[B:] > 0)
     # Rows that do not count get rewards 0 (finite whatever their inputs).
-    logp_c, logp_r = (jnp.where(valid_B > 0, m, 0.0) for m in (mean_2B[:B], mean_2B[B:]))
+    logp_c, logp_r, valid_B = P.mean_pair_logps(params, batch, config.model, fill=0.0)
     return {"valid_B": valid_B, "logp_chosen_B": logp_c, "logp_rejected_B": logp_r,
             "reward_chosen_B": config.beta * logp_c, "reward_rejected_B": config.beta * logp_r,
             "margin_B": config.beta * (logp_c - logp_r)}
