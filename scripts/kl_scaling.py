@@ -109,9 +109,10 @@ def main(argv=None) -> int:
     for method, value, flags in jobs(sweep, models):
         section = sweep[method]
         recipe = importlib.import_module(get(method).module)
-        workdir = os.path.join(out, method) if method == "bon" else os.path.join(out, method, _name(value))
+        name = method if value is None else f"{method} {_name(value)}"  # best-of-n: one run for all its n
+        workdir = os.path.join(out, method) if value is None else os.path.join(out, method, _name(value))
         cfg = _load(section.config, [*flags, *extra(section)])
-        stages.run(f"{method} {_name(value)}", workdir, lambda: recipe.run(cfg, workdir, mesh))
+        stages.run(name, workdir, lambda: recipe.run(cfg, workdir, mesh))
         runs.setdefault(method, []).append((value, workdir, "" if method == "bon" else "eval/"))
 
     rows = []
