@@ -43,7 +43,7 @@ import numpy as np
 from rlhfjax import distributed, parallel
 from rlhfjax.analysis.calibration import pair_metrics, pairwise_predictions, plot_reliability, reliability
 from rlhfjax.data.batching import collate_pairs, collate_ranked, padded_batches
-from rlhfjax.errors import ConfigError
+from rlhfjax.errors import BadInputError, ConfigError
 from rlhfjax.models import api
 from rlhfjax.models.factory import execution
 from rlhfjax.models.heads import without_lm_head
@@ -85,8 +85,12 @@ def _is_scalar_checkpoint(path: str) -> bool:
     cfg_path = os.path.join(path, "config.json")
     if not os.path.isfile(cfg_path):
         return False
-    with open(cfg_path) as f:
-        return any(a.endswith("ForSequenceClassification") for a in json.load(f).get("architectures") or [])
+    try:
+        with open(cfg_path) as f:
+            architectures = json.load(f).get("architectures") or []
+    except ValueError as e:  # the loader's own one-line error would come later; say it here
+        raise BadInputError(f"{cfg_path}: not valid JSON ({e})", "repair it or re-save the checkpoint") from None
+    return any(a.endswith("ForSequenceClassification") for a in architectures)
 
 
 # One jitted function per loss config (hashable): runs in one process (sweeps, tests) reuse the compiled code.

@@ -4,7 +4,9 @@
 safetensors checkpoints of GPT-2, GPT-NeoX/Pythia, Llama and Qwen2; `save_pretrained` writes a
 directory that `transformers.AutoModelForCausalLM.from_pretrained` loads. Every tensor's name and
 shape is validated against the config before any is converted (names and layouts: `weights.py`;
-config.json: `config_map.py`).
+config.json: `config_map.py`). A damaged folder (config.json unreadable or of an unknown model_type, a
+missing shard or tensor, a wrong shape, a truncated safetensors file) is a one-line `BadInputError` or
+`MissingPathError` naming the file and the tensor, found from the headers alone.
 """
 
 from __future__ import annotations
@@ -31,21 +33,50 @@ _IGNORED_SUFFIXES = (".attn.bias", ".attn.masked_bias", ".attention.bias", ".att
                      "rotary_emb.inv_freq")
 
 
+def _read_index(index: str) -> dict[str, str]:
+    """The `weight_map` (tensor name -> shard file) of a sharded checkpoint's index file."""
+    try:
+        with open(index) as f:
+            weight_map = json.load(f)["weight_map"]
+    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as e:
+        raise BadInputError(f"{index}: unreadable checkpoint index ({type(e).__name__}: {e})",
+                            'it must be JSON with a "weight_map" of tensor name -> shard file; re-download or '
+                            "re-save the checkpoint") from e
+    if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+        raise BadInputError(f"{index}: unreadable checkpoint index (weight_map is not tensor name -> shard file)",
+                            "re-download or re-save the checkpoint")
+    return weight_map
+
+
 class _Checkpoint(Mapping):
-    """All tensors of a single or sharded safetensors checkpoint directory, by name."""
+    """All tensors of a single or sharded safetensors checkpoint directory, by name. Opening reads only
+    the headers: a missing shard, a tensor the index places in a shard that lacks it, or a truncated file
+    is a user error naming the file (and tensor) here."""
 
     def __init__(self, directory: str):
         index = os.path.join(directory, SAFE_INDEX)
         single = os.path.join(directory, SAFE_SINGLE)
         if os.path.exists(index):
-            with open(index) as f:
-                weight_map = json.load(f)["weight_map"]
-            files = {fn: safetensors_io.SafetensorsFile(os.path.join(directory, fn))
-                     for fn in sorted(set(weight_map.values()))}
+            weight_map = _read_index(index)
+            files: dict[str, safetensors_io.SafetensorsFile] = {}
+            for fn in sorted(set(weight_map.values())):
+                path = os.path.join(directory, fn)
+                if not os.path.isfile(path):
+                    names = sorted(n for n, f in weight_map.items() if f == fn)
+                    raise MissingPathError(f"{path}: shard missing; {SAFE_INDEX} places {len(names)} tensor(s) "
+                                           f"in it, e.g. {names[0]!r}",
+                                           "download or copy every shard the index names")
+                files[fn] = safetensors_io.SafetensorsFile(path)
+            for name, fn in weight_map.items():
+                if name not in files[fn]:
+                    raise BadInputError(f"{files[fn].path}: lacks tensor {name!r}, which {SAFE_INDEX} "
+                                        "places in it", "re-download or re-save the checkpoint")
             self._where = {name: files[fn] for name, fn in weight_map.items()}
+            self.describe = f"the shards of {index}"
         elif os.path.exists(single):
             f = safetensors_io.SafetensorsFile(single)
             self._where = {name: f for name in f}
+            self.describe = single
         else:
             found = sorted(os.listdir(directory))
             raise MissingPathError(
@@ -58,6 +89,10 @@ class _Checkpoint(Mapping):
 
     def shape(self, name):
         return self._where[name].shape(name)
+
+    def path(self, name) -> str:
+        """The file that holds tensor `name`."""
+        return self._where[name].path
 
     def __iter__(self):
         return iter(self._where)
@@ -82,6 +117,13 @@ class _Renamed(Mapping):
 
     def shape(self, name):
         return self._ckpt.shape(self._names[name])
+
+    def path(self, name) -> str:
+        return self._ckpt.path(self._names[name])
+
+    @property
+    def describe(self) -> str:
+        return self._ckpt.describe
 
     def __iter__(self):
         return iter(self._names)
@@ -119,34 +161,42 @@ def load_hf_config(name_or_path: str, revision: str | None = None):
     if not os.path.isfile(path):
         raise MissingPathError(f"{name_or_path!r} holds no config.json, so it is not a model checkpoint",
                                "pass a directory written by an rlhfjax run (<workdir>/model) or an HF checkpoint")
-    with open(path) as f:
-        raw = json.load(f)
-    model_type = raw.get("model_type")
+    try:
+        with open(path) as f:
+            raw = json.load(f)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise BadInputError(f"{path}: not valid JSON ({e})", "repair it or re-save the checkpoint") from e
+    model_type = raw.get("model_type") if isinstance(raw, dict) else None
     if model_type not in SUPPORTED_FAMILIES:
-        raise BadInputError(f"{name_or_path}: unsupported model_type {model_type!r}",
-                            f"supported: {', '.join(SUPPORTED_FAMILIES)}")
+        what = f"unsupported model_type {model_type!r}" if model_type is not None else "no model_type"
+        raise BadInputError(f"{path}: {what}",
+                            f"rlhfjax reads model_type {', '.join(SUPPORTED_FAMILIES)}")
     import transformers
 
     return directory, transformers.AutoConfig.from_pretrained(directory)
 
 
-def _validate(source: str, cfg: ModelConfig, tensors: _Renamed, want: dict[str, tuple[int, ...]],
+def _validate(cfg: ModelConfig, tensors: _Renamed, want: dict[str, tuple[int, ...]],
               ignore: tuple[str, ...] = ()):
-    """Fail on missing, unused or wrongly shaped tensors before any is converted."""
+    """Fail on missing, unused or wrongly shaped tensors before any is converted (headers only)."""
     missing = sorted(set(want) - set(tensors))
     if missing:
-        raise BadInputError(f"{source}: checkpoint lacks {len(missing)} tensor(s) the config needs: "
-                         f"{', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''}")
+        raise BadInputError(f"{tensors.describe}: lacks {len(missing)} tensor(s) a {cfg.family} model with this "
+                            f"config.json needs: {', '.join(missing[:8])}"
+                            f"{' ...' if len(missing) > 8 else ''}",
+                            "the weights do not match config.json: re-download or re-save the checkpoint")
     unexpected = sorted(n for n in set(tensors) - set(want)
                         if not n.endswith(_IGNORED_SUFFIXES) and n not in ignore)
     if unexpected:
-        raise BadInputError(f"{source}: checkpoint has {len(unexpected)} tensor(s) a {cfg.family} "
-                         f"model does not use: {', '.join(unexpected[:8])}")
+        raise BadInputError(f"{tensors.describe}: {len(unexpected)} tensor(s) a {cfg.family} model does not use: "
+                            f"{', '.join(unexpected[:8])}{' ...' if len(unexpected) > 8 else ''}",
+                            "the weights do not match config.json, or the architecture is not supported")
     for name, shape in want.items():
         got = tuple(tensors.shape(name))
         if got != shape:
-            raise BadInputError(f"{source}: tensor {name!r} (rlhfjax param {_params_for(cfg, name)}) "
-                             f"has shape {got} in the checkpoint but the config expects {shape}")
+            raise BadInputError(f"{tensors.path(name)}: tensor {name!r} (rlhfjax param {_params_for(cfg, name)}) "
+                                f"has shape {got} but config.json implies {shape}",
+                                "the weights do not match config.json: re-download or re-save the checkpoint")
 
 
 def load_pretrained(name_or_path: str, *, dtype: str = "float32", param_dtype: str = "float32",
@@ -165,7 +215,7 @@ def load_pretrained(name_or_path: str, *, dtype: str = "float32", param_dtype: s
     fam = _FAMILIES[cfg.family]
     tensors = _Renamed(_Checkpoint(directory), fam.prefix, (fam.lm_head,))
     # Tied checkpoints sometimes store the (duplicate) output matrix anyway.
-    _validate(name_or_path, cfg, tensors, expected_hf_shapes(cfg),
+    _validate(cfg, tensors, expected_hf_shapes(cfg),
               ignore=(fam.lm_head,) if cfg.tie_embeddings else ())
     return cfg, from_hf_state_dict(cfg, tensors, dtype=np.dtype(cfg.weights_dtype))
 
@@ -186,7 +236,7 @@ def load_pretrained_scalar(name_or_path: str, *, dtype: str = "float32", param_d
     fam = _FAMILIES[cfg.family]
     tensors = _Renamed(_Checkpoint(directory), fam.prefix, (fam.lm_head, SCORE))
     want = {**expected_hf_shapes(cfg, lm_head=False), SCORE: (1, cfg.hidden_size)}
-    _validate(name_or_path, cfg, tensors, want)
+    _validate(cfg, tensors, want)
     wdtype = np.dtype(cfg.weights_dtype)
     backbone = from_hf_state_dict(cfg, tensors, dtype=wdtype, lm_head=False)
     head = {"kernel": np.asarray(tensors[SCORE]).astype(wdtype).T, "bias": np.zeros((1,), wdtype)}
