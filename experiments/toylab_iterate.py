@@ -50,6 +50,11 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     it.batch_size = 32  # prompts per sampling / PM-scoring batch
     it.labeller = "simulated"  # simulated (toy-lab annotators) | external (export tasks, wait for labels)
     it.pool = "mixed"  # simulated annotator pool: helpful | harmless | mixed
+    # Fraction of a round's tasks that may lack a usable label (none, or conflicting ones) and the round still go
+    # on without them; above it the run waits as for a missing labels.jsonl. 0.0 waits for every task: a round
+    # is frozen once its comparisons are written (later labels are never read), so a half-finished or half-synced
+    # labels file must not start it; set e.g. 0.05 for labellers who may skip tasks they cannot judge.
+    it.max_unlabelled_fraction = 0.0
     it.pm_init = "previous"  # previous: fine-tune last round's PM | base: from pm.model.init_from every round
     it.pm_epochs = 2.0  # PM epochs over all comparisons so far, each round (sets pm.train.steps)
     it.stop_at = 0  # > 0: stop after this many rounds; a re-run with a larger value continues

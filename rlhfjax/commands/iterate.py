@@ -9,5 +9,6 @@ register(Command(
     checks={"iterate.method": C.OneOf(iterate_methods), "iterate.labeller": C.OneOf(C.LABELLERS),
             "iterate.pm_init": C.OneOf(C.PM_INITS), "iterate.pool": C.OneOf(C.ANNOTATOR_POOLS),
             "iterate.rounds": C.POSITIVE, "iterate.comparisons": C.POSITIVE, "iterate.eval_comparisons": C.POSITIVE,
-            "iterate.earlier_policy_frac": C.PROBABILITY, "iterate.temperature": C.TEMPERATURE,
-            "iterate.batch_size": C.POSITIVE, "iterate.pm_epochs": C.above(0), "iterate.stop_at": C.NON_NEGATIVE}))
+            "iterate.earlier_policy_frac": C.PROBABILITY, "iterate.max_unlabelled_fraction": C.PROBABILITY,
+            "iterate.temperature": C.TEMPERATURE, "iterate.batch_size": C.POSITIVE, "iterate.pm_epochs": C.above(0),
+            "iterate.stop_at": C.NON_NEGATIVE}))

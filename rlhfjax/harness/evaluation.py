@@ -2,7 +2,8 @@
 offline.
 
 The reward normaliser (lm-human-preferences): (gain, bias) such that the *initial* policy's RM
-scores have mean 0 and std 1, fitted once before training and kept fixed.
+scores have mean 0 and std 1, fitted once before training and kept fixed; a fit on near-constant scores
+(an untrained RM) prints a one-line warning with the spread it saw (`fit_normaliser_on`).
 
 Held-out evaluation samples the current policy on fixed prompt batches with fixed keys (so evals at
 different iterations differ only by the policy) and reports:
@@ -44,6 +45,23 @@ from rlhfjax.sampling import SamplingConfig
 
 NUM_SAMPLES_SAVED = 8  # per eval, in samples.jsonl
 NUM_SAMPLES_PRINTED = 2
+# A normaliser gain above this (scores whose std is under 1/100 of the target std 1) is warned about: the RM
+# barely tells the initial policy's samples apart (untrained, collapsed, or the wrong checkpoint), and the
+# normalised reward is mostly its amplified noise.
+FLAT_SCORES_GAIN = 100.0
+
+
+def fit_normaliser_on(scores_N):
+    """`objectives.core.fit_reward_normalisation` of the scores (the same numbers), with a one-line warning
+    giving the spread it saw when they are near-constant (gain above `FLAT_SCORES_GAIN`)."""
+    gain, bias = fit_reward_normalisation(scores_N)
+    if float(gain) > FLAT_SCORES_GAIN:
+        s = jnp.asarray(scores_N, jnp.float32).reshape(-1)
+        print(f"reward normaliser: warning: near-constant RM scores on the initial policy's samples (std "
+              f"{float(jnp.std(s)):.3g}, min {float(jnp.min(s)):.6g}, max {float(jnp.max(s)):.6g} over {s.size}) "
+              f"give gain {float(gain):.4g}, so the normalised reward is mostly amplified RM noise: is the reward "
+              "model (reward.init_from) trained?", flush=True)
+    return gain, bias
 
 
 def collate(examples, encoder) -> dict:
@@ -123,7 +141,7 @@ class Evaluator:
                 jax.random.fold_in(rng, i), policy_cfg=roles.policy.cfg, reward_cfg=roles.reward.cfg,
                 sampling=self.sampling, chunk_size=self.chunk_size, **experience.plain_prompts(prompts))
             scores.append(score)
-        return fit_reward_normalisation(jnp.concatenate(scores))
+        return fit_normaliser_on(jnp.concatenate(scores))
 
     def normalise(self, state, policy_params, examples, num_batches: int, *, enabled: bool = True):
         """`state` (a `harness.state.PolicyState` before its first step) with the normaliser fitted on

@@ -8,8 +8,10 @@ Round r = 0 … `iterate.rounds` − 1 starts from the current policy π_r (π_0
     Written as labelling tasks (`data.labelling`): round_<r>/tasks.jsonl and eval_tasks.jsonl.
  2. labels: the toy lab's simulated annotators (`iterate.labeller=simulated`, pool `iterate.pool`), or
     people (`external`): the run stops after writing the tasks, and a re-run continues once
-    round_<r>/labels.jsonl and eval_labels.jsonl hold `{"id", "choice": "a"|"b"|"tie"}` lines (ties are
-    counted and dropped). Labels become HH comparisons: round_<r>/comparisons.jsonl, eval_comparisons.jsonl.
+    round_<r>/labels.jsonl and eval_labels.jsonl hold `{"id", "choice": "a"|"b"|"tie"}` lines (ties, bad
+    lines and duplicates are counted and dropped, `online.labelling_round`) for all but at most a fraction
+    `iterate.max_unlabelled_fraction` of the tasks. Labels become HH comparisons: round_<r>/comparisons.jsonl,
+    eval_comparisons.jsonl.
  3. PM: an `rlhfjax rm` run (config section `pm`) on every comparison so far, `iterate.pm_epochs` epochs,
     from the previous round's PM (`iterate.pm_init=previous`) or from the same start every round
     (`base`: `pm.model.init_from`, "" = π_0). Its eval pairs are round r's held-out pairs, so
@@ -161,7 +163,8 @@ class _Run:
             earlier_frac=earlier_frac, id_prefix=f"{os.path.basename(folder)}-{'eval' if prefix else 'train'}")
 
     def label(self, folder: str, prefix: str, seed: int) -> str | None:
-        return labelling_round.comparisons(folder, prefix, labeller=self.it.labeller, pool=self.it.pool, seed=seed)
+        return labelling_round.comparisons(folder, prefix, labeller=self.it.labeller, pool=self.it.pool, seed=seed,
+                                           max_unlabelled_fraction=float(self.it.max_unlabelled_fraction))
 
     def pm_metrics(self, pm_dir: str, comparisons_path: str, prefix: str) -> dict:
         return labelling_round.pm_metrics(pm_dir, comparisons_path, encoder=self.encoder, mesh=self.mesh,
