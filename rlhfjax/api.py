@@ -138,12 +138,15 @@ class Run:
         whole = registry.get(self.command).whole_run
         if steps is not None and whole:
             raise ConfigError(f"{self.command} runs whole: call train() without steps", whole)
-        stop = 0 if steps is None else self.step + int(steps)
-        cfg = self.config if steps is None else _with_stop(self.config, self.command, stop)
-        write_config(self.workdir, cfg)
-        with open(os.path.join(self.workdir, RUN_FILE), "w") as f:
-            json.dump({"command": self.command}, f)
-        self.summary = registry.get(self.command).run(cfg, self.workdir, self.mesh)
+        from rlhfjax import run_lock
+
+        with run_lock.hold(self.workdir, self.command):  # a second live run here (CLI or notebook) is refused
+            stop = 0 if steps is None else self.step + int(steps)
+            cfg = self.config if steps is None else _with_stop(self.config, self.command, stop)
+            write_config(self.workdir, cfg)
+            with open(os.path.join(self.workdir, RUN_FILE), "w") as f:
+                json.dump({"command": self.command}, f)
+            self.summary = registry.get(self.command).run(cfg, self.workdir, self.mesh)
         return self
 
     def records(self) -> list[dict]:

@@ -3,7 +3,10 @@
 Each command (`rlhfjax.commands`) is a recipe `run(config, workdir)`; the resolved config is written to
 `<workdir>/config.json` before the run starts, so every run directory says what produced it.
 A mistake the user can fix (`rlhfjax.errors.UserError`: a config, a missing path, bad data) ends the
-run with one line on stderr and exit status 2; `--debug` shows its traceback instead.
+run with one line on stderr and exit status 2; `--debug` shows its traceback instead. SIGTERM or SIGINT
+(preemption) ends it after the current step, checkpointed, with one line and exit status 75
+(`errors.PREEMPTED_EXIT`): the same command resumes. Another run already live in the run directory is
+refused (`run_lock`).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 from rlhfjax import commands  # noqa: E402
 from rlhfjax.atomic_files import write_config  # noqa: E402
 from rlhfjax.config import load_config, project_root, split_overrides  # noqa: E402
-from rlhfjax.errors import UserError  # noqa: E402
+from rlhfjax.errors import PREEMPTED_EXIT, Preempted, UserError  # noqa: E402
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -47,6 +50,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"rlhfjax: error: {e}", file=sys.stderr)
         return 2
+    except Preempted as e:
+        print(f"rlhfjax: {e}", file=sys.stderr)
+        return PREEMPTED_EXIT
 
 
 def _run(argv: list[str]) -> int:
@@ -59,10 +65,13 @@ def _run(argv: list[str]) -> int:
         raise UserError("a multi-process run needs --workdir (the same directory, seen by every process)")
     workdir = args.workdir or os.path.join(project_root(args.config.partition(":")[0]), "runs",
                                            f"{args.command}-{time.strftime('%Y%m%d-%H%M%S')}")
-    if distributed.is_primary():
-        write_config(workdir, config)
-    print(f"rlhfjax {args.command}: run directory {workdir}", flush=True)
-    commands.get(args.command).run(config, workdir)
+    from rlhfjax import run_lock
+
+    with run_lock.hold(workdir, args.command):  # one live run per directory
+        if distributed.is_primary():
+            write_config(workdir, config)
+        print(f"rlhfjax {args.command}: run directory {workdir}", flush=True)
+        commands.get(args.command).run(config, workdir)
     return 0
 
 

@@ -32,3 +32,16 @@ class MissingPathError(UserError, FileNotFoundError):
 
     def __init__(self, what: str, fix: str = ""):
         UserError.__init__(self, what, fix)
+
+
+PREEMPTED_EXIT = 75  # sysexits' EX_TEMPFAIL: "try again"; a job scheduler can requeue on it
+
+
+class Preempted(Exception):
+    """SIGTERM or SIGINT stopped the run after `step`, and that step is checkpointed: run the same command again
+    to resume. Not a user error: the CLI says so in one line and exits with `PREEMPTED_EXIT`."""
+
+    def __init__(self, step: int, signal_name: str, checkpointed: bool = True):
+        super().__init__(f"stopped by {signal_name} after step {step}: "
+                         + ("checkpointed there; the same command resumes" if checkpointed else "no checkpointer"))
+        self.step, self.signal_name, self.checkpointed = step, signal_name, checkpointed

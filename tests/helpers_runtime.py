@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -58,3 +60,15 @@ def nll_loss(params, batch, *, frozen, config, rng):
     m = mask[:, 1:].astype(jnp.float32)
     total = -(lp * m).sum()
     return total, m.sum(), {"nll/token_mean": total / jnp.maximum(m.sum(), 1.0)}
+
+
+def damage_checkpoint(step_dir, how: str) -> None:
+    """Damage an orbax checkpoint step as a cut-short write or a careless cleanup would: "truncate" every file to
+    half its bytes, or "delete" its array files (the OCDBT manifests and data)."""
+    for root, _, files in os.walk(step_dir):
+        for f in files:
+            path = os.path.join(root, f)
+            if how == "truncate":
+                os.truncate(path, os.path.getsize(path) // 2)
+            elif "ocdbt" in root or "manifest" in f:
+                os.remove(path)

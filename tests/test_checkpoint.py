@@ -8,11 +8,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from helpers_runtime import VOCAB, nll_loss, tiny_cfg
+from helpers_runtime import VOCAB, damage_checkpoint, nll_loss, tiny_cfg
 from rlhfjax import parallel
 from rlhfjax.models import init_params
 from rlhfjax.train import (Checkpointer, TrainState, default_optim_config, make_optimizer,
-                           make_schedule, read_jsonl, restore_or_init, train)
+                           read_jsonl, restore_or_init, train)
 
 CFG = tiny_cfg("llama", vocab_size=VOCAB, hidden_size=32)
 OPT = default_optim_config()
@@ -56,12 +56,12 @@ class TinyIterator:
         self.seed, self.epoch, self.pos = d["seed"], d["epoch"], d["pos"]
 
 
-TX, SCHEDULE = make_optimizer(OPT), make_schedule(OPT)  # shared: one compile for all runs
+TX = make_optimizer(OPT)  # shared: one compile for all runs
 
 
 def fresh_state():
     return TrainState.create(init_params(CFG, jax.random.PRNGKey(0)), TX, jax.random.PRNGKey(42),
-                             SCHEDULE, accum_steps=OPT.grad_accum_steps)
+                             accum_steps=OPT.grad_accum_steps)
 
 
 def assert_same_leaves(a, b):
@@ -128,8 +128,7 @@ def test_restore_across_meshes(tmp_path):
     template = fresh_state()
     opt_shards = parallel.opt_state_shardings(template.tx, template.params, shards, mesh)
     rep = parallel.replicated(mesh)
-    target = template.replace(params=shards, opt_state=opt_shards, step=rep, rng=rep,
-                              nonfinite_count=rep)
+    target = template.replace(params=shards, opt_state=opt_shards, step=rep, rng=rep)
     restored, data, cfg, step = one.restore(template, shardings=target)
     assert (data, cfg, step) == ({"pos": 3}, {"k": "v"}, 1)
     q = restored.params["layer_0"]["attn"]["q"]["kernel"]
@@ -181,3 +180,63 @@ def test_loop_stops_on_consecutive_nonfinite_and_keeps_last_good_checkpoint(tmp_
     good, _, _, _ = ck.restore(TrainState.create(params, tx, jax.random.PRNGKey(0)))
     assert np.all(np.isfinite(np.asarray(good.params["w"]))) and int(good.step) == 2
     ck.close()
+
+
+@pytest.mark.parametrize("how", ["truncate", "delete"])
+def test_damaged_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, capsys, how):
+    """Newest checkpoint damaged (a preempted write, a full disk): one line, the previous one restored and set
+    aside; metrics trimmed to it, and the run continues exactly as the uninterrupted one."""
+    n = 8
+    full, _, _, _, _ = run(str(tmp_path / "a"), n)
+    run(str(tmp_path / "b"), 6, resume=False)  # checkpoints 3 and 6, metrics 1..6
+    damage_checkpoint(str(tmp_path / "b" / "ckpt" / "6"), how)
+    resumed, _, _, ck, _ = run(str(tmp_path / "b"), n, resume=True)
+    out = capsys.readouterr().out
+    assert "checkpoint at step 6" in out and "cannot be restored" in out
+    assert "train: resumed from the checkpoint at step 3" in out
+    assert os.listdir(tmp_path / "b" / "ckpt.unreadable") == ["6"]  # kept for inspection, out of orbax's way
+    assert ck.all_steps() == [6, 8]
+    assert_same_leaves(resumed, full)
+    assert read_jsonl(str(tmp_path / "a" / "metrics.jsonl")) == read_jsonl(str(tmp_path / "b" / "metrics.jsonl"))
+
+
+def test_no_readable_checkpoint_is_one_error_and_nothing_moves(tmp_path):
+    from rlhfjax.errors import BadInputError
+
+    run(str(tmp_path / "b"), 6)
+    for step in ("3", "6"):
+        damage_checkpoint(str(tmp_path / "b" / "ckpt" / step), "truncate")
+    with pytest.raises(BadInputError, match="no readable checkpoint.*step 6: .*step 3: ") as e:
+        run(str(tmp_path / "b"), 8, resume=True)
+    assert "\n" not in str(e.value) and "nothing was moved or deleted" in str(e.value)
+    assert sorted(os.listdir(tmp_path / "b" / "ckpt")) == ["3", "6"]
+    assert not os.path.exists(tmp_path / "b" / "ckpt.unreadable")
+
+
+def test_sigterm_checkpoints_the_current_step_and_the_resumed_run_is_exact(tmp_path):
+    """A real SIGTERM mid-step: the step finishes, is checkpointed (off the save_every=3 schedule), the loop
+    raises Preempted; resuming gives the uninterrupted run's params and metrics."""
+    import signal
+
+    from rlhfjax.errors import Preempted
+
+    class SignalAt(TinyIterator):
+        def __next__(self):
+            if self.served == 4:  # while step 5 fetches its batch
+                os.kill(os.getpid(), signal.SIGTERM)
+            return super().__next__()
+
+    n = 8
+    full, _, _, _, _ = run(str(tmp_path / "a"), n)
+    ck = Checkpointer(str(tmp_path / "b" / "ckpt"), max_to_keep=2)
+    handler = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(Preempted, match="SIGTERM after step 5") as e:
+        train(fresh_state(), SignalAt(), nll_loss, num_steps=n, run_dir=str(tmp_path / "b"), loss_config=CFG,
+              config={"optim": OPT.to_dict(), "n": n}, checkpointer=ck, save_every=3)
+    ck.close()
+    assert e.value.checkpointed and signal.getsignal(signal.SIGTERM) is handler  # the process's handler is back
+    assert ck.all_steps() == [3, 5]
+    resumed, _, _, _, at = run(str(tmp_path / "b"), n, resume=True)
+    assert at == 5
+    assert_same_leaves(resumed, full)
+    assert read_jsonl(str(tmp_path / "a" / "metrics.jsonl")) == read_jsonl(str(tmp_path / "b" / "metrics.jsonl"))

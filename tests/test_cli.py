@@ -102,7 +102,7 @@ def _one_line_error(capsys, argv, expect):
     return err
 
 
-@pytest.mark.parametrize("case", ["checkpoint", "tokenizer", "text_file", "batch_size"])
+@pytest.mark.parametrize("case", ["checkpoint", "tokenizer", "text_file", "batch_size", "nonfinite"])
 def test_user_errors_print_one_line_with_a_fix(tmp_path, capsys, case):
     argv = ["lm", "--config", f"{LM_TINY}:smoke", "--workdir", str(tmp_path / "run")]
     extra, expect = {
@@ -111,9 +111,18 @@ def test_user_errors_print_one_line_with_a_fix(tmp_path, capsys, case):
         "tokenizer": ([f"--config.tokenizer.path={tmp_path}/no-tokenizer"], "could not load a tokenizer"),
         "text_file": ([f"--config.data.text_path={tmp_path}/missing.txt"], "no such text file"),
         "batch_size": (["--config.train.batch_size=3"], "not divisible by the 8 data-parallel devices"),
+        # A learning rate that blows the params up: the loss turns non-finite, those steps are skipped (optax's
+        # apply_if_finite), and the second in a row stops the run.
+        "nonfinite": (["--config.optim.learning_rate=1e30", "--config.optim.max_consecutive_nonfinite=2",
+                       "--config.train.save_every=1"], "2 consecutive steps had a non-finite loss or gradient"),
     }[case]
     err = _one_line_error(capsys, argv + extra, expect)
     assert err.endswith(")")  # "<what> (<how to fix>)"
+    if case == "nonfinite":  # the step that hit the limit is not checkpointed (earlier skipped ones left params as
+        from rlhfjax.train.checkpoint import latest_step  # they were: test_checkpoint restores and checks them)
+
+        stopped_at = int(err.split(" at step ")[1].split()[0])
+        assert 0 < latest_step(str(tmp_path / "run" / "checkpoints")) < stopped_at
 
 
 @pytest.mark.parametrize("case", ["data_file", "bad_rows"])

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from helpers_online import make_lab
+from helpers_runtime import damage_checkpoint
 
 from rlhfjax import parallel
 from rlhfjax.cli import main
@@ -307,6 +308,13 @@ def test_resumed_run_continues_identically_and_reuses_the_column(lab, straight, 
     recipe.run(_config(lab, "--config.train.steps=2"), resumed, parallel.single_device_mesh())
     summary = recipe.run(_config(lab), resumed, parallel.single_device_mesh())
     assert summary["reference"]["reused"]
+    assert all(np.array_equal(a, b) for a, b in zip(_params(straight_dir), _params(resumed)))
+    assert read_jsonl(os.path.join(straight_dir, "metrics.jsonl")) == read_jsonl(os.path.join(resumed, "metrics.jsonl"))
+    # The final checkpoint's array files deleted (a disk cleaned by hand, a copy cut short): the run falls back to
+    # step 2, trims its logs there and ends where the uninterrupted run did.
+    damage_checkpoint(os.path.join(resumed, "checkpoints", "4"), "delete")
+    recipe.run(_config(lab), resumed, parallel.single_device_mesh())
+    assert os.listdir(os.path.join(resumed, "checkpoints.unreadable")) == ["4"]
     assert all(np.array_equal(a, b) for a, b in zip(_params(straight_dir), _params(resumed)))
     assert read_jsonl(os.path.join(straight_dir, "metrics.jsonl")) == read_jsonl(os.path.join(resumed, "metrics.jsonl"))
 

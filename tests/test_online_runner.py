@@ -4,15 +4,18 @@ SuperHF without its KL prior), with gold on grouped rows, evals and exact resume
 
 import functools
 import os
+import signal
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from helpers_online import make_lab
+from helpers_runtime import damage_checkpoint
 
 from rlhfjax import parallel
 from rlhfjax.config import load_config
+from rlhfjax.errors import Preempted
 from rlhfjax.models import api
 from rlhfjax.harness import experience
 from rlhfjax.online import runner
@@ -37,7 +40,7 @@ def best_of_groups(rollout, score_R, n):
     return jnp.arange(groups.shape[0]) * n + jnp.argmax(groups, axis=1)
 
 
-def iterate(state, prompts, rng, *, setup, seen):
+def iterate(state, prompts, rng, *, setup, seen, signal_at=0):
     ro, score = experience.sample_and_score(
         state.train.params["policy"], setup.roles.reward.params, prompts["prompt_tokens_BxP"],
         prompts["prompt_mask_BxP"], rng, policy_cfg=setup.roles.policy.cfg, reward_cfg=setup.roles.reward.cfg,
@@ -49,11 +52,13 @@ def iterate(state, prompts, rng, *, setup, seen):
              "response_mask_BxL": response_mask[keep]}
     train, metrics = update(state.train, batch, kept_nll, None, setup.roles.policy.cfg)
     seen.append((np.asarray(ro.sequence_BxL), np.asarray(score), np.asarray(keep)))
+    if len(seen) == signal_at:  # a real preemption notice, mid-iteration
+        os.kill(os.getpid(), signal.SIGTERM)
     metrics = {**metrics, "reward/proxy": jnp.mean(score[keep]), "reward/proxy_all": jnp.mean(score)}
     return state.replace(train=train), metrics, ro
 
 
-def run(lab, workdir, iterations, seen):
+def run(lab, workdir, iterations, seen, signal_at=0):
     config = load_config(CONFIG + ":smoke", [
         f"--config.data.toylab_dir={lab / 'toylab'}", f"--config.policy.init_from={lab / 'sft'}",
         f"--config.reward.init_from={lab / 'rm'}", f"--config.train.iterations={iterations}",
@@ -63,7 +68,7 @@ def run(lab, workdir, iterations, seen):
     assert setup.roles.value is None
     state = runner.create_state(setup, {"policy": setup.roles.policy.params}, {"policy": setup.roles.policy.shardings},
                                 total_steps=iterations)
-    step = functools.partial(iterate, setup=setup, seen=seen)
+    step = functools.partial(iterate, setup=setup, seen=seen, signal_at=signal_at)
     return runner.run_online(setup, str(workdir), state, step, name="best-of-n-sft")
 
 
@@ -90,10 +95,23 @@ def test_sample_n_method_on_the_runner(lab):
     assert int(state.iteration) == 3 and os.path.exists(lab / "straight" / "model" / "config.json")
     assert summary["final"]["step"] == 3 and os.path.exists(lab / "straight" / "samples.jsonl")
 
-    run(lab, lab / "split", 1, [])  # "killed" after iteration 1, then resumed to 3
+    # SIGTERM during iteration 2: it finishes, is checkpointed (save_every=0: off schedule) and the run stops;
+    # the same call resumes from there and ends as the uninterrupted run.
+    with pytest.raises(Preempted, match="SIGTERM after step 2"):
+        run(lab, lab / "split", 3, [], signal_at=2)
+    assert sorted(os.listdir(lab / "split" / "checkpoints")) == ["2"]
     _, resumed = run(lab, lab / "split", 3, [])
     jax.tree.map(np.testing.assert_array_equal, jax.device_get(resumed.train.params),
                  jax.device_get(state.train.params))
+    # The newest checkpoint truncated: one line, step 2 restored, step 3 run again to the same params.
+    damage_checkpoint(str(lab / "split" / "checkpoints" / "3"), "truncate")
+    _, again = run(lab, lab / "split", 3, [])
+    assert os.listdir(lab / "split" / "checkpoints.unreadable") == ["3"]
+    jax.tree.map(np.testing.assert_array_equal, jax.device_get(again.train.params),
+                 jax.device_get(state.train.params))
+    untimed = lambda path: [{k: v for k, v in r.items() if not k.startswith(("time/", "perf/"))}  # noqa: E731
+                            for r in read_jsonl(str(path / "metrics.jsonl"))]
+    assert untimed(lab / "split") == untimed(lab / "straight")
 
 
 def test_eval_reports_the_gold_means_standard_error(lab, tmp_path):

@@ -55,7 +55,7 @@ def make_setup(lab, *extra):
         mask[b, :b % 3] = 0
         tokens[b, :b % 3] = tok.pad_token_id
     return dict(config=config, setup=setup, adv=ppo_recipe.advantage_config(config, tok.eos_token_id),
-                lcfg=ppo_recipe.loss_config(config, setup), tx=state.train.tx, schedule=state.train.schedule,
+                lcfg=ppo_recipe.loss_config(config, setup), tx=state.train.tx,
                 policy=copy(state.train.params["policy"]), value=copy(state.train.params["value"]),
                 rm=copy(setup.roles.reward.params), prompt=(jnp.asarray(tokens), jnp.asarray(mask)))
 
@@ -72,7 +72,7 @@ def experience(s, reference, adv=None, timed=True, fused=False):
                                 reward=dataclasses.replace(roles.reward, params=copy(s["rm"])))
     setup = dataclasses.replace(s["setup"], roles=roles)
     train = TrainState.create({"policy": copy(s["policy"]), "value": copy(s["value"])}, s["tx"],
-                              jax.random.PRNGKey(0), schedule=s["schedule"])
+                              jax.random.PRNGKey(0))
     state = PolicyState(train=train, method=kl_control.AdaptiveKL.create(), reward_gain=jnp.float32(1.0),
                         reward_bias=jnp.float32(0.0), iteration=jnp.int32(0))
     tok, mask = s["prompt"]
@@ -83,7 +83,7 @@ def experience(s, reference, adv=None, timed=True, fused=False):
 def first_update(s, exp):
     c = s["config"]
     state = TrainState.create({"policy": copy(s["policy"]), "value": copy(s["value"])}, s["tx"],
-                              jax.random.PRNGKey(0), schedule=s["schedule"])
+                              jax.random.PRNGKey(0))
     state, m = minibatch_update(state, exp["batch"], None, jax.random.PRNGKey(5), loss_fn=ppo_math.loss_fn,
                                 config=s["lcfg"], epochs=c.ppo.epochs, num_minibatches=c.ppo.num_minibatches)
     assert m["loss"].shape == (c.ppo.epochs * c.ppo.num_minibatches,)

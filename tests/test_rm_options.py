@@ -16,7 +16,7 @@ from rlhfjax.objectives import rm as rm_objective
 from rlhfjax.offline import runner
 from rlhfjax.recipes import rm
 from rlhfjax.train import early_stopping
-from rlhfjax.train.optim import default_optim_config, make_optimizer, make_schedule
+from rlhfjax.train.optim import default_optim_config, make_optimizer
 from rlhfjax.train.state import TrainState
 from rlhfjax.train.update import update
 
@@ -110,7 +110,7 @@ def test_backbone_freezing_holds_the_backbone_bit_identical_while_the_head_train
     params = init_scalar_params(cfg, jax.random.PRNGKey(0))
     params["head"] = jax.tree.map(lambda x: x + 0.1, params["head"])  # nonzero: the backbone gets gradients
     start = jax.tree.map(np.asarray, params)
-    state = TrainState.create(params, make_optimizer(optim), jax.random.PRNGKey(1), schedule=make_schedule(optim))
+    state = TrainState.create(params, make_optimizer(optim), jax.random.PRNGKey(1))
     batch = _pairs_batch()
     same = lambda a, b: all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))  # noqa
     for step in range(1, 5):

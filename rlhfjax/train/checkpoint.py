@@ -4,16 +4,24 @@ One checkpoint step = `state` (StandardSave: arrays, any sharding), `data` and `
 Orbax writes to a temporary directory and renames it when complete, so a crash mid-save never
 leaves a half checkpoint that `latest_step()` would pick. Restore takes a template state whose
 shardings decide the layout, so a checkpoint saved on one mesh restores onto any other.
+
+Files damaged after the fact (a full disk, a copy cut short, a deleted shard, a checkpoint of another
+model) are another matter: `restore_newest_readable` tries the checkpoints newest first, says in one line
+why each unreadable one was passed over, and sets those aside (`<dir>.unreadable/<step>`, never deleted) so
+the resumed run can write those steps again.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
 
+from rlhfjax import distributed
+from rlhfjax.errors import BadInputError
 from rlhfjax.train.state import TrainState
 
 
@@ -72,6 +80,56 @@ class Checkpointer:
             data=ocp.args.JsonRestore(), config=ocp.args.JsonRestore()))
         return out["state"], out["data"], out["config"], step
 
+    def restore_newest_readable(self, template: TrainState, shardings=None):
+        """`restore` of the newest checkpoint that can be read into `template` → (state, data_state, config,
+        step), or None when the directory holds no checkpoint. Each newer one that cannot be read (missing or
+        truncated files, other shapes) is reported in one line and moved to `<dir>.unreadable/<step>`; when none
+        can be read, `BadInputError` lists why, and nothing is moved. Every process must call it: they agree
+        on each attempt (one process's unreadable shard fails it for all)."""
+        self.manager.wait_until_finished()
+        failed = []
+        for step in sorted(self.all_steps(), reverse=True):
+            try:
+                out, why = self.restore(template, step, shardings), ""
+            except Exception as e:  # orbax, tensorstore, json: whatever stops these files serving this run
+                out, why = None, _one_line(e)
+            if distributed.agree_max(int(out is None)):
+                failed.append((step, why or "unreadable on another process"))
+                print(f"checkpoint at step {step} in {self.manager.directory} cannot be restored ({failed[-1][1]}); "
+                      "trying the next older one", flush=True)
+                continue
+            if failed:
+                self._set_aside([s for s, _ in failed])
+            return out
+        if failed:
+            raise BadInputError(
+                f"no readable checkpoint in {self.manager.directory}: "
+                + "; ".join(f"step {s}: {why}" for s, why in failed),
+                "nothing was moved or deleted; repair the files, or resume elsewhere with a new --workdir")
+        return None
+
+    def _set_aside(self, steps: list[int]) -> None:
+        """Unreadable step folders → `<dir>.unreadable/<step>[-<time>]` (process 0), so their steps can be saved
+        again; the manager then re-reads its directory."""
+        directory = os.fspath(self.manager.directory)
+        if distributed.is_primary():
+            aside = directory.rstrip("/") + ".unreadable"
+            os.makedirs(aside, exist_ok=True)
+            for step in steps:
+                target = os.path.join(aside, str(step))
+                if os.path.exists(target):
+                    target += time.strftime("-%Y%m%d-%H%M%S")
+                os.replace(os.path.join(directory, str(step)), target)
+                print(f"checkpoint at step {step}: moved to {target}", flush=True)
+        distributed.barrier("checkpoints set aside")
+        self.manager.reload()
+
     def close(self):
         self.manager.wait_until_finished()
         self.manager.close()
+
+
+def _one_line(e: Exception, limit: int = 200) -> str:
+    first = next((line.strip() for line in str(e).splitlines() if line.strip()), "")
+    text = f"{type(e).__name__}: {first}" if first else type(e).__name__
+    return text if len(text) <= limit else text[:limit - 1] + "…"

@@ -14,17 +14,26 @@ due at:
 Every hook is also due at the last step, so an evaluated step is always logged and the end of a run is always
 checkpointed. Before the first hook due at a step the loop checks the non-finite guard (one scalar fetch).
 Everything random lives in the state, so a resumed run replays the uninterrupted one bit for bit.
+
+Preemption: SIGTERM (a TPU VM's or spot instance's notice) or SIGINT (Ctrl-C, a notebook's interrupt) while
+the loop runs lets the current step finish, checkpoints it (every process of a multi-process run agrees on the
+step), flushes the logs and raises `errors.Preempted` (the CLI's exit status 75). Logging and evals stay on
+their schedule, so the resumed run's records are the uninterrupted run's. A second signal stops at once.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import signal
+import threading
 from typing import Any, Callable
 
 import jax
 from tqdm.auto import tqdm
 
+from rlhfjax import distributed
+from rlhfjax.errors import Preempted
 from rlhfjax.train.checkpoint import Checkpointer
 from rlhfjax.train.metrics import MetricsWriter, drop_records_after, write_config
 from rlhfjax.train.state import TrainState
@@ -47,6 +56,7 @@ class StepInfo:
     first: bool = False  # the first step this process runs
     last: bool = False  # the last step of this run (or of this piece of it: StopAt)
     evaluated: bool = False
+    preempted: bool = False  # a signal stops the run after this step (checkpointed; nothing else changes)
 
 
 class Hook:
@@ -154,10 +164,11 @@ class Log(Hook):
 
 def restore_or_init(checkpointer: Checkpointer | None, template, data_iter,
                     shardings=None) -> tuple[Any, int | None]:
-    """Latest checkpoint into (state, iterator) if there is one; else the template, untouched."""
+    """The newest readable checkpoint into (state, iterator) if there is one (an unreadable newer one is reported
+    and set aside: `Checkpointer.restore_newest_readable`); else the template, untouched."""
     if checkpointer is None or checkpointer.latest_step() is None:
         return template, None
-    state, data_state, _, step = checkpointer.restore(template, shardings=shardings)
+    state, data_state, _, step = checkpointer.restore_newest_readable(template, shardings=shardings)
     data_iter.load_state_dict(data_state)
     return state, step
 
@@ -173,6 +184,9 @@ class Checkpoint(Hook):
 
     def resume(self, state):
         return restore_or_init(self.checkpointer, state, self.data_iter, self.shardings)
+
+    def due(self, info: StepInfo) -> bool:
+        return super().due(info) or info.preempted
 
     def __call__(self, info: StepInfo) -> None:
         self.checkpointer.save(info.step, info.state, self.data_iter.state_dict(), self.config)
@@ -195,6 +209,36 @@ def offline_step(data_iter, loss_fn, *, frozen: Any = None, loss_config: Any = N
         return with_train_state(state, train), metrics
 
     return step
+
+
+class StopSignals:
+    """While open: SIGTERM and SIGINT ask the loop to stop after its current step (`requested`, agreed by every
+    process); a second one raises KeyboardInterrupt at once. Handlers are only set from the main thread (a
+    loop in another thread keeps the process's own), and the previous ones come back on close."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self):
+        self.received, self.previous = None, {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self.previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+        return self
+
+    def _handle(self, signum, frame):
+        if self.received is not None:
+            self.__exit__()
+            raise KeyboardInterrupt(f"second {signal.Signals(signum).name}")
+        self.received = signal.Signals(signum).name
+
+    def requested(self) -> bool:
+        return bool(distributed.agree_max(int(self.received is not None)))
+
+    def __exit__(self, *exc):
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
+        self.previous = {}
 
 
 def run_loop(state, step_fn: StepFn, *, num_steps: int, hooks=(), step_of=lambda s: s.step,
@@ -228,11 +272,16 @@ def run_loop(state, step_fn: StepFn, *, num_steps: int, hooks=(), step_of=lambda
                 hook(info)
 
     try:
-        if start == 0 and end > 0:
-            after(StepInfo(state, 0, {}))
-        for step in range(start + 1, end + 1):
-            state, metrics = step_fn(state, step)
-            after(StepInfo(state, step, dict(metrics), first=step == start + 1, last=step == end))
+        with StopSignals() as signals:
+            if start == 0 and end > 0:
+                after(StepInfo(state, 0, {}))
+            for step in range(start + 1, end + 1):
+                state, metrics = step_fn(state, step)
+                stop = step < end and signals.requested()
+                after(StepInfo(state, step, dict(metrics), first=step == start + 1, last=step == end, preempted=stop))
+                if stop:
+                    raise Preempted(step, signals.received or "a signal to another process",
+                                    checkpointed=any(isinstance(h, Checkpoint) for h in hooks))
     finally:
         for hook in hooks:
             hook.close()

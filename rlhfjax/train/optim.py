@@ -1,6 +1,8 @@
 """Optimizer from config: clip by global norm -> AdamW (decoupled decay) -> LR schedule.
 
-Objectives never build optimizers; a run builds one with `make_optimizer(config)`. Gradient
+Objectives never build optimizers; a run builds one with `make_optimizer(config)`: behind
+`optax.apply_if_finite` (a non-finite step is skipped and counted), with the learning rate an
+`optax.inject_hyperparams` hyperparameter (logged from the state). Gradient
 accumulation is not an optimizer wrapper: `train.update` splits each batch into
 `grad_accum_steps` micro-batches and weights them exactly, so the optimizer, and the schedule,
 step once per update.
@@ -24,6 +26,7 @@ import optax
 from rlhfjax.choices import SCHEDULES
 from rlhfjax.config_blocks import optim_config as default_optim_config  # noqa: F401 (config.optim's defaults)
 from rlhfjax.errors import ConfigError
+from rlhfjax.train.state import finite_steps_only
 
 
 
@@ -76,14 +79,25 @@ def make_optimizer(config) -> optax.GradientTransformation:
 def _optimizer(clip: float, schedule, b1: float, b2: float, eps: float, weight_decay: float,
                freeze_steps: int = 0, frozen: tuple[str, ...] = ()):
     parts = [optax.clip_by_global_norm(clip)] if clip > 0 else []
-    parts.append(optax.adamw(schedule, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay, mask=_decay_mask))
+    # The learning rate is an injected hyperparameter: the state holds the rate of the step just taken, which
+    # `train.update` logs (`learning_rate_of`) without knowing the schedule.
+    adamw = optax.inject_hyperparams(optax.adamw, static_args=("b1", "b2", "eps", "weight_decay", "mask"))
+    parts.append(adamw(learning_rate=schedule, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay, mask=_decay_mask))
     tx = optax.chain(*parts)
-    return freeze_for(tx, frozen, freeze_steps) if freeze_steps > 0 and frozen else tx
+    tx = freeze_for(tx, frozen, freeze_steps) if freeze_steps > 0 and frozen else tx
+    return finite_steps_only(tx)
+
+
+def learning_rate_of(opt_state):
+    """The learning rate of the last step an optimizer state took (its injected hyperparameter; the schedule's
+    first value before any step), or None for an optimizer without one."""
+    hyperparams = optax.tree_utils.tree_get(opt_state, "hyperparams", default=None)
+    return None if hyperparams is None else hyperparams.get("learning_rate")
 
 
 class FreezeState(NamedTuple):
     inner: optax.OptState
-    updates_seen: jax.Array  # int32; not called `count`, which `train.update` reads as the schedule's step
+    updates_seen: jax.Array  # int32: updates seen, frozen ones included
 
 
 def freeze_for(inner: optax.GradientTransformation, frozen: tuple[str, ...],

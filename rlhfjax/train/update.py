@@ -8,8 +8,8 @@ counts: the gradient equals the full batch's `∇(Σ total / Σ count)` whatever
 micro-batches, and the optimizer (and its LR schedule) steps once per call.
 
 A step whose loss or any gradient is not finite is skipped (params and optimizer state
-unchanged) and counted in the state; the host raises `NonFiniteError` via `check_nonfinite` once
-the count reaches the configured limit.
+unchanged) and counted, by the optimizer's `optax.apply_if_finite` (`train.state.finite_steps_only`);
+the host raises `NonFiniteError` via `check_nonfinite` once the count reaches the configured limit.
 """
 
 from __future__ import annotations
@@ -22,24 +22,15 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from rlhfjax.errors import UserError
+from rlhfjax.train.optim import learning_rate_of
 from rlhfjax.train.state import TrainState
 
 LossFn = Callable[..., tuple[jax.Array, jax.Array, dict[str, jax.Array]]]
 
 
-class NonFiniteError(RuntimeError):
-    pass
-
-
-def _tree_all_finite(tree) -> jax.Array:
-    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]
-    return jnp.stack(leaves).all() if leaves else jnp.array(True)
-
-
-def _optimizer_count(opt_state) -> jax.Array:
-    """Optimizer updates applied so far (the schedule's step)."""
-    found = optax.tree_utils.tree_get_all_with_path(opt_state, "count")
-    return found[0][1] if found else jnp.zeros((), jnp.int32)
+class NonFiniteError(UserError, RuntimeError):
+    """Too many non-finite steps in a row: the CLI's one-line error (exit 2), the last good checkpoint kept."""
 
 
 def split_micro_batches(batch, k: int):
@@ -98,27 +89,21 @@ def apply_update(state: TrainState, batch, frozen, loss_fn: LossFn, config):
     rng, step_rng = jax.random.split(state.rng)
     loss, count, metrics, grads = weighted_grads(state.params, batch, frozen, step_rng, loss_fn, config,
                                                  state.accum_steps)
-    finite = jnp.isfinite(loss) & _tree_all_finite(grads)
-    # Zero bad grads before the chain so no NaN reaches the (discarded) new optimizer state math.
-    safe_grads = jax.tree.map(lambda g: jnp.where(finite, g, jnp.zeros_like(g)), grads)
-    updates, new_opt_state = state.tx.update(safe_grads, state.opt_state, state.params)
-    new_params = optax.apply_updates(state.params, updates)
-    keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)  # noqa: E731
-    new_state = state.replace(
-        params=keep(new_params, state.params),
-        opt_state=keep(new_opt_state, state.opt_state),
-        step=state.step + 1,
-        rng=rng,
-        nonfinite_count=jnp.where(finite, 0, state.nonfinite_count + 1).astype(jnp.int32),
-    )
+    # The optimizer's `apply_if_finite` judges the gradient; a non-finite loss with a finite gradient (possible
+    # when the loss's bad term has no gradient path) is made to fail that check too.
+    checked = jax.tree.map(lambda g: jnp.where(jnp.isfinite(loss), g, jnp.nan), grads)
+    updates, opt_state = state.tx.update(checked, state.opt_state, state.params)
+    new_state = state.replace(params=optax.apply_updates(state.params, updates), opt_state=opt_state,
+                              step=state.step + 1, rng=rng)
     out = dict(metrics)
     out["loss"] = loss
     out["loss/count"] = count
     out["optim/grad_norm"] = optax.global_norm(grads)  # before clipping
-    out["optim/step_skipped"] = (~finite).astype(jnp.float32)
-    out["optim/consecutive_nonfinite"] = new_state.nonfinite_count
-    if state.schedule is not None:
-        out["optim/learning_rate"] = state.schedule(_optimizer_count(state.opt_state))
+    out["optim/step_skipped"] = 1.0 - opt_state.last_finite.astype(jnp.float32)
+    out["optim/consecutive_nonfinite"] = opt_state.notfinite_count
+    lr = learning_rate_of(opt_state)
+    if lr is not None:
+        out["optim/learning_rate"] = lr
     return new_state, out
 
 
@@ -181,6 +166,6 @@ def check_nonfinite(state: TrainState, max_consecutive: int) -> None:
     if max_consecutive > 0 and count >= max_consecutive:
         raise NonFiniteError(
             f"{count} consecutive steps had a non-finite loss or gradient (limit "
-            f"max_consecutive_nonfinite={max_consecutive}) at step {int(state.step)}; those steps "
-            "were not applied, so params and the last checkpoint are the last good ones. Lower "
-            "the learning rate, check the data, or run with jax_debug_nans to find the source.")
+            f"optim.max_consecutive_nonfinite={max_consecutive}) at step {int(state.step)}",
+            "those steps were not applied, so params and the last checkpoint are the last good ones; lower the "
+            "learning rate, check the data, or run with JAX_DEBUG_NANS=1 to find the source")
