@@ -127,6 +127,31 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture(autouse=True, scope="module")
+def _data_parallel_runs_on_one_device(request):
+    """A run that asks for the default data-parallel mesh (`parallel.make_mesh` with strategy "dp" and no devices
+    given: every recipe run without a mesh, every CLI run in this process) gets one device, unless its module sets
+    `EVERY_DEVICE = True`. The 8-device CPU mesh costs each step a collective over 8 threads on this 2-core machine
+    (and compiles slower); sharding is what test_parallel, test_offline_mesh, test_multiprocess and the fsdp
+    parity tests check, on meshes they ask for by strategy, which stay on all 8 devices. One device here also
+    keeps most of the suite clear of the 8-thread collectives behind its rare abort (see TEST_XLA_OPTIONS)."""
+    from rlhfjax import parallel
+
+    if getattr(request.module, "EVERY_DEVICE", False):
+        yield
+        return
+    make_mesh = parallel.make_mesh
+
+    def first_device_when_data_parallel(config=None, devices=None):
+        if devices is None and (config is None or config.strategy == "dp"):
+            devices = jax.devices()[:1]
+        return make_mesh(config, devices)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(parallel, "make_mesh", first_device_when_data_parallel)
+        yield
+
+
+@pytest.fixture(autouse=True, scope="module")
 def _free_compiled_code():
     """Drop jit caches after each test module: one process compiles thousands of XLA executables over the
     suite, and keeping them all grows memory (and mapped code regions) until the process aborts."""

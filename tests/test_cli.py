@@ -12,6 +12,7 @@ from rlhfjax.config import ConfigError, load_config
 from rlhfjax.models.hf import load_pretrained
 
 LM_TINY = os.path.join(os.path.dirname(__file__), "..", "experiments", "lm_tiny.py")
+EVERY_DEVICE = True  # conftest: CLI runs here keep the 8 data-parallel devices (the batch-size error names them)
 
 
 def test_overrides_are_typed_and_applied():

@@ -48,6 +48,7 @@ CFG = tiny_cfg("llama", vocab_size=VOCAB, num_layers=1)  # 1 layer: SPMD compile
 OPT = default_optim_config()
 OPT.learning_rate, OPT.weight_decay, OPT.eps = 1e-3, 0.1, 1e-6
 TX = make_optimizer(OPT)
+EVERY_DEVICE = True  # conftest: the default data-parallel mesh keeps all 8 devices here
 RNG = jax.random.PRNGKey(0)
 BATCH = {"tokens": jax.random.randint(jax.random.PRNGKey(1), (8, 12), 1, VOCAB),
          "mask": jnp.ones((8, 12), jnp.int32).at[:3, :4].set(0)}

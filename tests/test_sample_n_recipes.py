@@ -93,7 +93,7 @@ def test_prompt_batches_that_do_not_split_over_the_mesh_are_a_config_error(lab, 
     from rlhfjax.recipes import grpo
 
     cfg = config("grpo", lab, 1, ["--config.train.batch_size=4"])
-    mesh = parallel.make_mesh(cfg.mesh)
+    mesh = parallel.make_mesh(cfg.mesh, jax.devices())  # every device, asked for (conftest: one by default)
     assert mesh.size == 8
     with pytest.raises(ConfigError, match="train.batch_size=4 is not divisible by the 8"):
         grpo.run(cfg, str(tmp_path / "x"), mesh)
