@@ -75,4 +75,4 @@ def test_rm_fsdp_with_accumulation_matches_one_device(toylab_data, tmp_path):
 def test_batch_size_not_divisible_by_the_data_parallel_devices_is_refused(toylab_data, tmp_path):
     cfg = load_config(f"{RM_CFG}:smoke", [f"--config.data.toylab_dir={toylab_data}", "--config.train.batch_size=12"])
     with pytest.raises(ValueError, match=r"train\.batch_size=12 is not divisible by the 8 data-parallel devices"):
-        rm.run(cfg, str(tmp_path))
+        rm.run(cfg, str(tmp_path), parallel.make_mesh(cfg.mesh, jax.devices()))  # all 8 (conftest: one by default)
