@@ -31,7 +31,7 @@ def main(argv=None) -> int:
     render_only = "--render" in argv
     overrides = [a for a in argv if a != "--render"]
     if not render_only:
-        kl_scaling.main(["--config", os.path.join(ROOT, SWEEP), *overrides])
+        kl_scaling.main(["--config", SWEEP, *overrides])  # relative: the docs show the command as typed
     sweep = kl_scaling._load(SWEEP, overrides)
     out = os.path.abspath(kl_scaling._path(sweep.out))
     text = render(_study.load_results(out), out, " ".join(["python scripts/objectives_table.py", *argv]))
@@ -97,7 +97,8 @@ def render(results: dict, out: str, command: str) -> str:
             f"{f' (± {se:.3f})' if se == se else ''} | {at['sqrt_kl']:.2f} ({step.format(at['step'])}) | "
             f"{at['last_dgold']:+.3f}, {at['last_sqrt_kl']:.2f} ({step.format(at['last_step'])}) | "
             f"{'reused' if seconds is None else f'{seconds:.0f} s'} |")
-    yardstick = (f"The noise yardstick: one eval's gold mean has a standard error of {min(ses):.3f}–{max(ses):.3f} "
+    spread = f"{min(ses):.3f}" if f"{min(ses):.3f}" == f"{max(ses):.3f}" else f"{min(ses):.3f}–{max(ses):.3f}"
+    yardstick = (f"The noise yardstick: one eval's gold mean has a standard error of {spread} "
                  f"(std / √n over its prompts, at the SFT policy); a difference of two evals on the same prompts and "
                  f"keys is noisier by at most √2 of that.") if ses else "No eval logged eval/reward/gold_se."
     return f"""# The objectives, side by side on the toy lab
