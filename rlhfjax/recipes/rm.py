@@ -43,11 +43,11 @@ import numpy as np
 from rlhfjax import distributed, parallel
 from rlhfjax.analysis.calibration import pair_metrics, pairwise_predictions, plot_reliability, reliability
 from rlhfjax.data.batching import collate_pairs, collate_ranked, padded_batches
-from rlhfjax.errors import BadInputError, ConfigError
+from rlhfjax.errors import ConfigError
 from rlhfjax.models import api
 from rlhfjax.models.factory import execution
 from rlhfjax.models.heads import without_lm_head
-from rlhfjax.models.hf import load_pretrained_scalar, save_pretrained, save_pretrained_scalar
+from rlhfjax.models.hf import load_hf_config, load_pretrained_scalar, save_pretrained, save_pretrained_scalar
 from rlhfjax.objectives import rm as rm_objective
 from rlhfjax.data.preferences import comparison_source, load_comparisons
 from rlhfjax.data.sources import is_toylab
@@ -80,17 +80,10 @@ def _init_params(config, tokenizer, rng, mesh):
 
 
 def _is_scalar_checkpoint(path: str) -> bool:
-    import json
-
-    cfg_path = os.path.join(path, "config.json")
-    if not os.path.isfile(cfg_path):
+    if not os.path.isfile(os.path.join(path, "config.json")):
         return False
-    try:
-        with open(cfg_path) as f:
-            architectures = json.load(f).get("architectures") or []
-    except ValueError as e:  # the loader's own one-line error would come later; say it here
-        raise BadInputError(f"{cfg_path}: not valid JSON ({e})", "repair it or re-save the checkpoint") from None
-    return any(a.endswith("ForSequenceClassification") for a in architectures)
+    _, hf_config = load_hf_config(path)  # a broken config.json: the loader's own one-line error
+    return any(a.endswith("ForSequenceClassification") for a in hf_config.architectures or [])
 
 
 # One jitted function per loss config (hashable): runs in one process (sweeps, tests) reuse the compiled code.
